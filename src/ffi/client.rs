@@ -1,0 +1,188 @@
+//! The application side of PAM: what sshd or dovecot do to log someone in, reduced to one
+//! call. Used by the tests, the demo and the benchmark to drive the real libpam, which
+//! loads the built module from a service file in a directory of their own
+//! (`pam_start_confdir`). The module itself never calls this.
+
+use std::ffi::{CString, c_char, c_int, c_void};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use crate::code::Code;
+use pam::module::PamHandle;
+
+const PAM_RHOST: c_int = 4;
+const PAM_PROMPT_ECHO_OFF: c_int = 1;
+const PAM_PROMPT_ECHO_ON: c_int = 2;
+
+#[repr(C)]
+struct PamMessage {
+    msg_style: c_int,
+    msg: *const c_char,
+}
+
+#[repr(C)]
+struct PamResponse {
+    resp: *mut c_char,
+    resp_retcode: c_int,
+}
+
+#[repr(C)]
+struct PamConv {
+    conv: extern "C" fn(c_int, *mut *const PamMessage, *mut *mut PamResponse, *mut c_void) -> c_int,
+    appdata_ptr: *mut c_void,
+}
+
+#[link(name = "pam")]
+unsafe extern "C" {
+    fn pam_start_confdir(
+        service: *const c_char,
+        user: *const c_char,
+        conv: *const PamConv,
+        confdir: *const c_char,
+        pamh: *mut *mut PamHandle,
+    ) -> c_int;
+    fn pam_set_item(pamh: *mut PamHandle, item: c_int, value: *const c_void) -> c_int;
+    fn pam_authenticate(pamh: *mut PamHandle, flags: c_int) -> c_int;
+    fn pam_end(pamh: *mut PamHandle, status: c_int) -> c_int;
+}
+
+/// One login attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    /// Directory holding the service file (instead of /etc/pam.d).
+    pub confdir: &'a Path,
+    /// The PAM service name: the file in `confdir`.
+    pub service: &'a str,
+    pub user: &'a [u8],
+    /// What the conversation answers to a password prompt.
+    pub password: &'a [u8],
+    /// PAM_RHOST, as a server would set it.
+    pub rhost: Option<&'a str>,
+}
+
+/// What came of an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// `pam_authenticate`'s answer.
+    pub code: Code,
+    /// How many times the stack asked for a password.
+    pub password_prompts: u32,
+}
+
+/// Why an attempt could not even start.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientError {
+    /// A string with an interior NUL.
+    Nul(&'static str),
+    /// `pam_start_confdir` failed with this code.
+    Start(Code),
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Nul(what) => write!(f, "{what} contains a NUL byte"),
+            ClientError::Start(code) => write!(f, "pam_start_confdir failed: {}", code),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+struct Answers {
+    user: CString,
+    password: CString,
+    prompts: u32,
+}
+
+extern "C" fn converse(
+    n: c_int,
+    msgs: *mut *const PamMessage,
+    resp: *mut *mut PamResponse,
+    appdata: *mut c_void,
+) -> c_int {
+    let Ok(count) = usize::try_from(n) else {
+        return Code::CONV_ERR.0;
+    };
+    if count == 0 || msgs.is_null() || resp.is_null() || appdata.is_null() {
+        return Code::CONV_ERR.0;
+    }
+    // SAFETY: appdata is the `Answers` `authenticate` passed, alive for the whole call.
+    let answers = unsafe { &mut *appdata.cast::<Answers>() };
+    // SAFETY: calloc'd as libpam expects (it frees the array and each answer with free()).
+    let out =
+        unsafe { libc::calloc(count, std::mem::size_of::<PamResponse>()) }.cast::<PamResponse>();
+    if out.is_null() {
+        return Code::BUF_ERR.0;
+    }
+    for i in 0..count {
+        // Linux-PAM passes an array of pointers to messages.
+        // SAFETY: i < n entries, per libpam's contract.
+        let msg = unsafe { &**msgs.add(i) };
+        let text = match msg.msg_style {
+            PAM_PROMPT_ECHO_OFF => {
+                answers.prompts += 1;
+                Some(&answers.password)
+            }
+            PAM_PROMPT_ECHO_ON => Some(&answers.user),
+            _ => None,
+        };
+        if let Some(text) = text {
+            // SAFETY: strdup of a valid C string; libpam frees it.
+            let copy = unsafe { libc::strdup(text.as_ptr()) };
+            // SAFETY: out has `count` zeroed entries.
+            unsafe { (*out.add(i)).resp = copy };
+        }
+    }
+    // SAFETY: resp is libpam's out-pointer.
+    unsafe { *resp = out };
+    Code::SUCCESS.0
+}
+
+/// Runs `pam_start_confdir` / `pam_authenticate` / `pam_end` once, as an application would.
+pub fn authenticate(a: &Attempt<'_>) -> Result<Outcome, ClientError> {
+    let service = CString::new(a.service).map_err(|_| ClientError::Nul("service"))?;
+    let user = CString::new(a.user).map_err(|_| ClientError::Nul("user"))?;
+    let confdir =
+        CString::new(a.confdir.as_os_str().as_bytes()).map_err(|_| ClientError::Nul("confdir"))?;
+    let rhost = a
+        .rhost
+        .map(CString::new)
+        .transpose()
+        .map_err(|_| ClientError::Nul("rhost"))?;
+    let mut answers = Answers {
+        user: user.clone(),
+        password: CString::new(a.password).map_err(|_| ClientError::Nul("password"))?,
+        prompts: 0,
+    };
+    let conv = PamConv {
+        conv: converse,
+        appdata_ptr: (&raw mut answers).cast(),
+    };
+    let mut pamh: *mut PamHandle = std::ptr::null_mut();
+    // SAFETY: all strings are valid C strings; conv and answers outlive the handle.
+    let rc = unsafe {
+        pam_start_confdir(
+            service.as_ptr(),
+            user.as_ptr(),
+            &conv,
+            confdir.as_ptr(),
+            &mut pamh,
+        )
+    };
+    if rc != 0 || pamh.is_null() {
+        return Err(ClientError::Start(Code(rc)));
+    }
+    if let Some(rhost) = &rhost {
+        // SAFETY: valid handle; libpam copies the string.
+        unsafe { pam_set_item(pamh, PAM_RHOST, rhost.as_ptr().cast()) };
+    }
+    // SAFETY: valid handle.
+    let code = unsafe { pam_authenticate(pamh, 0) };
+    // SAFETY: valid handle, ended exactly once.
+    unsafe { pam_end(pamh, code) };
+    Ok(Outcome {
+        code: Code(code),
+        password_prompts: answers.prompts,
+    })
+}

@@ -1,0 +1,250 @@
+//! The only `unsafe` in apppass: the module's entry points, libpam calls the bindings
+//! crate does not wrap, and ([`client`]) the application side of PAM for tests, the demo
+//! and the benchmark.
+//!
+//! Every entry point catches panics, silences Rust's default panic message (it would go
+//! to the host's stderr) and answers with a PAM code: never PAM_ABORT, which tells the
+//! application to give up altogether.
+
+use std::cell::Cell;
+use std::ffi::{CStr, CString, c_char, c_int};
+use std::panic::{AssertUnwindSafe, PanicHookInfo};
+use std::sync::Once;
+
+use crate::code::Code;
+use pam::items::{RHost, RUser, Service, Tty};
+use pam::module::PamHandle;
+use zeroize::Zeroizing;
+
+use crate::pam::{Host, Level};
+use crate::time::Timestamp;
+
+pub mod client;
+
+const PAM_AUTHTOK: c_int = 6;
+
+#[link(name = "pam")]
+unsafe extern "C" {
+    fn pam_get_authtok(
+        pamh: *mut PamHandle,
+        item: c_int,
+        authtok: *mut *const c_char,
+        prompt: *const c_char,
+    ) -> c_int;
+    fn pam_get_user(pamh: *mut PamHandle, user: *mut *const c_char, prompt: *const c_char)
+    -> c_int;
+    fn pam_syslog(pamh: *const PamHandle, priority: c_int, fmt: *const c_char, ...);
+    fn pam_modutil_getlogin(pamh: *mut PamHandle) -> *const c_char;
+}
+
+thread_local! {
+    /// The handle of the call in progress on this thread, for the panic hook's log line.
+    /// A plain pointer in a `Cell` has no destructor, so this registers none (a TLS
+    /// destructor would pin the module in memory after the host unloads it).
+    static CURRENT: Cell<*mut PamHandle> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// Logs where the panic happened, never its message: a message may quote its input
+/// (a slicing panic prints the string), and the input may be a password.
+fn panic_hook(info: &PanicHookInfo<'_>) {
+    let pamh = CURRENT.with(Cell::get);
+    if pamh.is_null() {
+        return;
+    }
+    let place = info
+        .location()
+        .map(|l| format!("{}:{}", l.file(), l.line()))
+        .unwrap_or_default();
+    syslog(
+        pamh,
+        libc::LOG_CRIT,
+        &format!("internal error at {place}; please report it"),
+    );
+}
+
+fn syslog(pamh: *mut PamHandle, priority: c_int, message: &str) {
+    let Ok(msg) = CString::new(message.replace('\0', "\\x00")) else {
+        return;
+    };
+    // SAFETY: pamh is the live handle libpam passed to the current entry point; the format
+    // is a literal "%s" with one C string argument.
+    unsafe { pam_syslog(pamh, priority, c"%s".as_ptr(), msg.as_ptr()) };
+}
+
+/// Runs `f` for one entry point: panics caught and logged, the result a PAM code.
+fn guard(pamh: *mut PamHandle, f: impl FnOnce(&mut LibPam) -> Code) -> c_int {
+    static HOOK: Once = Once::new();
+    if pamh.is_null() {
+        return Code::SYSTEM_ERR.0;
+    }
+    HOOK.call_once(|| std::panic::set_hook(Box::new(panic_hook)));
+    CURRENT.with(|c| c.set(pamh));
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut LibPam { pamh })));
+    CURRENT.with(|c| c.set(std::ptr::null_mut()));
+    match result {
+        Ok(code) => code.0,
+        Err(payload) => {
+            // Dropping a panic payload can itself panic; never let that unwind into C.
+            if std::panic::catch_unwind(AssertUnwindSafe(|| drop(payload))).is_err() {
+                syslog(
+                    pamh,
+                    libc::LOG_CRIT,
+                    "internal error while handling an internal error",
+                );
+            }
+            crate::pam::LoginError::Internal.code().0
+        }
+    }
+}
+
+/// The module's arguments as byte strings.
+///
+/// # Safety
+/// `argv` must hold `argc` valid NUL-terminated strings (libpam guarantees it).
+unsafe fn args<'a>(argc: c_int, argv: *const *const c_char) -> Vec<&'a [u8]> {
+    let n = usize::try_from(argc).unwrap_or(0);
+    if argv.is_null() {
+        return Vec::new();
+    }
+    (0..n)
+        .filter_map(|i| {
+            // SAFETY: i < argc, per the caller's contract.
+            let p = unsafe { *argv.add(i) };
+            // SAFETY: libpam's argument strings are NUL-terminated and outlive the call.
+            (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_bytes())
+        })
+        .collect()
+}
+
+/// Authenticates the user with an app password. See pam_apppass(8).
+///
+/// # Safety
+/// Called by libpam with its own handle and argument vector.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pam_sm_authenticate(
+    pamh: *mut PamHandle,
+    _flags: c_int,
+    argc: c_int,
+    argv: *const *const c_char,
+) -> c_int {
+    guard(pamh, |host| {
+        // SAFETY: libpam's argc/argv, valid for the duration of this call.
+        let argv = unsafe { args(argc, argv) };
+        crate::pam::authenticate(host, &argv)
+    })
+}
+
+/// App passwords carry no credentials to establish: always PAM_SUCCESS.
+///
+/// # Safety
+/// Called by libpam with its own handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pam_sm_setcred(
+    pamh: *mut PamHandle,
+    _flags: c_int,
+    _argc: c_int,
+    _argv: *const *const c_char,
+) -> c_int {
+    guard(pamh, |_| Code::SUCCESS)
+}
+
+/// [`Host`] over a live libpam handle.
+struct LibPam {
+    pamh: *mut PamHandle,
+}
+
+impl LibPam {
+    fn handle(&self) -> &PamHandle {
+        // SAFETY: non-null (checked in `guard`) and valid for the entry point's duration.
+        unsafe { &*self.pamh }
+    }
+
+    fn item<'a, T: pam::items::Item<'a> + std::ops::Deref<Target = &'a CStr>>(
+        &'a self,
+    ) -> Option<String> {
+        match self.handle().get_item::<T>() {
+            Ok(Some(v)) => Some(v.to_string_lossy().into_owned()),
+            _ => None,
+        }
+    }
+}
+
+impl Host for LibPam {
+    fn user(&mut self) -> Result<Vec<u8>, Code> {
+        let mut p: *const c_char = std::ptr::null();
+        // SAFETY: valid handle; libpam stores the answer in `p`, owned by the handle.
+        let rc = unsafe { pam_get_user(self.pamh, &mut p, std::ptr::null()) };
+        if rc != Code::SUCCESS.0 {
+            return Err(Code(rc));
+        }
+        if p.is_null() {
+            return Err(Code::USER_UNKNOWN);
+        }
+        // SAFETY: libpam returned a NUL-terminated string that lives as long as the handle.
+        Ok(unsafe { CStr::from_ptr(p) }.to_bytes().to_vec())
+    }
+
+    fn authtok(&mut self) -> Result<Zeroizing<Vec<u8>>, Code> {
+        let mut p: *const c_char = std::ptr::null();
+        // SAFETY: valid handle; the token stays owned (and later wiped) by libpam.
+        let rc = unsafe { pam_get_authtok(self.pamh, PAM_AUTHTOK, &mut p, std::ptr::null()) };
+        if rc != Code::SUCCESS.0 {
+            return Err(Code(rc));
+        }
+        if p.is_null() {
+            return Ok(Zeroizing::new(Vec::new()));
+        }
+        // SAFETY: a NUL-terminated string owned by the handle.
+        Ok(Zeroizing::new(
+            unsafe { CStr::from_ptr(p) }.to_bytes().to_vec(),
+        ))
+    }
+
+    fn service(&self) -> Option<String> {
+        self.item::<Service>()
+    }
+
+    fn rhost(&self) -> Option<String> {
+        self.item::<RHost>()
+    }
+
+    fn tty(&self) -> Option<String> {
+        self.item::<Tty>()
+    }
+
+    fn ruser(&self) -> Option<String> {
+        self.item::<RUser>()
+    }
+
+    fn logname(&self) -> Option<String> {
+        // SAFETY: valid handle; the result is a static or handle-owned string, or null.
+        let p = unsafe { pam_modutil_getlogin(self.pamh) };
+        // SAFETY: non-null results are NUL-terminated.
+        (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    }
+
+    fn uids(&self) -> (u32, u32) {
+        uids()
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        let priority = match level {
+            Level::Err => libc::LOG_ERR,
+            Level::Warning => libc::LOG_WARNING,
+            Level::Notice => libc::LOG_NOTICE,
+            Level::Info => libc::LOG_INFO,
+            Level::Debug => libc::LOG_DEBUG,
+        };
+        syslog(self.pamh, priority, message);
+    }
+
+    fn now(&self) -> Timestamp {
+        crate::time::now()
+    }
+}
+
+/// Real and effective uid of this process.
+pub fn uids() -> (u32, u32) {
+    // SAFETY: getuid and geteuid cannot fail and touch no memory.
+    unsafe { (libc::getuid(), libc::geteuid()) }
+}

@@ -1,0 +1,692 @@
+//! The module's logic, free of libpam so it can be tested alone: arguments, store
+//! lookup, one verification, usage record, outcome. [`crate::ffi`] supplies the real
+//! [`Host`]; every failure becomes a PAM return code in [`LoginError::code`], and nowhere
+//! else.
+
+use std::fmt;
+use std::path::Path;
+
+use crate::code::Code;
+use zeroize::Zeroizing;
+
+use crate::args::{self, ModuleArgs};
+use crate::config::{self, Config};
+use crate::policy::{self, Status};
+use crate::secret::{self, Candidate};
+use crate::store::sqlite::{Purpose, SqliteStore};
+use crate::store::{Credential, Store};
+use crate::time::Timestamp;
+
+/// Syslog priorities the module uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Err,
+    Warning,
+    Notice,
+    Info,
+    Debug,
+}
+
+/// What the login logic needs from the application that loaded the module.
+pub trait Host {
+    /// PAM_USER (asking the application if it is not set yet).
+    fn user(&mut self) -> Result<Vec<u8>, Code>;
+    /// The password, via `pam_get_authtok` (which honours use_first_pass/try_first_pass).
+    fn authtok(&mut self) -> Result<Zeroizing<Vec<u8>>, Code>;
+    /// PAM_SERVICE.
+    fn service(&self) -> Option<String>;
+    /// PAM_RHOST.
+    fn rhost(&self) -> Option<String>;
+    /// PAM_TTY.
+    fn tty(&self) -> Option<String>;
+    /// PAM_RUSER.
+    fn ruser(&self) -> Option<String>;
+    /// The login name of the controlling terminal's user, as pam_unix logs it.
+    fn logname(&self) -> Option<String>;
+    /// Real and effective uid of the host process.
+    fn uids(&self) -> (u32, u32);
+    /// One line to syslog (authpriv), prefixed by libpam with `pam_apppass(service:auth)`.
+    fn log(&self, level: Level, message: &str);
+    /// The time now.
+    fn now(&self) -> Timestamp;
+}
+
+/// Why a login did not succeed, as recorded in syslog's `reason=` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The input cannot be an app password (length, characters): often the account
+    /// password typed where an app password belongs.
+    NotAppPassword,
+    /// Shaped like an app password, but no such password of this user.
+    UnknownPassword,
+    /// The password's selector is this user's, the rest is wrong.
+    WrongPassword,
+    Expired,
+    Revoked,
+    /// Right password, but scoped to another service.
+    WrongService,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::NotAppPassword => "not_app_password",
+            Reason::UnknownPassword => "unknown_password",
+            Reason::WrongPassword => "wrong_password",
+            Reason::Expired => "expired",
+            Reason::Revoked => "revoked",
+            Reason::WrongService => "wrong_service",
+        }
+    }
+}
+
+/// Everything that can go wrong in a login, one variant per PAM answer family.
+#[derive(Debug)]
+pub enum LoginError {
+    /// A known argument with an unusable value, or an unusable configuration file.
+    BadArgs(String),
+    /// The user has no app passwords at all: let the next module decide.
+    NoAppPasswords,
+    /// Wrong, expired, revoked or out of scope.
+    Denied { reason: Reason, id: Option<i64> },
+    /// The database cannot be used (missing, unsafe, corrupt, unknown schema, ...).
+    Unavailable(String),
+    /// libpam or the application failed us (no user, conversation error, ...).
+    Host(Code),
+    /// A bug: a panic caught at the FFI boundary.
+    Internal,
+}
+
+impl LoginError {
+    /// The one place where outcomes become PAM return codes.
+    pub fn code(&self) -> Code {
+        match self {
+            LoginError::BadArgs(_) => Code::SERVICE_ERR,
+            LoginError::NoAppPasswords => Code::USER_UNKNOWN,
+            LoginError::Denied { .. } => Code::AUTH_ERR,
+            LoginError::Unavailable(_) => Code::AUTHINFO_UNAVAIL,
+            // Never PAM_ABORT: it tells the application to give up altogether.
+            LoginError::Host(Code::ABORT) => Code::SYSTEM_ERR,
+            LoginError::Host(code) => *code,
+            LoginError::Internal => Code::SYSTEM_ERR,
+        }
+    }
+}
+
+impl fmt::Display for LoginError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoginError::BadArgs(why) => write!(f, "bad configuration: {why}"),
+            LoginError::NoAppPasswords => f.write_str("user has no app passwords"),
+            LoginError::Denied { reason, .. } => f.write_str(reason.as_str()),
+            LoginError::Unavailable(why) => write!(f, "database unavailable: {why}"),
+            LoginError::Host(code) => write!(f, "libpam said {code}"),
+            LoginError::Internal => f.write_str("internal error"),
+        }
+    }
+}
+
+/// A successful login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Success {
+    pub id: i64,
+    pub label: String,
+}
+
+/// What one login was about, for the log line.
+#[derive(Debug, Default)]
+struct Subject {
+    user: Option<String>,
+    service: Option<String>,
+    rhost: Option<String>,
+}
+
+/// `pam_sm_authenticate`: runs one login and logs its one outcome line.
+pub fn authenticate(host: &mut dyn Host, argv: &[&[u8]]) -> Code {
+    let mut subject = Subject::default();
+    let (result, debug) = match args::parse(argv) {
+        Ok(args) => {
+            for arg in &args.unknown {
+                host.log(
+                    Level::Warning,
+                    &format!("unknown argument ignored: {}", field(arg)),
+                );
+            }
+            (login(host, &args, &mut subject), args.debug)
+        }
+        Err(e) => (Err(LoginError::BadArgs(e.0)), false),
+    };
+    log_outcome(host, &subject, &result, debug);
+    match result {
+        Ok(_) => Code::SUCCESS,
+        Err(e) => e.code(),
+    }
+}
+
+/// PAM entry -> args -> store lookup -> verify -> record.
+fn login(
+    host: &mut dyn Host,
+    args: &ModuleArgs,
+    subject: &mut Subject,
+) -> Result<Success, LoginError> {
+    let (_, euid) = host.uids();
+    let as_root = euid == 0;
+    let config = load_config(host, args, as_root)?;
+    let db = args.db.as_deref().unwrap_or(&config.db);
+
+    let user_bytes = host.user().map_err(LoginError::Host)?;
+    let user = String::from_utf8(user_bytes).ok();
+    subject.user = user.clone();
+    let service = match &args.service {
+        Some(s) => s.clone(),
+        None => host.service().ok_or(LoginError::Host(Code::SERVICE_ERR))?,
+    };
+    subject.service = Some(service.clone());
+    subject.rhost = host.rhost();
+    if args.debug {
+        host.log(
+            Level::Debug,
+            &format!(
+                "db={} scope={} as_root={as_root}",
+                field(&db.display().to_string()),
+                field(&service)
+            ),
+        );
+    }
+
+    let password = host.authtok().map_err(LoginError::Host)?;
+    let candidate = Candidate::parse(&password);
+    drop(password);
+
+    let store = SqliteStore::open(db, Purpose::Login, as_root)
+        .map_err(|e| LoginError::Unavailable(e.to_string()))?;
+    let unavailable = |e: crate::store::StoreError| LoginError::Unavailable(e.to_string());
+
+    // The row the selector names, if it belongs to this user: another user's row must look
+    // exactly like no row at all.
+    let credential: Option<Credential> = match (&candidate, &user) {
+        (Some(c), Some(u)) => store
+            .find_by_selector(c.selector())
+            .map_err(unavailable)?
+            .filter(|row| row.user == *u),
+        _ => None,
+    };
+    let has_passwords = match (&credential, &user) {
+        (Some(_), _) => true,
+        (None, Some(u)) => store.user_has_passwords(u).map_err(unavailable)?,
+        (None, None) => false,
+    };
+
+    // Exactly one argon2id verification on every path, so that the time taken says
+    // nothing about which of them was taken.
+    let dummy;
+    let hash = match &credential {
+        Some(row) => row.hash.as_str(),
+        None => {
+            dummy =
+                secret::dummy_hash(config.hash).map_err(|e| LoginError::BadArgs(e.to_string()))?;
+            dummy.as_str()
+        }
+    };
+    let matched = secret::verify(candidate.as_ref(), hash).map_err(|e| {
+        LoginError::Unavailable(format!(
+            "app password id={}: {e}",
+            credential.as_ref().map_or(0, |c| c.id)
+        ))
+    })?;
+
+    let Some(row) = credential else {
+        return Err(if !has_passwords {
+            LoginError::NoAppPasswords
+        } else if candidate.is_none() {
+            LoginError::Denied {
+                reason: Reason::NotAppPassword,
+                id: None,
+            }
+        } else {
+            LoginError::Denied {
+                reason: Reason::UnknownPassword,
+                id: None,
+            }
+        });
+    };
+    let denied = |reason| {
+        Err(LoginError::Denied {
+            reason,
+            id: Some(row.id),
+        })
+    };
+    if !matched {
+        return denied(Reason::WrongPassword);
+    }
+    let now = host.now();
+    match Status::at(row.expires, row.revoked, now) {
+        Status::Revoked => return denied(Reason::Revoked),
+        Status::Expired => return denied(Reason::Expired),
+        Status::Active => {}
+    }
+    if !policy::scope_allows(&row.service, &service) {
+        return denied(Reason::WrongService);
+    }
+
+    // Best effort: a locked, read-only or full database must not turn a right password
+    // into a failed login.
+    if let Err(e) = store.record_use(row.id, now, &service, subject.rhost.as_deref()) {
+        host.log(
+            Level::Warning,
+            &format!("could not record use of id={}: {e}", row.id),
+        );
+    }
+    Ok(Success {
+        id: row.id,
+        label: row.label,
+    })
+}
+
+fn load_config(host: &dyn Host, args: &ModuleArgs, as_root: bool) -> Result<Config, LoginError> {
+    let (path, explicit) = match &args.conf {
+        Some(p) => (p.as_path(), true),
+        None => (Path::new(config::DEFAULT_CONFIG), false),
+    };
+    // A configuration names the database: as root, only root may be able to change it.
+    if as_root && (explicit || path.exists()) {
+        crate::trust::check_root_only(path)
+            .map_err(|e| LoginError::BadArgs(format!("refusing unsafe configuration: {e}")))?;
+    }
+    let loaded = Config::load(path, explicit).map_err(|e| LoginError::BadArgs(e.to_string()))?;
+    for w in &loaded.warnings {
+        host.log(Level::Warning, w);
+    }
+    Ok(loaded.config)
+}
+
+/// The one syslog line of a login, in the shape of pam_unix's:
+/// `authentication failure; logname= uid=0 euid=0 tty= ruser= rhost=... user=...`.
+fn log_outcome(host: &dyn Host, s: &Subject, result: &Result<Success, LoginError>, debug: bool) {
+    let (uid, euid) = host.uids();
+    let opt = |v: &Option<String>| v.as_deref().map(field).unwrap_or_default();
+    let context = format!(
+        "logname={} uid={uid} euid={euid} tty={} ruser={} rhost={} user={} service={}",
+        opt(&host.logname()),
+        opt(&host.tty()),
+        opt(&host.ruser()),
+        opt(&s.rhost),
+        opt(&s.user),
+        opt(&s.service),
+    );
+    match result {
+        Ok(ok) => host.log(
+            Level::Info,
+            &format!(
+                "authentication success; {context} id={} label={}",
+                ok.id,
+                quoted(&ok.label)
+            ),
+        ),
+        Err(LoginError::Denied { reason, id }) => {
+            let id = id.map(|i| format!(" id={i}")).unwrap_or_default();
+            host.log(
+                Level::Notice,
+                &format!(
+                    "authentication failure; {context} reason={}{id}",
+                    reason.as_str()
+                ),
+            );
+        }
+        Err(LoginError::NoAppPasswords) => host.log(
+            Level::Notice,
+            &format!("authentication failure; {context} reason=no_app_passwords"),
+        ),
+        Err(e @ (LoginError::Unavailable(_) | LoginError::BadArgs(_) | LoginError::Internal)) => {
+            host.log(Level::Err, &format!("{e}; {context}"));
+        }
+        Err(e @ LoginError::Host(_)) => {
+            // Conversation failures (a client that hung up) are routine.
+            let level = if debug { Level::Debug } else { Level::Info };
+            host.log(level, &format!("no password obtained ({e}); {context}"));
+        }
+    }
+}
+
+/// A value for a `key=value` log field: client-supplied text (user names, host names)
+/// must not be able to add fields or lines, so anything but printable ASCII is escaped.
+pub fn field(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_graphic() && b != b'\\' && b != b'"' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// A free-text value (a label) in double quotes, escaped like [`field`] but keeping spaces.
+fn quoted(value: &str) -> String {
+    format!("\"{}\"", field(value).replace("\\x20", " "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::{HashParams, NewPassword};
+    use crate::store::NewRow;
+    use std::cell::RefCell;
+
+    const FAST: HashParams = HashParams {
+        m_kib: 64,
+        t: 1,
+        p: 1,
+    };
+
+    /// A scripted application: what libpam would hand the module.
+    struct TestHost {
+        user: Vec<u8>,
+        password: Vec<u8>,
+        service: String,
+        rhost: Option<String>,
+        now: Timestamp,
+        lines: RefCell<Vec<(Level, String)>>,
+    }
+
+    impl Host for TestHost {
+        fn user(&mut self) -> Result<Vec<u8>, Code> {
+            Ok(self.user.clone())
+        }
+        fn authtok(&mut self) -> Result<Zeroizing<Vec<u8>>, Code> {
+            Ok(Zeroizing::new(self.password.clone()))
+        }
+        fn service(&self) -> Option<String> {
+            Some(self.service.clone())
+        }
+        fn rhost(&self) -> Option<String> {
+            self.rhost.clone()
+        }
+        fn tty(&self) -> Option<String> {
+            None
+        }
+        fn ruser(&self) -> Option<String> {
+            None
+        }
+        fn logname(&self) -> Option<String> {
+            None
+        }
+        fn uids(&self) -> (u32, u32) {
+            (1000, 1000)
+        }
+        fn log(&self, level: Level, message: &str) {
+            self.lines.borrow_mut().push((level, message.to_string()));
+        }
+        fn now(&self) -> Timestamp {
+            self.now
+        }
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        db: String,
+        conf: String,
+        password: String,
+        id: i64,
+    }
+
+    /// A database with one app password of alice (cheap hash: logic is under test here).
+    fn fixture(service: &str, expires: Option<Timestamp>) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        let store = SqliteStore::init(&db).unwrap();
+        let pw = NewPassword::generate().unwrap();
+        let hash = pw.hash(FAST).unwrap();
+        let id = store
+            .create(&NewRow {
+                user: "alice",
+                service,
+                label: "mail app",
+                selector: pw.selector(),
+                hash: &hash,
+                created: 1,
+                expires,
+            })
+            .unwrap();
+        let conf = dir.path().join("apppass.conf");
+        std::fs::write(&conf, "").unwrap();
+        Fixture {
+            db: db.display().to_string(),
+            conf: conf.display().to_string(),
+            password: pw.display().to_string(),
+            id,
+            _dir: dir,
+        }
+    }
+
+    fn run(
+        f: &Fixture,
+        user: &str,
+        password: &[u8],
+        service: &str,
+    ) -> (Code, Vec<(Level, String)>) {
+        let mut host = TestHost {
+            user: user.as_bytes().to_vec(),
+            password: password.to_vec(),
+            service: service.to_string(),
+            rhost: Some("203.0.113.9".into()),
+            now: 1000,
+            lines: RefCell::new(Vec::new()),
+        };
+        let db = format!("db={}", f.db);
+        let conf = format!("conf={}", f.conf);
+        let code = authenticate(&mut host, &[db.as_bytes(), conf.as_bytes()]);
+        (code, host.lines.into_inner())
+    }
+
+    #[test]
+    fn right_password_in_any_spelling() {
+        let f = fixture("imap", None);
+        for form in [
+            f.password.clone(),
+            f.password.to_uppercase().replace('-', " "),
+            f.password.replace('-', ""),
+        ] {
+            let (code, lines) = run(&f, "alice", form.as_bytes(), "imap");
+            assert_eq!(code, Code::SUCCESS, "{lines:?}");
+            let last = &lines.last().unwrap().1;
+            assert!(last.starts_with("authentication success; logname= uid=1000 euid=1000 tty= ruser= rhost=203.0.113.9 user=alice service=imap id="), "{last}");
+            assert!(
+                last.ends_with(&format!("id={} label=\"mail app\"", f.id)),
+                "{last}"
+            );
+        }
+        let store = SqliteStore::open(Path::new(&f.db), Purpose::Admin, false).unwrap();
+        let l = &store.list(crate::store::Owner::Anyone).unwrap()[0];
+        assert_eq!(
+            (
+                l.use_count,
+                l.last_used,
+                l.last_rhost.as_deref(),
+                l.last_service.as_deref()
+            ),
+            (3, Some(1000), Some("203.0.113.9"), Some("imap"))
+        );
+    }
+
+    fn expect_denied(f: &Fixture, user: &str, pw: &[u8], service: &str, code: Code, reason: &str) {
+        let (got, lines) = run(f, user, pw, service);
+        assert_eq!(got, code, "{lines:?}");
+        let last = &lines.last().unwrap().1;
+        assert!(last.starts_with("authentication failure; "), "{last}");
+        assert!(last.contains(&format!(" reason={reason}")), "{last}");
+        let secret_part = &f.password.replace('-', "")[secret::SELECTOR_LEN..];
+        for (_, line) in &lines {
+            assert!(
+                !line.contains(secret_part) && !line.contains(&f.password),
+                "secret logged: {line}"
+            );
+        }
+    }
+
+    #[test]
+    fn failures_say_why() {
+        let f = fixture("imap", None);
+        let other = NewPassword::generate().unwrap().display().to_string();
+        let mut wrong_secret = f.password.clone();
+        let last = wrong_secret.pop().unwrap();
+        wrong_secret.push(if last == 'z' { 'y' } else { 'z' });
+        let auth = Code::AUTH_ERR;
+        expect_denied(
+            &f,
+            "alice",
+            wrong_secret.as_bytes(),
+            "imap",
+            auth,
+            "wrong_password",
+        );
+        expect_denied(
+            &f,
+            "alice",
+            other.as_bytes(),
+            "imap",
+            auth,
+            "unknown_password",
+        );
+        expect_denied(&f, "alice", b"hunter2", "imap", auth, "not_app_password");
+        expect_denied(&f, "alice", b"", "imap", auth, "not_app_password");
+        expect_denied(
+            &f,
+            "alice",
+            &vec![b'a'; 1 << 20],
+            "imap",
+            auth,
+            "not_app_password",
+        );
+        expect_denied(&f, "alice", b"\xff\xfe", "imap", auth, "not_app_password");
+        expect_denied(
+            &f,
+            "alice",
+            f.password.as_bytes(),
+            "pop3",
+            auth,
+            "wrong_service",
+        );
+        // Another user presenting alice's password: as if it did not exist.
+        let unknown = Code::USER_UNKNOWN;
+        expect_denied(
+            &f,
+            "bob",
+            f.password.as_bytes(),
+            "imap",
+            unknown,
+            "no_app_passwords",
+        );
+        expect_denied(
+            &f,
+            "bob\u{fffd}",
+            f.password.as_bytes(),
+            "imap",
+            unknown,
+            "no_app_passwords",
+        );
+    }
+
+    #[test]
+    fn expired_and_revoked() {
+        let f = fixture("imap", Some(999));
+        expect_denied(
+            &f,
+            "alice",
+            f.password.as_bytes(),
+            "imap",
+            Code::AUTH_ERR,
+            "expired",
+        );
+        let f = fixture("imap", None);
+        let store = SqliteStore::open(Path::new(&f.db), Purpose::Admin, false).unwrap();
+        store
+            .revoke(&[f.id], crate::store::Owner::Anyone, 5)
+            .unwrap();
+        expect_denied(
+            &f,
+            "alice",
+            f.password.as_bytes(),
+            "imap",
+            Code::AUTH_ERR,
+            "revoked",
+        );
+    }
+
+    #[test]
+    fn wildcard_scope_opens_every_service() {
+        let f = fixture("*", None);
+        for service in ["imap", "pop3", "sshd"] {
+            assert_eq!(
+                run(&f, "alice", f.password.as_bytes(), service).0,
+                Code::SUCCESS
+            );
+        }
+    }
+
+    #[test]
+    fn bad_arguments_and_databases() {
+        let f = fixture("imap", None);
+        let mut host = TestHost {
+            user: b"alice".to_vec(),
+            password: f.password.clone().into_bytes(),
+            service: "imap".into(),
+            rhost: None,
+            now: 1000,
+            lines: RefCell::new(Vec::new()),
+        };
+        assert_eq!(
+            authenticate(&mut host, &[b"db=relative"]),
+            Code::SERVICE_ERR
+        );
+        assert_eq!(
+            authenticate(&mut host, &[b"conf=/nonexistent/apppass.conf"]),
+            Code::SERVICE_ERR
+        );
+        assert_eq!(
+            authenticate(&mut host, &[b"db=/nonexistent/a.db"]),
+            Code::AUTHINFO_UNAVAIL
+        );
+        let lines = host.lines.borrow();
+        assert!(
+            lines
+                .iter()
+                .any(|(l, m)| *l == Level::Err && m.contains("does not exist")),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_arguments_are_logged_not_fatal() {
+        let f = fixture("imap", None);
+        let mut host = TestHost {
+            user: b"alice".to_vec(),
+            password: f.password.clone().into_bytes(),
+            service: "imap".into(),
+            rhost: None,
+            now: 1000,
+            lines: RefCell::new(Vec::new()),
+        };
+        let db = format!("db={}", f.db);
+        assert_eq!(
+            authenticate(&mut host, &[db.as_bytes(), b"frobnicate"]),
+            Code::SUCCESS
+        );
+        assert!(
+            host.lines
+                .borrow()
+                .iter()
+                .any(|(l, m)| *l == Level::Warning && m == "unknown argument ignored: frobnicate")
+        );
+    }
+
+    #[test]
+    fn log_fields_cannot_be_forged() {
+        assert_eq!(field("alice"), "alice");
+        assert_eq!(field("a rhost=1.2.3.4"), "a\\x20rhost=1.2.3.4");
+        assert_eq!(field("x\ny"), "x\\x0ay");
+        assert_eq!(field("é"), "\\xc3\\xa9");
+        assert_eq!(quoted("my \"phone\""), "\"my \\x22phone\\x22\"");
+    }
+}

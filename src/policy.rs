@@ -1,0 +1,132 @@
+//! The rules: which names are acceptable, which app password opens which service, and
+//! when one stops working.
+
+use crate::time::Timestamp;
+
+/// The scope of an app password that opens every service.
+pub const ANY_SERVICE: &str = "*";
+/// Longest label, in characters.
+pub const MAX_LABEL_CHARS: usize = 100;
+/// Longest user or service name, in bytes.
+const MAX_NAME_LEN: usize = 255;
+
+/// Whether an app password scoped to `scope` may open `service`. Scope belongs to the row
+/// that was verified, never to "any row of the user".
+pub fn scope_allows(scope: &str, service: &str) -> bool {
+    scope == ANY_SERVICE || scope == service
+}
+
+/// The state of an app password at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Active,
+    Expired,
+    Revoked,
+}
+
+impl Status {
+    /// Revocation wins over expiry: it is the stronger statement.
+    pub fn at(expires: Option<Timestamp>, revoked: Option<Timestamp>, now: Timestamp) -> Status {
+        if revoked.is_some() {
+            Status::Revoked
+        } else if expires.is_some_and(|e| e <= now) {
+            Status::Expired
+        } else {
+            Status::Active
+        }
+    }
+
+    /// The word `list` and the logs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Expired => "expired",
+            Status::Revoked => "revoked",
+        }
+    }
+}
+
+/// A service name as PAM and Dovecot spell them (`imap`, `sshd`, `smtp`), or `*`.
+pub fn check_service(name: &str) -> Result<(), String> {
+    if name == ANY_SERVICE {
+        return Ok(());
+    }
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "bad service name {name:?}: use letters, digits, '.', '_' and '-' (or '*' for every service)"
+        ))
+    }
+}
+
+/// A user name: what PAM_USER may hold (a login name, or an address for virtual mail
+/// users), without spaces or control characters.
+pub fn check_user(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && !name.starts_with('-')
+        && name.chars().all(|c| !c.is_whitespace() && !c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("bad user name {name:?}"))
+    }
+}
+
+/// A label: free text for people, one line.
+pub fn check_label(label: &str) -> Result<(), String> {
+    if label.chars().count() > MAX_LABEL_CHARS {
+        return Err(format!("label is longer than {MAX_LABEL_CHARS} characters"));
+    }
+    if label.chars().any(char::is_control) {
+        return Err("label must not contain control characters".to_string());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope() {
+        assert!(scope_allows("imap", "imap"));
+        assert!(!scope_allows("imap", "pop3"));
+        assert!(!scope_allows("imap", "IMAP"));
+        assert!(scope_allows("*", "sshd"));
+        assert!(!scope_allows("", "imap"));
+    }
+
+    #[test]
+    fn status() {
+        assert_eq!(Status::at(None, None, 10), Status::Active);
+        assert_eq!(Status::at(Some(11), None, 10), Status::Active);
+        assert_eq!(Status::at(Some(10), None, 10), Status::Expired);
+        assert_eq!(Status::at(Some(5), Some(1), 10), Status::Revoked);
+    }
+
+    #[test]
+    fn names() {
+        for ok in ["imap", "pop3", "sshd-apppass", "smtp.submission", "*"] {
+            assert!(check_service(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "im ap", "imap\n", "a/b", "**"] {
+            assert!(check_service(bad).is_err(), "{bad:?}");
+        }
+        for ok in ["alice", "alice@example.org", "d.o_e-1"] {
+            assert!(check_user(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "al ice", "bob\n", "-rf"] {
+            assert!(check_user(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_label("Thunderbird on the laptop ✓").is_ok());
+        assert!(check_label("a\nb").is_err());
+        assert!(check_label(&"x".repeat(101)).is_err());
+    }
+}

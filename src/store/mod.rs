@@ -1,0 +1,193 @@
+//! Where app passwords live. One narrow interface, [`Store`], so that the login path and
+//! the CLI do not care which database is behind it; SQLite ([`sqlite::SqliteStore`]) is
+//! the embedded default.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::time::Timestamp;
+use crate::trust::Untrusted;
+
+pub mod sqlite;
+
+/// What the login path needs of one app password. Never printed whole: `hash` is secret
+/// enough to be kept out of logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub id: i64,
+    pub user: String,
+    /// A service name, or [`crate::policy::ANY_SERVICE`].
+    pub service: String,
+    pub label: String,
+    /// argon2id PHC string.
+    pub hash: String,
+    pub expires: Option<Timestamp>,
+    pub revoked: Option<Timestamp>,
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("id", &self.id)
+            .field("user", &self.user)
+            .field("service", &self.service)
+            .field("label", &self.label)
+            .field("expires", &self.expires)
+            .field("revoked", &self.revoked)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A row to create.
+#[derive(Debug, Clone)]
+pub struct NewRow<'a> {
+    pub user: &'a str,
+    pub service: &'a str,
+    pub label: &'a str,
+    pub selector: &'a str,
+    pub hash: &'a str,
+    pub created: Timestamp,
+    pub expires: Option<Timestamp>,
+}
+
+/// What `list` shows of an app password: everything but the selector and hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    pub id: i64,
+    pub user: String,
+    pub service: String,
+    pub label: String,
+    pub created: Timestamp,
+    pub expires: Option<Timestamp>,
+    pub revoked: Option<Timestamp>,
+    pub last_used: Option<Timestamp>,
+    pub last_service: Option<String>,
+    pub last_rhost: Option<String>,
+    pub use_count: i64,
+}
+
+/// Whose rows an operation may see or change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner<'a> {
+    /// Every user's (administrators).
+    Anyone,
+    /// Only this user's: other users' rows behave as if they did not exist.
+    User(&'a str),
+}
+
+/// What revoking one id did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    Now,
+    Already,
+    /// No such id (or not the caller's).
+    NotFound,
+}
+
+/// Errors of the store layer.
+#[derive(Debug)]
+pub enum StoreError {
+    /// The database file does not exist.
+    Missing(PathBuf),
+    /// The database or a directory above it could be changed by someone other than root.
+    Unsafe(Untrusted),
+    /// Not an SQLite database, or damaged.
+    Corrupt(PathBuf, String),
+    /// An SQLite database, but not one of ours.
+    Foreign(PathBuf),
+    /// Never initialised with `apppass init`.
+    Uninitialised(PathBuf),
+    /// Made by a newer apppass than this one.
+    SchemaTooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    /// The randomly drawn selector is already in use (the caller draws again).
+    SelectorTaken,
+    /// Anything else the database said.
+    Db(String),
+    /// Creating the database's file or directory failed.
+    Io(PathBuf, std::io::Error),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Missing(p) => {
+                write!(
+                    f,
+                    "database {} does not exist (run apppass init)",
+                    p.display()
+                )
+            }
+            StoreError::Unsafe(why) => write!(f, "refusing unsafe database: {why}"),
+            StoreError::Corrupt(p, why) => {
+                write!(
+                    f,
+                    "database {} is corrupt or not a database: {why}",
+                    p.display()
+                )
+            }
+            StoreError::Foreign(p) => {
+                write!(
+                    f,
+                    "{} is an SQLite database, but not an apppass one",
+                    p.display()
+                )
+            }
+            StoreError::Uninitialised(p) => {
+                write!(
+                    f,
+                    "database {} is not initialised (run apppass init)",
+                    p.display()
+                )
+            }
+            StoreError::SchemaTooNew { path, found, known } => write!(
+                f,
+                "database {} has schema version {found}, newer than this apppass knows ({known}): upgrade apppass",
+                path.display()
+            ),
+            StoreError::SelectorTaken => f.write_str("selector already in use"),
+            StoreError::Db(why) => write!(f, "database error: {why}"),
+            StoreError::Io(p, e) => write!(f, "{}: {e}", p.display()),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// The operations apppass needs of a database, and no more.
+pub trait Store {
+    /// The app password whose public selector this is, if any.
+    fn find_by_selector(&self, selector: &str) -> Result<Option<Credential>, StoreError>;
+    /// Whether `user` has any app password at all, whatever its state.
+    fn user_has_passwords(&self, user: &str) -> Result<bool, StoreError>;
+    /// Notes a successful login. Callers treat failure as harmless.
+    fn record_use(
+        &self,
+        id: i64,
+        at: Timestamp,
+        service: &str,
+        rhost: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// Stores a new app password; returns its id.
+    fn create(&self, row: &NewRow<'_>) -> Result<i64, StoreError>;
+    /// App passwords of `owner`, by user then id.
+    fn list(&self, owner: Owner<'_>) -> Result<Vec<Listing>, StoreError>;
+    /// Revokes the given ids, all or nothing; ids `owner` may not see are `NotFound`.
+    fn revoke(
+        &self,
+        ids: &[i64],
+        owner: Owner<'_>,
+        at: Timestamp,
+    ) -> Result<Vec<(i64, Revoked)>, StoreError>;
+    /// Revokes every active app password of `user` (for `service` only, if given); returns
+    /// how many.
+    fn revoke_all(
+        &self,
+        user: &str,
+        service: Option<&str>,
+        at: Timestamp,
+    ) -> Result<usize, StoreError>;
+}
