@@ -79,20 +79,21 @@ fn guard(pamh: *mut PamHandle, f: impl FnOnce(&mut LibPam) -> Code) -> c_int {
     }
     HOOK.call_once(|| std::panic::set_hook(Box::new(panic_hook)));
     CURRENT.with(|c| c.set(pamh));
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut LibPam { pamh })));
+    let code = contain(|| f(&mut LibPam { pamh }));
     CURRENT.with(|c| c.set(std::ptr::null_mut()));
-    match result {
-        Ok(code) => code.0,
+    code.0
+}
+
+/// `f`'s code, or PAM_SYSTEM_ERR if it panicked: never an unwind into C.
+fn contain(f: impl FnOnce() -> Code) -> Code {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(code) => code,
         Err(payload) => {
-            // Dropping a panic payload can itself panic; never let that unwind into C.
-            if std::panic::catch_unwind(AssertUnwindSafe(|| drop(payload))).is_err() {
-                syslog(
-                    pamh,
-                    libc::LOG_CRIT,
-                    "internal error while handling an internal error",
-                );
+            // Dropping a panic payload can itself panic: contain that too.
+            if let Err(again) = std::panic::catch_unwind(AssertUnwindSafe(|| drop(payload))) {
+                std::mem::forget(again);
             }
-            crate::pam::LoginError::Internal.code().0
+            crate::pam::LoginError::Internal.code()
         }
     }
 }
@@ -247,4 +248,59 @@ impl Host for LibPam {
 pub fn uids() -> (u32, u32) {
     // SAFETY: getuid and geteuid cannot fail and touch no memory.
     unsafe { (libc::getuid(), libc::geteuid()) }
+}
+
+/// The login name of `uid`, from the password database (NSS).
+pub fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0 as c_char; 16 * 1024];
+    // SAFETY: passwd is plain old data; zeroed is a valid (empty) value.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer refers to live memory of the stated size; on success `found`
+    // points at `pwd`, whose strings point into `buf`.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name is a NUL-terminated string inside `buf`, which is still alive.
+    let name = unsafe { CStr::from_ptr(pwd.pw_name) };
+    name.to_str().ok().map(str::to_owned)
+}
+
+/// One line to syslog's authpriv facility from the CLI (its own process, so it may name
+/// itself), the way passwd and chage record account changes.
+pub fn cli_syslog(priority: c_int, message: &str) {
+    let Ok(msg) = CString::new(message.replace('\0', "\\x00")) else {
+        return;
+    };
+    // SAFETY: the ident is a static string, as openlog requires; the format is a literal
+    // "%s" with one C string argument.
+    unsafe {
+        libc::openlog(c"apppass".as_ptr(), libc::LOG_PID, libc::LOG_AUTHPRIV);
+        libc::syslog(priority, c"%s".as_ptr(), msg.as_ptr());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panics_become_system_err() {
+        assert_eq!(contain(|| Code::SUCCESS), Code::SUCCESS);
+        assert_eq!(contain(|| panic!("boom")), Code::SYSTEM_ERR);
+        struct Bomb;
+        impl Drop for Bomb {
+            fn drop(&mut self) {
+                panic!("payload drop");
+            }
+        }
+        assert_eq!(contain(|| std::panic::panic_any(Bomb)), Code::SYSTEM_ERR);
+    }
+
+    #[test]
+    fn null_handle_is_refused() {
+        let code = guard(std::ptr::null_mut(), |_| Code::SUCCESS);
+        assert_eq!(code, Code::SYSTEM_ERR.0);
+    }
 }

@@ -175,7 +175,7 @@ pub trait Store {
     fn create(&self, row: &NewRow<'_>) -> Result<i64, StoreError>;
     /// App passwords of `owner`, by user then id.
     fn list(&self, owner: Owner<'_>) -> Result<Vec<Listing>, StoreError>;
-    /// Revokes the given ids, all or nothing; ids `owner` may not see are `NotFound`.
+    /// Revokes the given ids in one transaction; ids `owner` may not see are `NotFound`.
     fn revoke(
         &self,
         ids: &[i64],

@@ -1,0 +1,45 @@
+# Sourced by scripts/demo and scripts/test: what building apppass needs from Debian.
+BUILD_PACKAGES="gcc pkg-config libpam0g-dev libsqlite3-dev"
+
+need_build_prereqs() {
+    missing=""
+    for p in $BUILD_PACKAGES; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+    done
+    [ -z "$missing" ] && return 0
+    if [ "$(id -u)" = 0 ]; then
+        echo "== Installing build prerequisites:$missing"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+    else
+        echo "Missing Debian packages:$missing" >&2
+        echo "Install them with: sudo apt-get install$missing" >&2
+        exit 1
+    fi
+}
+
+# What the tests drive: a syslog daemon (the module's log lines are checked where
+# admins read them), and PAM modules to stack with.
+TEST_PACKAGES="rsyslog libpam-modules"
+
+need_test_prereqs() {
+    missing=""
+    for p in $TEST_PACKAGES; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+    done
+    if [ -n "$missing" ]; then
+        if [ "$(id -u)" = 0 ]; then
+            echo "== Installing test prerequisites:$missing"
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+        else
+            echo "Missing Debian packages (tests that need them will skip, or fail under CI):$missing" >&2
+        fi
+    fi
+    if [ ! -S /dev/log ] && [ "$(id -u)" = 0 ] && command -v rsyslogd >/dev/null; then
+        echo "== Starting rsyslogd (no syslog daemon was listening on /dev/log)"
+        rsyslogd
+        i=0
+        while [ ! -S /dev/log ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    fi
+}

@@ -1,0 +1,229 @@
+//! Shared by the integration tests: a throwaway database made with the real `apppass`
+//! binary, the built module loaded by the real libpam from a service directory of the
+//! test's own, and the real syslog.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use pam_apppass::code::Code;
+use pam_apppass::ffi::client::{self, Attempt, Outcome};
+
+/// Under CI a missing prerequisite is a failure; elsewhere the test says what it skipped.
+pub fn require(ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("prerequisite missing under CI: {what}");
+    }
+    eprintln!("SKIPPED (prerequisite missing: {what})");
+    false
+}
+
+pub fn is_root() -> bool {
+    pam_apppass::ffi::uids().1 == 0
+}
+
+/// A name no other test (or earlier run) uses, for PAM service names and markers.
+pub fn unique(prefix: &str) -> String {
+    let mut b = [0u8; 6];
+    getrandom::fill(&mut b).unwrap();
+    format!(
+        "{prefix}-{}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    )
+}
+
+pub fn apppass_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_apppass"))
+}
+
+/// The module cargo built next to the binary.
+pub fn built_module() -> PathBuf {
+    let path = apppass_bin().parent().unwrap().join("libpam_apppass.so");
+    assert!(path.exists(), "{} not built", path.display());
+    path
+}
+
+/// An app password as `apppass add --json` printed it.
+#[derive(Debug, Clone)]
+pub struct Added {
+    pub id: i64,
+    pub password: String,
+}
+
+/// One test's world: a directory with a database, the module (as `pam_apppass.so`, so
+/// that libpam logs it under that name) and PAM service files.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+    pub module: PathBuf,
+    pub confdir: PathBuf,
+    pub conf: PathBuf,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let dir = tempfile::Builder::new()
+            .prefix("apppass-test")
+            .tempdir()
+            .unwrap();
+        let module = dir.path().join("pam_apppass.so");
+        std::os::unix::fs::symlink(built_module(), &module).unwrap();
+        let confdir = dir.path().join("pam.d");
+        std::fs::create_dir(&confdir).unwrap();
+        let conf = dir.path().join("apppass.conf");
+        std::fs::write(&conf, "# empty: defaults\n").unwrap();
+        let sandbox = Sandbox {
+            db: dir.path().join("db/apppass.db"),
+            module,
+            confdir,
+            conf,
+            dir,
+        };
+        let out = sandbox.apppass(&["init"]);
+        assert!(
+            out.status.success(),
+            "init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        sandbox
+    }
+
+    /// Runs the CLI on this sandbox's database and configuration.
+    pub fn apppass(&self, args: &[&str]) -> Output {
+        Command::new(apppass_bin())
+            .arg("--db")
+            .arg(&self.db)
+            .arg("--config")
+            .arg(&self.conf)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// `apppass add --json` for `user` and `service`.
+    pub fn add(&self, user: &str, service: &str, extra: &[&str]) -> Added {
+        let mut args = vec!["add", "--user", user, "--service", service, "--json"];
+        args.extend_from_slice(extra);
+        let out = self.apppass(&args);
+        assert!(
+            out.status.success(),
+            "add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        Added {
+            id: v["id"].as_i64().unwrap(),
+            password: v["password"].as_str().unwrap().to_string(),
+        }
+    }
+
+    /// `apppass list --all --json`.
+    pub fn list(&self) -> Vec<serde_json::Value> {
+        let out = self.apppass(&["list", "--all", "--json"]);
+        assert!(
+            out.status.success(),
+            "list: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// Writes a PAM service file; `{module}`, `{db}` and `{conf}` are replaced.
+    pub fn service(&self, name: &str, text: &str) {
+        let text = text
+            .replace("{module}", &self.module.display().to_string())
+            .replace("{db}", &self.db.display().to_string())
+            .replace("{conf}", &self.conf.display().to_string());
+        std::fs::write(self.confdir.join(name), text).unwrap();
+    }
+
+    /// A service that only asks pam_apppass, with `args` after the usual ones.
+    pub fn simple_service(&self, name: &str, args: &str) {
+        self.service(
+            name,
+            &format!("auth required {{module}} db={{db}} conf={{conf}} {args}\n"),
+        );
+    }
+
+    /// One login through libpam.
+    pub fn login(
+        &self,
+        service: &str,
+        user: &str,
+        password: &[u8],
+        rhost: Option<&str>,
+    ) -> Outcome {
+        client::authenticate(&Attempt {
+            confdir: &self.confdir,
+            service,
+            user: user.as_bytes(),
+            password,
+            rhost,
+        })
+        .unwrap()
+    }
+
+    pub fn code(&self, service: &str, user: &str, password: &str) -> Code {
+        self.login(service, user, password.as_bytes(), Some("192.0.2.1"))
+            .code
+    }
+}
+
+/// Lines the real syslog daemon wrote to /var/log/auth.log (Debian's rsyslog).
+pub struct AuthLog {
+    start: u64,
+}
+
+pub const AUTH_LOG: &str = "/var/log/auth.log";
+
+impl AuthLog {
+    /// Starts watching; `None` (or a failure under CI) when no syslog daemon listens.
+    pub fn open() -> Option<AuthLog> {
+        let present = Path::new("/dev/log").exists() && Path::new(AUTH_LOG).exists();
+        if !require(
+            present,
+            "a syslog daemon writing /var/log/auth.log (rsyslog)",
+        ) {
+            return None;
+        }
+        let start = std::fs::metadata(AUTH_LOG).unwrap().len();
+        Some(AuthLog { start })
+    }
+
+    /// Waits (up to 10 s) until at least `n` new lines contain `marker`; returns them.
+    pub fn wait_for(&self, marker: &str, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines = self.lines_with(marker);
+            if lines.len() >= n || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn lines_with(&self, marker: &str) -> Vec<String> {
+        let mut f = std::fs::File::open(AUTH_LOG).unwrap();
+        // A rotated log starts again from zero.
+        let start = if f.metadata().unwrap().len() < self.start {
+            0
+        } else {
+            self.start
+        };
+        f.seek(SeekFrom::Start(start)).unwrap();
+        BufReader::new(f)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| l.contains(marker))
+            .collect()
+    }
+}
