@@ -192,12 +192,28 @@ impl fmt::Debug for Candidate {
 }
 
 fn hash_with_salt(password: &[u8], salt: &[u8], params: HashParams) -> Result<String, SecretError> {
-    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.to_argon2()?);
+    let p = params.to_argon2()?;
+    let blocks = p.block_count();
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, p);
     let mut out = Zeroizing::new([0u8; HASH_LEN]);
-    argon
-        .hash_password_into(password, salt, &mut out[..])
-        .map_err(|_| SecretError::Hashing)?;
+    compute(&argon, blocks, password, salt, &mut out[..])?;
     phc_string(salt, &out[..], params)
+}
+
+/// One argon2id computation, in a fresh [`crate::ffi::Arena`] when the system gives one
+/// (see there why), else in memory from the allocator.
+fn compute(
+    argon: &Argon2<'_>,
+    blocks: usize,
+    input: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> Result<(), SecretError> {
+    match crate::ffi::Arena::new(blocks) {
+        Some(mut arena) => argon.hash_password_into_with_memory(input, salt, out, arena.blocks()),
+        None => argon.hash_password_into(input, salt, out),
+    }
+    .map_err(|_| SecretError::Hashing)
 }
 
 fn phc_string(salt: &[u8], output: &[u8], params: HashParams) -> Result<String, SecretError> {
@@ -237,14 +253,13 @@ pub fn verify(candidate: Option<&Candidate>, phc: &str) -> Result<bool, SecretEr
     let salt = parsed.salt.as_ref().ok_or(SecretError::BadHash)?;
     let expected = parsed.hash.as_ref().ok_or(SecretError::BadHash)?;
     let mut out = Zeroizing::new(vec![0u8; expected.len()]);
+    let blocks = params.block_count();
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
     let input: &[u8] = match candidate {
         Some(c) => c.bytes(),
         None => &[0u8; PASSWORD_LEN],
     };
-    argon
-        .hash_password_into(input, salt, &mut out)
-        .map_err(|_| SecretError::Hashing)?;
+    compute(&argon, blocks, input, salt, &mut out)?;
     Ok(constant_time_eq(&out, expected.as_bytes()) && candidate.is_some())
 }
 
