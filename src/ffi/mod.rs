@@ -264,6 +264,7 @@ pub struct Arena {
 }
 
 const HUGE_PAGE: usize = 2 << 20;
+const PAGE: usize = 4096;
 /// `MADV_POPULATE_WRITE` (Linux 5.14); older kernels refuse it and fault pages in lazily.
 const MADV_POPULATE_WRITE: c_int = 23;
 
@@ -271,8 +272,9 @@ impl Arena {
     /// Maps `count` blocks; `None` if the system refuses (the caller then allocates).
     pub fn new(count: usize) -> Option<Arena> {
         let bytes = count.checked_mul(std::mem::size_of::<argon2::Block>())?;
+        let keep = bytes.checked_next_multiple_of(PAGE)?;
         // Room to start on a huge-page boundary.
-        let len = bytes.checked_add(HUGE_PAGE)?;
+        let len = keep.checked_add(HUGE_PAGE)?;
         // SAFETY: an anonymous private mapping of our own; no existing memory is touched.
         let base = unsafe {
             libc::mmap(
@@ -288,16 +290,29 @@ impl Arena {
             return None;
         }
         let start = (base as usize).next_multiple_of(HUGE_PAGE);
-        let blocks = start as *mut argon2::Block;
-        // SAFETY: [start, start + bytes) lies inside the mapping just made. Both calls are
-        // advice: if refused, the memory is still valid, only slower to touch.
+        let head = start - base as usize;
+        let tail = len - head - keep;
+        // SAFETY: head and tail are page-aligned parts of the mapping just made, outside
+        // [start, start + keep). Trimming them keeps the last partial huge page from being
+        // backed by a whole one (up to 2 MiB more resident for nothing).
         unsafe {
-            libc::madvise(blocks.cast(), bytes, libc::MADV_HUGEPAGE);
-            libc::madvise(blocks.cast(), bytes, MADV_POPULATE_WRITE);
+            if head > 0 {
+                libc::munmap(base, head);
+            }
+            if tail > 0 {
+                libc::munmap((start + keep) as *mut libc::c_void, tail);
+            }
+        }
+        let blocks = start as *mut argon2::Block;
+        // SAFETY: [start, start + keep) is what remains mapped. Both calls are advice: if
+        // refused, the memory is still valid, only slower to touch.
+        unsafe {
+            libc::madvise(blocks.cast(), keep, libc::MADV_HUGEPAGE);
+            libc::madvise(blocks.cast(), keep, MADV_POPULATE_WRITE);
         }
         Some(Arena {
-            base,
-            len,
+            base: start as *mut libc::c_void,
+            len: keep,
             blocks,
             count,
         })
