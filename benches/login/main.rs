@@ -1,0 +1,739 @@
+//! The login benchmark: apppass through the real libpam, side by side in one run with the
+//! floor (one bare argon2id verification at the same parameters), the peers (pam_userdb,
+//! pam_pwdfile with yescrypt), the naive "verify every hash" design, and the C reference
+//! argon2. Every figure is a median of samples taken in interleaved rounds, so that the
+//! noise of a shared machine falls on all of them alike; ratios are what to read.
+//!
+//! Run with `scripts/bench` (which installs the peers and fetches the C reference's
+//! source) or `cargo bench --bench login -- [--rounds N] [--json PATH] [--svg PATH]`.
+
+mod report;
+mod setup;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use argon2::PasswordVerifier;
+use pam_apppass::code::Code;
+use pam_apppass::ffi::client::{self, Attempt};
+use pam_apppass::secret::{self, Candidate, HashParams};
+
+use report::{Check, Report, Row};
+use stats::{Samples, time};
+
+const ROLE: &str = "APPPASS_BENCH_ROLE";
+
+struct Opts {
+    rounds: usize,
+    json: Option<PathBuf>,
+    svg: Option<PathBuf>,
+    throughput_secs: f64,
+    fresh_processes: usize,
+    large_rows: usize,
+}
+
+fn opts() -> Opts {
+    let mut o = Opts {
+        rounds: 31,
+        json: None,
+        svg: None,
+        throughput_secs: 4.0,
+        fresh_processes: 21,
+        large_rows: 1_000_000,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--bench" => {}
+            "--rounds" => {
+                o.rounds = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--rounds N")
+            }
+            "--json" => o.json = args.next().map(PathBuf::from),
+            "--svg" => o.svg = args.next().map(PathBuf::from),
+            "--quick" => {
+                o.rounds = 7;
+                o.throughput_secs = 2.0;
+                o.fresh_processes = 7;
+                o.large_rows = 100_000;
+            }
+            "--help" | "-h" => {
+                println!(
+                    "usage: cargo bench --bench login -- [--quick] [--rounds N] [--json PATH] [--svg PATH]"
+                );
+                std::process::exit(0);
+            }
+            other => {
+                eprintln!("bench: unknown option {other:?} (see --help)");
+                std::process::exit(2);
+            }
+        }
+    }
+    o
+}
+
+fn main() {
+    if let Ok(role) = std::env::var(ROLE) {
+        child(&role, &std::env::args().skip(1).collect::<Vec<_>>());
+        return;
+    }
+    let o = opts();
+    let params = HashParams::default();
+    let work = tempfile::Builder::new()
+        .prefix("apppass-bench")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let dir = work.path();
+    eprintln!(
+        "bench: hashing the real rows and building databases of 1,000 and {} app passwords ...",
+        o.large_rows
+    );
+    let real = setup::RealRows::make(params);
+    let (small_db, people) = setup::database(dir, "small", 1_000, &real);
+    let (large_db, _) = setup::database(dir, "large", o.large_rows, &real);
+    let large_name = if o.large_rows == 1_000_000 {
+        "1M".to_string()
+    } else {
+        format!("{}k", o.large_rows / 1000)
+    };
+
+    let confdir = dir.join("pam.d");
+    std::fs::create_dir(&confdir).unwrap();
+    let module = module_path();
+    let service =
+        |name: &str, line: String| std::fs::write(confdir.join(name), line + "\n").unwrap();
+    for (name, db) in [("apppass-1k", &small_db), ("apppass-large", &large_db)] {
+        service(
+            name,
+            format!(
+                "auth required {} db={} service=imap",
+                module.display(),
+                db.display()
+            ),
+        );
+    }
+    service("permit", "auth required pam_permit.so".into());
+
+    // Peers, with the same password as solo's app password, hashed with yescrypt.
+    let peer_password = people.solo.password.clone();
+    let mut peers: Vec<(&str, &str)> = Vec::new();
+    if let Some(hash) = setup::yescrypt(&peer_password) {
+        if setup::have_module("pam_userdb.so") {
+            if let Some(db) = setup::userdb(dir, "peer", &hash) {
+                service(
+                    "userdb",
+                    format!(
+                        "auth required pam_userdb.so db={} crypt=crypt",
+                        db.display()
+                    ),
+                );
+                peers.push(("pam_userdb (yescrypt)", "userdb"));
+            }
+        }
+        if setup::have_module("pam_pwdfile.so") {
+            let f = setup::pwdfile(dir, "peer", &hash);
+            service(
+                "pwdfile",
+                format!(
+                    "auth required pam_pwdfile.so pwdfile={} nodelay",
+                    f.display()
+                ),
+            );
+            peers.push(("pam_pwdfile (yescrypt)", "pwdfile"));
+        }
+    }
+    if peers.len() < 2 {
+        eprintln!(
+            "bench: pam_userdb/pam_pwdfile peers missing (install libpam-pwdfile, db5.3-util, whois)"
+        );
+    }
+
+    // The cases measured in every round.
+    let solo_hash = hashes_of(&large_db, "solo")[0].clone();
+    let forty_hashes = hashes_of(&large_db, "forty");
+    let wrong_secret = |pw: &str| {
+        let mut w = pw.to_string();
+        let last = w.pop().unwrap();
+        w.push(if last == '2' { '3' } else { '2' });
+        w
+    };
+    let unknown_selector = {
+        let other = secret::NewPassword::generate().unwrap();
+        other.display().to_string()
+    };
+    let active40 = &people.forty[1..];
+    let mut cases: Vec<Case> = vec![
+        Case::floor(
+            "floor: one argon2id verification, in process",
+            people.solo.password.clone(),
+            solo_hash.clone(),
+        ),
+        Case::pam(
+            "PAM harness alone (pam_permit)",
+            "harness",
+            "permit",
+            "x",
+            "x",
+            Code::SUCCESS,
+        ),
+    ];
+    for (db, svc) in [("1k", "apppass-1k"), (large_name.as_str(), "apppass-large")] {
+        let g = format!("apppass, {db} rows");
+        let c = |name: &str, user: &str, pw: String, code| {
+            Case::pam(&format!("{g}: {name}"), &g, svc, user, &pw, code)
+        };
+        cases.push(c(
+            "right password, user with 1",
+            "solo",
+            people.solo.password.clone(),
+            Code::SUCCESS,
+        ));
+        cases.push(c(
+            "right password, user with 40",
+            "forty",
+            active40[19].password.clone(),
+            Code::SUCCESS,
+        ));
+        cases.push(c(
+            "wrong secret, user with 1",
+            "solo",
+            wrong_secret(&people.solo.password),
+            Code::AUTH_ERR,
+        ));
+        cases.push(c(
+            "wrong secret, user with 40",
+            "forty",
+            wrong_secret(&active40[19].password),
+            Code::AUTH_ERR,
+        ));
+        cases.push(c(
+            "unknown selector, user with 40",
+            "forty",
+            unknown_selector.clone(),
+            Code::AUTH_ERR,
+        ));
+        cases.push(c(
+            "unknown user",
+            "nobody-here",
+            people.solo.password.clone(),
+            Code::USER_UNKNOWN,
+        ));
+        cases.push(c(
+            "revoked, user with 40",
+            "forty",
+            people.forty[0].password.clone(),
+            Code::AUTH_ERR,
+        ));
+    }
+    for (name, svc) in &peers {
+        cases.push(Case::pam(
+            &format!("{name}: right password"),
+            "peers",
+            svc,
+            "peer",
+            &peer_password,
+            Code::SUCCESS,
+        ));
+        cases.push(Case::pam(
+            &format!("{name}: wrong password"),
+            "peers",
+            svc,
+            "peer",
+            &wrong_secret(&peer_password),
+            Code::AUTH_ERR,
+        ));
+    }
+    cases.push(Case::naive(
+        "naive, verify every hash of 40: right password",
+        active40[19].password.clone(),
+        forty_hashes.clone(),
+    ));
+    cases.push(Case::naive(
+        "naive, verify every hash of 40: wrong password",
+        wrong_secret(&active40[19].password),
+        forty_hashes.clone(),
+    ));
+
+    eprintln!(
+        "bench: {} rounds of {} cases, interleaved ...",
+        o.rounds,
+        cases.len()
+    );
+    for round in 0..=o.rounds {
+        for case in cases.iter_mut() {
+            let ms = case.run(&confdir, round);
+            // Round 0 warms caches and is not counted.
+            if round > 0 {
+                case.samples.push(ms);
+            }
+        }
+    }
+
+    let mut report = Report::new(params, o.rounds, o.large_rows);
+    let floor = cases[0].samples.median();
+    for c in &cases {
+        report
+            .rows
+            .push(Row::new(&c.group, &c.name, &c.samples, floor));
+    }
+
+    eprintln!("bench: throughput with one and two login processes ...");
+    report.throughput = throughput(
+        &confdir,
+        "apppass-large",
+        "solo",
+        &people.solo.password,
+        o.throughput_secs,
+    );
+    eprintln!("bench: peak memory of a login in a fresh process ...");
+    report.memory_kib = memory(&confdir, "apppass-large", "solo", &people.solo.password);
+    eprintln!(
+        "bench: argon2id implementations, first verification in fresh processes and steady state ..."
+    );
+    report.hashes = hashes(dir, &solo_hash, &people.solo.password, o.fresh_processes);
+    eprintln!("bench: the CLI on the {large_name}-row database ...");
+    report.cli = cli(&large_db, people.cli_user);
+
+    report.check(&large_name);
+    print!("{}", report.table());
+    if let Some(path) = &o.json {
+        std::fs::write(path, report.json().to_string()).unwrap();
+        eprintln!("bench: wrote {}", path.display());
+    }
+    if let Some(path) = &o.svg {
+        std::fs::write(path, report.svg()).unwrap();
+        eprintln!("bench: wrote {}", path.display());
+    }
+    if report.checks.iter().any(|c: &Check| !c.pass) {
+        eprintln!("bench: some targets were missed (see above)");
+    }
+}
+
+enum Kind {
+    Floor {
+        password: String,
+        hash: String,
+    },
+    Pam {
+        service: String,
+        user: String,
+        password: String,
+        expect: Code,
+    },
+    Naive {
+        password: String,
+        hashes: Vec<String>,
+    },
+}
+
+struct Case {
+    name: String,
+    group: String,
+    kind: Kind,
+    samples: Samples,
+}
+
+impl Case {
+    fn floor(name: &str, password: String, hash: String) -> Case {
+        Case {
+            name: name.into(),
+            group: "floor".into(),
+            kind: Kind::Floor { password, hash },
+            samples: Samples::default(),
+        }
+    }
+
+    fn pam(
+        name: &str,
+        group: &str,
+        service: &str,
+        user: &str,
+        password: &str,
+        expect: Code,
+    ) -> Case {
+        Case {
+            name: name.into(),
+            group: group.into(),
+            kind: Kind::Pam {
+                service: service.into(),
+                user: user.into(),
+                password: password.into(),
+                expect,
+            },
+            samples: Samples::default(),
+        }
+    }
+
+    fn naive(name: &str, password: String, hashes: Vec<String>) -> Case {
+        Case {
+            name: name.into(),
+            group: "naive".into(),
+            kind: Kind::Naive { password, hashes },
+            samples: Samples::default(),
+        }
+    }
+
+    fn run(&self, confdir: &Path, round: usize) -> f64 {
+        match &self.kind {
+            Kind::Floor { password, hash } => {
+                let c = Candidate::parse(password.as_bytes()).unwrap();
+                let (ms, ok) = time(|| secret::verify(Some(&c), hash).unwrap());
+                assert!(ok);
+                ms
+            }
+            Kind::Pam {
+                service,
+                user,
+                password,
+                expect,
+            } => {
+                let (ms, out) = time(|| {
+                    client::authenticate(&Attempt {
+                        confdir,
+                        service,
+                        user: user.as_bytes(),
+                        password: password.as_bytes(),
+                        rhost: Some("192.0.2.1"),
+                    })
+                    .unwrap()
+                });
+                assert_eq!(out.code, *expect, "{}", self.name);
+                ms
+            }
+            Kind::Naive { password, hashes } => {
+                // What tools without a selector do: try each of the user's hashes in turn.
+                // The right one sits at a different place each round, as it would.
+                let c = Candidate::parse(password.as_bytes());
+                let start = round % hashes.len();
+                let (ms, _) = time(|| {
+                    (0..hashes.len()).any(|i| {
+                        secret::verify(c.as_ref(), &hashes[(start + i) % hashes.len()]).unwrap()
+                    })
+                });
+                ms
+            }
+        }
+    }
+}
+
+/// The stored hashes of `user`, by id.
+fn hashes_of(db: &Path, user: &str) -> Vec<String> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT hash FROM app_password WHERE user = ?1 ORDER BY id")
+        .unwrap();
+    stmt.query_map([user], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// The module cargo built beside this benchmark.
+fn module_path() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let module = profile_dir.join("libpam_apppass.so");
+    assert!(module.exists(), "{} not built", module.display());
+    module
+}
+
+fn self_command(role: &str) -> Command {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.env(ROLE, role);
+    c
+}
+
+/// Logins per second with one and with two processes logging in at once (medians of
+/// three alternations).
+fn throughput(
+    confdir: &Path,
+    service: &str,
+    user: &str,
+    password: &str,
+    secs: f64,
+) -> report::Throughput {
+    let run = |n: usize| -> f64 {
+        let children: Vec<_> = (0..n)
+            .map(|_| {
+                self_command("worker")
+                    .args([
+                        confdir.to_str().unwrap(),
+                        service,
+                        user,
+                        password,
+                        &secs.to_string(),
+                    ])
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let total: f64 = children
+            .into_iter()
+            .map(|c| {
+                String::from_utf8(c.wait_with_output().unwrap().stdout)
+                    .unwrap()
+                    .trim()
+                    .parse::<f64>()
+                    .unwrap()
+            })
+            .sum();
+        total / secs
+    };
+    let (mut one, mut two) = (Samples::default(), Samples::default());
+    for _ in 0..3 {
+        one.push(run(1));
+        two.push(run(2));
+    }
+    report::Throughput {
+        one: one.median(),
+        two: two.median(),
+    }
+}
+
+/// Peak resident memory added by one login, in a fresh process (median of five).
+fn memory(confdir: &Path, service: &str, user: &str, password: &str) -> f64 {
+    let mut s = Samples::default();
+    for _ in 0..5 {
+        let out = self_command("memory")
+            .args([confdir.to_str().unwrap(), service, user, password])
+            .output()
+            .unwrap();
+        s.push(
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap(),
+        );
+    }
+    s.median()
+}
+
+/// argon2id at the same parameters: ours, the RustCrypto crate as it comes, and the C
+/// reference (Debian's libargon2, and the reference sources built with AVX2).
+fn hashes(dir: &Path, phc: &str, password: &str, fresh: usize) -> Vec<report::HashImpl> {
+    let normalised = password.replace('-', "");
+    let mut impls: Vec<(String, Command)> = Vec::new();
+    for which in ["ours", "crate"] {
+        let mut c = self_command("hash");
+        c.args([which, phc, &normalised]);
+        impls.push((which.to_string(), c));
+    }
+    for (label, bin) in reference_binaries(dir) {
+        let mut c = Command::new(bin);
+        c.args(["steady", phc, &normalised]);
+        impls.push((label, c));
+    }
+    let mut first: Vec<Samples> = vec![Samples::default(); impls.len()];
+    let mut steady: Vec<Samples> = vec![Samples::default(); impls.len()];
+    let samples = |c: &mut Command, n: usize| -> Vec<f64> {
+        let out = c.arg(n.to_string()).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| l.trim().parse().unwrap())
+            .collect()
+    };
+    for round in 0..fresh {
+        for (i, (_, cmd)) in impls.iter().enumerate() {
+            let mut c = clone_command(cmd);
+            let v = samples(&mut c, if round % 3 == 0 { 11 } else { 1 });
+            first[i].push(v[0]);
+            for ms in v.iter().skip(1) {
+                steady[i].push(*ms);
+            }
+        }
+    }
+    impls
+        .iter()
+        .zip(first.into_iter().zip(steady))
+        .map(|((label, _), (first, steady))| report::HashImpl {
+            name: label.clone(),
+            first,
+            steady,
+        })
+        .collect()
+}
+
+fn clone_command(c: &Command) -> Command {
+    let mut n = Command::new(c.get_program());
+    n.args(c.get_args());
+    for (k, v) in c.get_envs() {
+        if let Some(v) = v {
+            n.env(k, v);
+        }
+    }
+    n
+}
+
+/// Builds `argon2_ref.c` against Debian's libargon2 and, if its sources were fetched
+/// (scripts/bench does), against the C reference with AVX2.
+fn reference_binaries(dir: &Path) -> Vec<(String, PathBuf)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/login/argon2_ref.c");
+    let mut out = Vec::new();
+    let deb = dir.join("argon2_ref_debian");
+    let ok = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&deb)
+        .arg(&src)
+        .arg("-largon2")
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        out.push(("C reference, Debian libargon2".to_string(), deb));
+    } else {
+        eprintln!("bench: no Debian libargon2 to compare with (apt-get install libargon2-dev)");
+    }
+    let refdir = std::env::var_os("APPPASS_ARGON2_REF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/argon2-ref/libargon2")
+        });
+    if refdir.join("src/opt.c").exists() {
+        let avx2 = dir.join("argon2_ref_avx2");
+        let files = [
+            "argon2.c",
+            "core.c",
+            "encoding.c",
+            "opt.c",
+            "thread.c",
+            "blake2/blake2b.c",
+        ];
+        let mut cc = Command::new("cc");
+        cc.args(["-O3", "-mavx2", "-DARGON2_NO_THREADS", "-o"])
+            .arg(&avx2)
+            .arg(&src);
+        cc.arg(format!("-I{}", refdir.join("include").display()));
+        cc.arg(format!("-I{}", refdir.join("src").display()));
+        for f in files {
+            cc.arg(refdir.join("src").join(f));
+        }
+        if cc.status().is_ok_and(|s| s.success()) {
+            out.push(("C reference, AVX2 build (-O3 -mavx2)".to_string(), avx2));
+        }
+    } else {
+        eprintln!(
+            "bench: C reference sources not found in {} (scripts/bench fetches them)",
+            refdir.display()
+        );
+    }
+    out
+}
+
+/// `apppass add` and `apppass list` for a user with forty app passwords.
+fn cli(db: &Path, user: &str) -> Vec<(String, Samples)> {
+    let bin = env!("CARGO_BIN_EXE_apppass");
+    let (mut add, mut list) = (Samples::default(), Samples::default());
+    for _ in 0..11 {
+        let (ms, out) = time(|| {
+            Command::new(bin)
+                .arg("--db")
+                .arg(db)
+                .args(["add", "--user", user, "--service", "imap", "--json"])
+                .output()
+                .unwrap()
+        });
+        assert!(out.status.success());
+        add.push(ms);
+        let (ms, out) = time(|| {
+            Command::new(bin)
+                .arg("--db")
+                .arg(db)
+                .args(["list", "--user", user])
+                .output()
+                .unwrap()
+        });
+        assert!(out.status.success());
+        list.push(ms);
+    }
+    vec![
+        ("apppass add (user with 40+)".into(), add),
+        ("apppass list (user with 40+)".into(), list),
+    ]
+}
+
+/// What the benchmark runs in child processes: fresh processes for first verifications,
+/// memory peaks, and concurrent login workers.
+fn child(role: &str, args: &[String]) {
+    match role {
+        "hash" => {
+            // hash ours|crate PHC NORMALISED-PASSWORD N: N verifications, one line each.
+            let (which, phc, password, n) = (
+                &args[0],
+                &args[1],
+                &args[2],
+                args[3].parse::<usize>().unwrap(),
+            );
+            let candidate = Candidate::parse(password.as_bytes()).unwrap();
+            for _ in 0..n {
+                let (ms, ok) = match which.as_str() {
+                    "ours" => time(|| secret::verify(Some(&candidate), phc).unwrap()),
+                    _ => time(|| {
+                        argon2::Argon2::default()
+                            .verify_password(password.as_bytes(), phc.as_str())
+                            .is_ok()
+                    }),
+                };
+                assert!(ok);
+                println!("{ms:.4}");
+            }
+        }
+        "worker" => {
+            let (confdir, service, user, password) =
+                (Path::new(&args[0]), &args[1], &args[2], &args[3]);
+            let secs: f64 = args[4].parse().unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(secs);
+            let mut n = 0u64;
+            while std::time::Instant::now() < deadline {
+                let out = client::authenticate(&Attempt {
+                    confdir,
+                    service,
+                    user: user.as_bytes(),
+                    password: password.as_bytes(),
+                    rhost: None,
+                })
+                .unwrap();
+                assert_eq!(out.code, Code::SUCCESS);
+                n += 1;
+            }
+            println!("{n}");
+        }
+        "memory" => {
+            let (confdir, service, user, password) =
+                (Path::new(&args[0]), &args[1], &args[2], &args[3]);
+            let status = |key: &str| -> f64 {
+                std::fs::read_to_string("/proc/self/status")
+                    .unwrap()
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix(key)
+                            .map(|v| v.trim().trim_end_matches(" kB").parse().unwrap())
+                    })
+                    .unwrap()
+            };
+            // Reset the peak to what is resident now, then log in once.
+            std::fs::write("/proc/self/clear_refs", "5").unwrap();
+            let before = status("VmRSS:");
+            let out = client::authenticate(&Attempt {
+                confdir,
+                service,
+                user: user.as_bytes(),
+                password: password.as_bytes(),
+                rhost: None,
+            })
+            .unwrap();
+            assert_eq!(out.code, Code::SUCCESS);
+            println!("{}", status("VmHWM:") - before);
+        }
+        other => panic!("unknown role {other}"),
+    }
+}

@@ -1,0 +1,389 @@
+//! The benchmark's table, its targets, JSON and an SVG plot for the README.
+
+use std::fmt::Write as _;
+
+use pam_apppass::secret::HashParams;
+use serde_json::json;
+
+use crate::stats::Samples;
+
+/// One measured case.
+pub struct Row {
+    pub group: String,
+    pub name: String,
+    pub median: f64,
+    pub p99: f64,
+    pub ratio: f64,
+    pub n: usize,
+}
+
+impl Row {
+    pub fn new(group: &str, name: &str, s: &Samples, floor: f64) -> Row {
+        Row {
+            group: group.into(),
+            name: name.into(),
+            median: s.median(),
+            p99: s.p99(),
+            ratio: s.median() / floor,
+            n: s.len(),
+        }
+    }
+}
+
+pub struct Throughput {
+    pub one: f64,
+    pub two: f64,
+}
+
+pub struct HashImpl {
+    pub name: String,
+    pub first: Samples,
+    pub steady: Samples,
+}
+
+/// A target from the issue, and whether this run met it.
+pub struct Check {
+    pub what: String,
+    pub measured: String,
+    pub pass: bool,
+}
+
+pub struct Report {
+    pub params: HashParams,
+    pub rounds: usize,
+    pub large_rows: usize,
+    pub rows: Vec<Row>,
+    pub throughput: Throughput,
+    pub memory_kib: f64,
+    pub hashes: Vec<HashImpl>,
+    pub cli: Vec<(String, Samples)>,
+    pub checks: Vec<Check>,
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpu}, {cores} cores, Linux {}", kernel.trim())
+}
+
+impl Report {
+    pub fn new(params: HashParams, rounds: usize, large_rows: usize) -> Report {
+        Report {
+            params,
+            rounds,
+            large_rows,
+            rows: Vec::new(),
+            throughput: Throughput { one: 0.0, two: 0.0 },
+            memory_kib: 0.0,
+            hashes: Vec::new(),
+            cli: Vec::new(),
+            checks: Vec::new(),
+        }
+    }
+
+    fn find(&self, name: &str) -> Option<&Row> {
+        self.rows.iter().find(|r| r.name == name)
+    }
+
+    fn record(&mut self, what: String, measured: String, pass: bool) {
+        self.checks.push(Check {
+            what,
+            measured,
+            pass,
+        });
+    }
+
+    /// Compares this run with the targets.
+    pub fn check(&mut self, large: &str) {
+        let apppass: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| r.group.starts_with("apppass"))
+            .collect();
+        let worst = apppass.iter().map(|r| r.ratio).fold(0.0, f64::max);
+        self.record(
+            "every apppass login <= 1.10 x floor (median)".into(),
+            format!("worst {worst:.3}"),
+            worst <= 1.10,
+        );
+
+        let mut flat_pw: f64 = 0.0;
+        let mut flat_db: f64 = 0.0;
+        let mut fail_gap: f64 = 0.0;
+        for db in ["1k", large] {
+            let g = format!("apppass, {db} rows");
+            let get = |case: &str| self.find(&format!("{g}: {case}")).map(|r| r.median);
+            for (forty, one) in [
+                (
+                    "right password, user with 40",
+                    "right password, user with 1",
+                ),
+                ("wrong secret, user with 40", "wrong secret, user with 1"),
+            ] {
+                if let (Some(a), Some(b)) = (get(forty), get(one)) {
+                    flat_pw = flat_pw.max(a / b);
+                }
+            }
+            for (fail, ok) in [
+                ("wrong secret, user with 1", "right password, user with 1"),
+                ("wrong secret, user with 40", "right password, user with 40"),
+                (
+                    "unknown selector, user with 40",
+                    "right password, user with 40",
+                ),
+                ("unknown user", "right password, user with 1"),
+                ("revoked, user with 40", "right password, user with 40"),
+            ] {
+                if let (Some(a), Some(b)) = (get(fail), get(ok)) {
+                    fail_gap = fail_gap.max((a / b - 1.0).abs());
+                }
+            }
+        }
+        for r in self
+            .rows
+            .iter()
+            .filter(|r| r.group == format!("apppass, {large} rows"))
+        {
+            let case = r.name.split_once(": ").map_or("", |x| x.1);
+            if let Some(small) = self.find(&format!("apppass, 1k rows: {case}")) {
+                flat_db = flat_db.max(r.median / small.median);
+            }
+        }
+        self.record(
+            "40 passwords vs 1 <= 1.10".into(),
+            format!("worst {flat_pw:.3}"),
+            flat_pw <= 1.10,
+        );
+        self.record(
+            format!("{large} rows vs 1k <= 1.10"),
+            format!("worst {flat_db:.3}"),
+            flat_db <= 1.10,
+        );
+        self.record(
+            "failure paths within 10% of success".into(),
+            format!("worst {:.1}%", fail_gap * 100.0),
+            fail_gap <= 0.10,
+        );
+        let scale = self.throughput.two / self.throughput.one;
+        self.record(
+            "2 login processes >= 1.8 x the logins/s of 1".into(),
+            format!(
+                "{:.1} vs {:.1}/s = {scale:.2}",
+                self.throughput.two, self.throughput.one
+            ),
+            scale >= 1.8,
+        );
+        let budget = f64::from(self.params.m_kib) + 2048.0;
+        self.record(
+            format!("peak memory of a login <= m + 2 MiB ({budget:.0} KiB)"),
+            format!("{:.0} KiB", self.memory_kib),
+            self.memory_kib <= budget,
+        );
+        if let (Some(ours), Some(c)) = (
+            self.hashes.iter().find(|h| h.name == "ours"),
+            self.hashes.iter().find(|h| h.name.contains("Debian")),
+        ) {
+            for (what, a, b) in [
+                (
+                    "first verification median",
+                    ours.first.median(),
+                    c.first.median(),
+                ),
+                ("first verification p99", ours.first.p99(), c.first.p99()),
+                ("steady median", ours.steady.median(), c.steady.median()),
+                ("steady p99", ours.steady.p99(), c.steady.p99()),
+            ] {
+                self.record(
+                    format!("argon2id {what} <= C reference (Debian libargon2)"),
+                    format!("{a:.2} vs {b:.2} ms"),
+                    a <= b,
+                );
+            }
+        }
+    }
+
+    pub fn table(&self) -> String {
+        let mut t = String::new();
+        let p = self.params;
+        let _ = writeln!(
+            t,
+            "\napppass login benchmark: argon2id m={} KiB, t={}, p={}; {} interleaved rounds",
+            p.m_kib, p.t, p.p, self.rounds
+        );
+        let _ = writeln!(t, "machine: {}\n", machine());
+        let _ = writeln!(
+            t,
+            "{:<64} {:>9} {:>9} {:>8}",
+            "login through libpam (pam_start_confdir)", "median ms", "p99 ms", "x floor"
+        );
+        let mut last_group = "";
+        for r in &self.rows {
+            if r.group != last_group && !last_group.is_empty() {
+                let _ = writeln!(t);
+            }
+            last_group = &r.group;
+            let _ = writeln!(
+                t,
+                "{:<64} {:>9.2} {:>9.2} {:>8.2}",
+                r.name, r.median, r.p99, r.ratio
+            );
+        }
+        let floor = self.rows.first().map_or(f64::NAN, |r| r.median);
+        let _ = writeln!(
+            t,
+            "\n{:<64} {:>9} {:>9} {:>8}",
+            "argon2id implementations (same parameters)", "median ms", "p99 ms", "x ours"
+        );
+        let ours = self.hashes.iter().find(|h| h.name == "ours");
+        for h in &self.hashes {
+            for (when, s) in [
+                ("first verification, fresh process", &h.first),
+                ("steady state", &h.steady),
+            ] {
+                let base = ours.map_or(f64::NAN, |o| {
+                    if when.starts_with("first") {
+                        o.first.median()
+                    } else {
+                        o.steady.median()
+                    }
+                });
+                let _ = writeln!(
+                    t,
+                    "{:<64} {:>9.2} {:>9.2} {:>8.2}",
+                    format!("{}: {when}", h.name),
+                    s.median(),
+                    s.p99(),
+                    s.median() / base
+                );
+            }
+        }
+        let _ = writeln!(
+            t,
+            "\n{:<64} {:>9} {:>9} {:>8}",
+            "the CLI (whole process)", "median ms", "p99 ms", "x floor"
+        );
+        for (name, s) in &self.cli {
+            let _ = writeln!(
+                t,
+                "{:<64} {:>9.2} {:>9.2} {:>8.2}",
+                name,
+                s.median(),
+                s.p99(),
+                s.median() / floor
+            );
+        }
+        let _ = writeln!(
+            t,
+            "\nthroughput: {:.1} logins/s with one process, {:.1} with two",
+            self.throughput.one, self.throughput.two
+        );
+        let _ = writeln!(
+            t,
+            "peak memory added by one login in a fresh process: {:.0} KiB (argon2 m = {} KiB)\n",
+            self.memory_kib, p.m_kib
+        );
+        let _ = writeln!(t, "targets:");
+        for c in &self.checks {
+            let _ = writeln!(
+                t,
+                "  [{}] {:<58} {}",
+                if c.pass { "ok" } else { "MISSED" },
+                c.what,
+                c.measured
+            );
+        }
+        t
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        json!({
+            "machine": machine(),
+            "argon2id": {"m_kib": self.params.m_kib, "t": self.params.t, "p": self.params.p},
+            "rounds": self.rounds,
+            "large_rows": self.large_rows,
+            "logins": self.rows.iter().map(|r| json!({
+                "group": r.group, "case": r.name, "median_ms": r.median, "p99_ms": r.p99,
+                "ratio_to_floor": r.ratio, "samples": r.n,
+            })).collect::<Vec<_>>(),
+            "argon2id_implementations": self.hashes.iter().map(|h| json!({
+                "name": h.name,
+                "first_median_ms": h.first.median(), "first_p99_ms": h.first.p99(),
+                "steady_median_ms": h.steady.median(), "steady_p99_ms": h.steady.p99(),
+            })).collect::<Vec<_>>(),
+            "cli": self.cli.iter().map(|(n, s)| json!({"case": n, "median_ms": s.median(), "p99_ms": s.p99()})).collect::<Vec<_>>(),
+            "throughput_per_s": {"one_process": self.throughput.one, "two_processes": self.throughput.two},
+            "peak_memory_kib": self.memory_kib,
+            "targets": self.checks.iter().map(|c| json!({"target": c.what, "measured": c.measured, "met": c.pass})).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Horizontal bars: each login case's median as a multiple of the floor.
+    pub fn svg(&self) -> String {
+        let bar_h = 18.0;
+        let label_w = 430.0;
+        let plot_w = 420.0;
+        let max = self
+            .rows
+            .iter()
+            .map(|r| r.ratio)
+            .fold(1.2, f64::max)
+            .min(60.0);
+        let x = |ratio: f64| label_w + plot_w * (ratio.min(max) / max);
+        let height = 60.0 + bar_h * self.rows.len() as f64 + 30.0;
+        let mut s = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+             <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+             <text x=\"10\" y=\"20\" font-size=\"14\" font-weight=\"bold\">Login cost as a multiple of one argon2id verification (median; log scale off, capped at {max:.0}x)</text>\n",
+            label_w + plot_w + 60.0
+        );
+        for (i, r) in self.rows.iter().enumerate() {
+            let y = 40.0 + bar_h * i as f64;
+            let colour = match r.group.as_str() {
+                "floor" => "#555",
+                g if g.starts_with("apppass") => "#2a7",
+                "naive" => "#c44",
+                _ => "#48c",
+            };
+            let _ = writeln!(
+                s,
+                "<text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"end\">{}</text><rect x=\"{label_w}\" y=\"{:.0}\" width=\"{:.1}\" height=\"{:.0}\" fill=\"{colour}\"/><text x=\"{:.1}\" y=\"{:.0}\">{:.2}x ({:.1} ms)</text>",
+                label_w - 6.0,
+                y + 13.0,
+                xml(&r.name),
+                y + 2.0,
+                x(r.ratio) - label_w,
+                bar_h - 4.0,
+                x(r.ratio) + 4.0,
+                y + 13.0,
+                r.ratio,
+                r.median
+            );
+        }
+        for (ratio, dash) in [(1.0, ""), (1.1, " stroke-dasharray=\"4 3\"")] {
+            let _ = writeln!(
+                s,
+                "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"34\" y2=\"{1:.0}\" stroke=\"black\"{dash}/><text x=\"{0:.1}\" y=\"{2:.0}\" text-anchor=\"middle\">{ratio}x</text>",
+                x(ratio),
+                height - 24.0,
+                height - 10.0
+            );
+        }
+        s.push_str("</svg>\n");
+        s
+    }
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
