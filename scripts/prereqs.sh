@@ -43,3 +43,18 @@ need_test_prereqs() {
         while [ ! -S /dev/log ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
     fi
 }
+
+# What tests/debian/check needs (as root): the Debian packaging tools, lintian, and
+# pamtester to log in through the installed module.
+DEB_PACKAGES="build-essential debhelper dpkg-dev lintian pamtester"
+
+need_deb_prereqs() {
+    missing=""
+    for p in $DEB_PACKAGES; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+    done
+    [ -z "$missing" ] && return 0
+    echo "== Installing Debian packaging prerequisites:$missing"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+}
