@@ -57,6 +57,8 @@ enum Command {
     List(ListArgs),
     /// Revoke app passwords by id, or all of a user's
     Revoke(RevokeArgs),
+    /// Check a service's PAM stack (is pam_apppass wired in, in which mode and scope) and its database
+    Doctor(DoctorArgs),
 }
 
 #[derive(Args, Debug)]
@@ -106,6 +108,19 @@ struct RevokeArgs {
     /// Only those for this service (with --all)
     #[arg(long, value_name = "NAME", requires = "all")]
     service: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct DoctorArgs {
+    /// The PAM service (imap, pop3, submission, sshd, ...) [default: every service using pam_apppass]
+    #[arg(value_name = "SERVICE")]
+    service: Option<String>,
+    /// Read this file as the service's PAM configuration (includes still come from --pam-dir)
+    #[arg(long, value_name = "PATH")]
+    file: Option<PathBuf>,
+    /// Directory of PAM service files
+    #[arg(long, value_name = "DIR", default_value = pam_apppass::doctor::PAM_DIR)]
+    pam_dir: PathBuf,
 }
 
 /// What can go wrong in the CLI; each renders as one line.
@@ -181,6 +196,19 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
+    // Before the CLI's own configuration is read: the doctor reports on the configuration
+    // and database the PAM files name, a broken one included.
+    if let Command::Doctor(a) = &cli.command {
+        if cli.db.is_some() || cli.config.is_some() {
+            return Err(CliError::Usage(
+                "doctor checks the database and configuration the PAM files name; --db and --config do not apply".into(),
+            ));
+        }
+        return match doctor(a, &mut io::stdout().lock()) {
+            Err(CliError::Other(m)) if m == BROKEN_PIPE => Ok(()),
+            other => other,
+        };
+    }
     let (conf_path, explicit) = match &cli.config {
         Some(p) => (p.clone(), true),
         None => (PathBuf::from(config::DEFAULT_CONFIG), false),
@@ -197,6 +225,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Add(a) => add(&db, &config, a, &mut out),
         Command::List(a) => list(&db, a, &mut out),
         Command::Revoke(a) => revoke(&db, a, &mut out),
+        Command::Doctor(_) => unreachable!("handled above"),
     };
     match result {
         Err(CliError::Other(m)) if m == BROKEN_PIPE => Ok(()),
@@ -420,6 +449,27 @@ fn print_table(rows: &[Listing], now: Timestamp, out: &mut impl Write) -> io::Re
         line(row, out)?;
     }
     Ok(())
+}
+
+fn doctor(a: &DoctorArgs, out: &mut impl Write) -> Result<(), CliError> {
+    use pam_apppass::doctor::{self, Level};
+    let options = doctor::Options {
+        pam_dir: a.pam_dir.clone(),
+        service: a.service.clone(),
+        file: a.file.clone(),
+        module_dirs: doctor::default_module_dirs(),
+        as_root: ffi::uids().1 == 0,
+    };
+    let reports = doctor::run(&options).map_err(|e| CliError::Usage(e.to_string()))?;
+    write!(out, "{}", doctor::render(&reports)).map_err(io_err)?;
+    let problems: usize = reports.iter().map(|r| r.count(Level::Problem)).sum();
+    if problems == 0 {
+        Ok(())
+    } else {
+        Err(CliError::Other(format!(
+            "{problems} problem(s) found (see above)"
+        )))
+    }
 }
 
 fn revoke(db: &Path, a: RevokeArgs, out: &mut impl Write) -> Result<(), CliError> {

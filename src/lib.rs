@@ -9,6 +9,7 @@
 pub mod args;
 pub mod code;
 pub mod config;
+pub mod doctor;
 pub mod ffi;
 pub mod pam;
 pub mod policy;
