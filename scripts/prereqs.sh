@@ -19,8 +19,9 @@ need_build_prereqs() {
 }
 
 # What the tests drive: a syslog daemon (the module's log lines are checked where
-# admins read them), and PAM modules to stack with.
-TEST_PACKAGES="rsyslog libpam-modules"
+# admins read them), PAM modules to stack with, and the real servers and clients of the
+# end-to-end tests (Dovecot, OpenSSH, curl, sshpass) and fail2ban.
+TEST_PACKAGES="rsyslog libpam-modules dovecot-imapd dovecot-pop3d dovecot-submissiond openssh-server openssh-client sshpass curl fail2ban"
 
 need_test_prereqs() {
     missing=""
