@@ -5,7 +5,9 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::policy::{self, Throttle};
 use crate::secret::HashParams;
+use crate::time;
 
 /// Where the configuration lives unless `conf=` or `--config` says otherwise.
 pub const DEFAULT_CONFIG: &str = "/etc/security/apppass.conf";
@@ -14,7 +16,8 @@ pub const DEFAULT_DB: &str = "/var/lib/apppass/apppass.db";
 /// Larger files are not configuration files.
 const MAX_CONFIG_LEN: u64 = 64 * 1024;
 
-/// Settings shared by the module and the CLI.
+/// Settings shared by the module and the CLI. Durations are in seconds; `None` means
+/// "never" or "no limit".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// The database.
@@ -22,6 +25,24 @@ pub struct Config {
     /// argon2id parameters for new app passwords (and for the dummy hash that unknown
     /// users and selectors are checked against).
     pub hash: HashParams,
+    /// Services people may create app passwords for; empty: any.
+    pub services: Vec<String>,
+    /// Most active app passwords per user.
+    pub max_passwords: Option<u32>,
+    /// Lifetime of a new app password when `--expires` is not given.
+    pub default_lifetime: Option<i64>,
+    /// Longest lifetime `--expires` may ask for.
+    pub max_lifetime: Option<i64>,
+    /// App passwords unused (or, if never used, created) longer ago than this stop working.
+    pub idle_expiry: Option<i64>,
+    /// Throttling of guesses per (user, remote host); `None`: off.
+    pub throttle: Option<Throttle>,
+    /// The audit log keeps events at most this old...
+    pub audit_max_age: i64,
+    /// ... and at most this many.
+    pub audit_max_rows: i64,
+    /// Members of this group manage everyone's app passwords, as root does.
+    pub admin_group: Option<String>,
 }
 
 impl Default for Config {
@@ -29,6 +50,19 @@ impl Default for Config {
         Config {
             db: PathBuf::from(DEFAULT_DB),
             hash: HashParams::default(),
+            services: Vec::new(),
+            max_passwords: None,
+            default_lifetime: None,
+            max_lifetime: None,
+            idle_expiry: None,
+            throttle: Some(Throttle {
+                failures: 10,
+                interval: 15 * 60,
+                lockout: 15 * 60,
+            }),
+            audit_max_age: 90 * 86400,
+            audit_max_rows: 100_000,
+            admin_group: None,
         }
     }
 }
@@ -100,6 +134,12 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
         let mut config = Config::default();
         let mut warnings = Vec::new();
+        let mut throttle = config.throttle.unwrap_or(Throttle {
+            failures: 0,
+            interval: 0,
+            lockout: 0,
+        });
+        let mut throttle_failures = None;
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
             let invalid = |why: String| ConfigError::Invalid {
@@ -120,6 +160,16 @@ impl Config {
                     .parse()
                     .map_err(|_| invalid(format!("{key} must be a whole number, found {value:?}")))
             };
+            // A duration, or "never" (None).
+            let duration = || -> Result<Option<i64>, ConfigError> {
+                if value == "never" {
+                    return Ok(None);
+                }
+                time::parse_duration(value)
+                    .map(Some)
+                    .map_err(|e| invalid(format!("{key}: {e} (or never)")))
+            };
+            let limit = |n: u32| if n == 0 { None } else { Some(n) };
             match key {
                 "db" => {
                     if !value.starts_with('/') {
@@ -132,10 +182,57 @@ impl Config {
                 "argon2_memory" => config.hash.m_kib = number()?,
                 "argon2_time" => config.hash.t = number()?,
                 "argon2_lanes" => config.hash.p = number()?,
+                "services" => {
+                    config.services = value
+                        .split([' ', ',', '\t'])
+                        .filter(|s| !s.is_empty())
+                        .map(|s| {
+                            policy::check_service(s)
+                                .map(|()| s.to_string())
+                                .map_err(invalid)
+                        })
+                        .collect::<Result<_, _>>()?;
+                }
+                "max_passwords" => config.max_passwords = limit(number()?),
+                "default_lifetime" => config.default_lifetime = duration()?,
+                "max_lifetime" => config.max_lifetime = duration()?,
+                "idle_expiry" => config.idle_expiry = duration()?,
+                "throttle_failures" => {
+                    let n = number()?;
+                    throttle_failures = Some(n);
+                }
+                "throttle_interval" => {
+                    throttle.interval =
+                        duration()?.ok_or_else(|| invalid(format!("{key} cannot be never")))?
+                }
+                "throttle_lockout" => {
+                    throttle.lockout =
+                        duration()?.ok_or_else(|| invalid(format!("{key} cannot be never")))?
+                }
+                "audit_max_age" => config.audit_max_age = duration()?.unwrap_or(i64::MAX),
+                "audit_max_rows" => config.audit_max_rows = i64::from(number()?),
+                "admin_group" => {
+                    policy::check_user(value)
+                        .map_err(|_| invalid(format!("bad group name {value:?}")))?;
+                    config.admin_group = Some(value.to_string());
+                }
                 _ => warnings.push(format!(
                     "{}:{line}: unknown setting {key:?} ignored",
                     path.display()
                 )),
+            }
+        }
+        if let Some(n) = throttle_failures {
+            throttle.failures = n;
+        }
+        config.throttle = (throttle.failures > 0).then_some(throttle);
+        if let (Some(d), Some(m)) = (config.default_lifetime, config.max_lifetime) {
+            if d > m {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    line: 0,
+                    why: "default_lifetime is longer than max_lifetime".into(),
+                });
             }
         }
         config.hash.validate().map_err(|e| ConfigError::Invalid {
@@ -187,6 +284,50 @@ mod tests {
                 t: 3,
                 p: 2
             }
+        );
+    }
+
+    #[test]
+    fn policy_keys() {
+        let l = parse(
+            "services = imap, pop3 submission\nmax_passwords = 5\ndefault_lifetime = 90d\nmax_lifetime = 365d\n\
+             idle_expiry = 30d\nthrottle_failures = 3\nthrottle_interval = 10m\nthrottle_lockout = 1h\n\
+             audit_max_age = never\naudit_max_rows = 500\nadmin_group = mailadm\n",
+        )
+        .unwrap()
+        .config;
+        assert_eq!(l.services, ["imap", "pop3", "submission"]);
+        assert_eq!(l.max_passwords, Some(5));
+        assert_eq!(
+            (l.default_lifetime, l.max_lifetime, l.idle_expiry),
+            (Some(90 * 86400), Some(365 * 86400), Some(30 * 86400))
+        );
+        assert_eq!(
+            l.throttle,
+            Some(Throttle {
+                failures: 3,
+                interval: 600,
+                lockout: 3600
+            })
+        );
+        assert_eq!((l.audit_max_age, l.audit_max_rows), (i64::MAX, 500));
+        assert_eq!(l.admin_group.as_deref(), Some("mailadm"));
+        assert_eq!(
+            parse("throttle_failures = 0").unwrap().config.throttle,
+            None
+        );
+        assert_eq!(
+            parse("max_passwords = 0").unwrap().config.max_passwords,
+            None
+        );
+        assert!(parse("default_lifetime = 400d\nmax_lifetime = 365d").is_err());
+        assert!(parse("services = im/ap").is_err());
+        assert!(parse("throttle_lockout = never").is_err());
+        assert!(
+            parse("idle_expiry = soon")
+                .unwrap_err()
+                .to_string()
+                .contains("idle_expiry")
         );
     }
 

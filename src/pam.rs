@@ -14,7 +14,7 @@ use crate::config::{self, Config};
 use crate::policy::{self, Status};
 use crate::secret::{self, Candidate};
 use crate::store::sqlite::{Purpose, SqliteStore};
-use crate::store::{Credential, Store};
+use crate::store::{Attempt, Credential, Outcome, Retention, Store, StoreError};
 use crate::time::Timestamp;
 
 /// Syslog priorities the module uses.
@@ -62,20 +62,34 @@ pub enum Reason {
     /// The password's selector is this user's, the rest is wrong.
     WrongPassword,
     Expired,
+    /// Unused for longer than the configured `idle_expiry`.
+    Idle,
     Revoked,
     /// Right password, but scoped to another service.
     WrongService,
+    /// Too many guesses from this remote host for this user: refused without checking.
+    Throttled,
 }
 
 impl Reason {
+    /// Whether this failure could be someone guessing: only these count toward
+    /// throttling. Input that is not an app password cannot succeed whatever it is, and
+    /// expired, revoked or out-of-scope passwords were right (a stale device, not a
+    /// guesser).
+    pub fn is_guess(self) -> bool {
+        matches!(self, Reason::WrongPassword | Reason::UnknownPassword)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::NotAppPassword => "not_app_password",
             Reason::UnknownPassword => "unknown_password",
             Reason::WrongPassword => "wrong_password",
             Reason::Expired => "expired",
+            Reason::Idle => "idle",
             Reason::Revoked => "revoked",
             Reason::WrongService => "wrong_service",
+            Reason::Throttled => "throttled",
         }
     }
 }
@@ -200,7 +214,33 @@ fn login(
 
     let store = SqliteStore::open(db, Purpose::Login, as_root)
         .map_err(|e| LoginError::Unavailable(e.to_string()))?;
-    let unavailable = |e: crate::store::StoreError| LoginError::Unavailable(e.to_string());
+    let unavailable = |e: StoreError| LoginError::Unavailable(e.to_string());
+    let now = host.now();
+    let rhost = subject.rhost.clone();
+    let attempt = |password_id, outcome| Attempt {
+        at: now,
+        user: user.as_deref().unwrap_or(""),
+        service: &service,
+        rhost: rhost.as_deref(),
+        password_id,
+        outcome,
+    };
+
+    // A throttled (user, host) is refused before any hashing: the point is to stop paying
+    // for guesses, and to stop them.
+    if let (Some(_), Some(u)) = (&config.throttle, &user) {
+        if store
+            .throttled_until(u, rhost.as_deref().unwrap_or(""), now)
+            .map_err(unavailable)?
+            .is_some()
+        {
+            record(host, &store, &config, &attempt(None, Outcome::Throttled));
+            return Err(LoginError::Denied {
+                reason: Reason::Throttled,
+                id: None,
+            });
+        }
+    }
 
     // The row the selector names, if it belongs to this user: another user's row must look
     // exactly like no row at all.
@@ -235,10 +275,52 @@ fn login(
         ))
     })?;
 
+    let verdict = judge(
+        credential.as_ref(),
+        has_passwords,
+        candidate.is_some(),
+        matched,
+        &service,
+        &config,
+        now,
+    );
+    // Best effort, after the verdict: a locked, read-only or full database must not turn a
+    // right password into a failed login. Users without app passwords leave no trace
+    // here (syslog has them): anyone can send any name.
+    let id = credential.as_ref().map(|c| c.id);
+    match &verdict {
+        Ok(_) => record(host, &store, &config, &attempt(id, Outcome::Success)),
+        Err(LoginError::Denied { reason, .. }) => record(
+            host,
+            &store,
+            &config,
+            &attempt(
+                id,
+                Outcome::Failure {
+                    reason: reason.as_str(),
+                    guess: reason.is_guess(),
+                },
+            ),
+        ),
+        Err(_) => {}
+    }
+    verdict
+}
+
+/// The verdict on one verified attempt.
+fn judge(
+    credential: Option<&Credential>,
+    has_passwords: bool,
+    app_shaped: bool,
+    matched: bool,
+    service: &str,
+    config: &Config,
+    now: Timestamp,
+) -> Result<Success, LoginError> {
     let Some(row) = credential else {
         return Err(if !has_passwords {
             LoginError::NoAppPasswords
-        } else if candidate.is_none() {
+        } else if !app_shaped {
             LoginError::Denied {
                 reason: Reason::NotAppPassword,
                 id: None,
@@ -259,28 +341,34 @@ fn login(
     if !matched {
         return denied(Reason::WrongPassword);
     }
-    let now = host.now();
-    match Status::at(row.expires, row.revoked, now) {
+    match Status::of(row.dates, config.idle_expiry, now) {
         Status::Revoked => return denied(Reason::Revoked),
         Status::Expired => return denied(Reason::Expired),
+        Status::Idle => return denied(Reason::Idle),
         Status::Active => {}
     }
-    if !policy::scope_allows(&row.service, &service) {
+    if !policy::scope_allows(&row.service, service) {
         return denied(Reason::WrongService);
-    }
-
-    // Best effort: a locked, read-only or full database must not turn a right password
-    // into a failed login.
-    if let Err(e) = store.record_use(row.id, now, &service, subject.rhost.as_deref()) {
-        host.log(
-            Level::Warning,
-            &format!("could not record use of id={}: {e}", row.id),
-        );
     }
     Ok(Success {
         id: row.id,
-        label: row.label,
+        label: row.label.clone(),
     })
+}
+
+/// Writes the attempt down (usage, audit, throttle); a failure to do so is logged, not
+/// fatal.
+fn record(host: &dyn Host, store: &dyn Store, config: &Config, attempt: &Attempt<'_>) {
+    let keep = Retention {
+        max_age: config.audit_max_age,
+        max_rows: config.audit_max_rows,
+    };
+    if let Err(e) = store.record_attempt(attempt, config.throttle.as_ref(), keep) {
+        host.log(
+            Level::Warning,
+            &format!("could not record the attempt: {e}"),
+        );
+    }
 }
 
 fn load_config(host: &dyn Host, args: &ModuleArgs, as_root: bool) -> Result<Config, LoginError> {
@@ -466,12 +554,23 @@ mod tests {
         password: &[u8],
         service: &str,
     ) -> (Code, Vec<(Level, String)>) {
+        run_from(f, user, password, service, "203.0.113.9", 1000)
+    }
+
+    fn run_from(
+        f: &Fixture,
+        user: &str,
+        password: &[u8],
+        service: &str,
+        rhost: &str,
+        now: Timestamp,
+    ) -> (Code, Vec<(Level, String)>) {
         let mut host = TestHost {
             user: user.as_bytes().to_vec(),
             password: password.to_vec(),
             service: service.to_string(),
-            rhost: Some("203.0.113.9".into()),
-            now: 1000,
+            rhost: Some(rhost.into()),
+            now,
             lines: RefCell::new(Vec::new()),
         };
         let db = format!("db={}", f.db);
@@ -688,5 +787,149 @@ mod tests {
         assert_eq!(field("x\ny"), "x\\x0ay");
         assert_eq!(field("é"), "\\xc3\\xa9");
         assert_eq!(quoted("my \"phone\""), "\"my \\x22phone\\x22\"");
+    }
+
+    #[test]
+    fn guesses_throttle_one_host_only() {
+        let f = fixture("imap", None);
+        std::fs::write(
+            &f.conf,
+            "throttle_failures = 3\nthrottle_interval = 10m\nthrottle_lockout = 1h\n",
+        )
+        .unwrap();
+        let guess = NewPassword::generate().unwrap().display().to_string();
+        for _ in 0..3 {
+            let (code, _) = run_from(&f, "alice", guess.as_bytes(), "imap", "198.51.100.66", 1000);
+            assert_eq!(code, Code::AUTH_ERR);
+        }
+        // The right password from the guessing host: refused, without hashing.
+        let (code, lines) = run_from(
+            &f,
+            "alice",
+            f.password.as_bytes(),
+            "imap",
+            "198.51.100.66",
+            1001,
+        );
+        assert_eq!(code, Code::AUTH_ERR);
+        assert!(
+            lines.last().unwrap().1.contains("reason=throttled"),
+            "{lines:?}"
+        );
+        // Her other devices keep working, and the lock ends by itself.
+        assert_eq!(
+            run_from(
+                &f,
+                "alice",
+                f.password.as_bytes(),
+                "imap",
+                "203.0.113.5",
+                1001
+            )
+            .0,
+            Code::SUCCESS
+        );
+        assert_eq!(
+            run_from(
+                &f,
+                "alice",
+                f.password.as_bytes(),
+                "imap",
+                "198.51.100.66",
+                1000 + 3601
+            )
+            .0,
+            Code::SUCCESS
+        );
+        // Typing the account password (not app-shaped) is not guessing.
+        for _ in 0..5 {
+            assert_eq!(
+                run_from(&f, "alice", b"account password", "imap", "192.0.2.8", 9000).0,
+                Code::AUTH_ERR
+            );
+        }
+        assert_eq!(
+            run_from(
+                &f,
+                "alice",
+                f.password.as_bytes(),
+                "imap",
+                "192.0.2.8",
+                9001
+            )
+            .0,
+            Code::SUCCESS
+        );
+    }
+
+    #[test]
+    fn idle_passwords_stop_working() {
+        let f = fixture("imap", None);
+        std::fs::write(&f.conf, "idle_expiry = 1h\n").unwrap();
+        // Created at 1: used at 1000, still within the hour; then unused for an hour.
+        assert_eq!(
+            run_from(
+                &f,
+                "alice",
+                f.password.as_bytes(),
+                "imap",
+                "192.0.2.1",
+                1000
+            )
+            .0,
+            Code::SUCCESS
+        );
+        assert_eq!(
+            run_from(
+                &f,
+                "alice",
+                f.password.as_bytes(),
+                "imap",
+                "192.0.2.1",
+                4599
+            )
+            .0,
+            Code::SUCCESS
+        );
+        let (code, lines) = run_from(
+            &f,
+            "alice",
+            f.password.as_bytes(),
+            "imap",
+            "192.0.2.1",
+            4599 + 3600,
+        );
+        assert_eq!(code, Code::AUTH_ERR);
+        assert!(lines.last().unwrap().1.contains("reason=idle"), "{lines:?}");
+    }
+
+    #[test]
+    fn attempts_reach_the_audit_log() {
+        let f = fixture("imap", None);
+        run(&f, "alice", f.password.as_bytes(), "imap");
+        run(&f, "alice", f.password.as_bytes(), "pop3");
+        run(&f, "mallory", f.password.as_bytes(), "imap");
+        let store = SqliteStore::open(Path::new(&f.db), Purpose::Admin, false).unwrap();
+        let events = store.events(crate::store::Owner::Anyone, 10).unwrap();
+        let seen: Vec<(&str, &str, Option<&str>, Option<i64>)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.user.as_str(),
+                    e.outcome.as_str(),
+                    e.reason.as_deref(),
+                    e.password_id,
+                )
+            })
+            .collect();
+        // Newest first; mallory (no app passwords) leaves no event.
+        assert_eq!(
+            seen,
+            [
+                ("alice", "failure", Some("wrong_service"), Some(f.id)),
+                ("alice", "success", None, Some(f.id))
+            ]
+        );
+        assert_eq!(events[1].rhost.as_deref(), Some("203.0.113.9"));
     }
 }

@@ -16,24 +16,63 @@ pub fn scope_allows(scope: &str, service: &str) -> bool {
     scope == ANY_SERVICE || scope == service
 }
 
+/// After `failures` guesses within `interval` seconds from one remote host, that host is
+/// refused for `lockout` seconds, without hashing, for that user only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttle {
+    pub failures: u32,
+    pub interval: i64,
+    pub lockout: i64,
+}
+
+/// The dates that decide whether an app password works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dates {
+    pub created: Timestamp,
+    pub expires: Option<Timestamp>,
+    pub revoked: Option<Timestamp>,
+    pub last_used: Option<Timestamp>,
+}
+
 /// The state of an app password at a given time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Active,
     Expired,
+    /// Unused for longer than `idle_expiry`.
+    Idle,
     Revoked,
 }
 
 impl Status {
-    /// Revocation wins over expiry: it is the stronger statement.
-    pub fn at(expires: Option<Timestamp>, revoked: Option<Timestamp>, now: Timestamp) -> Status {
-        if revoked.is_some() {
+    /// Revocation wins over expiry, expiry over idleness: the stronger statement first.
+    /// `idle_expiry` counts from the last use, or from creation if never used.
+    pub fn of(d: Dates, idle_expiry: Option<i64>, now: Timestamp) -> Status {
+        if d.revoked.is_some() {
             Status::Revoked
-        } else if expires.is_some_and(|e| e <= now) {
+        } else if d.expires.is_some_and(|e| e <= now) {
             Status::Expired
+        } else if idle_expiry
+            .is_some_and(|idle| d.last_used.unwrap_or(d.created).saturating_add(idle) <= now)
+        {
+            Status::Idle
         } else {
             Status::Active
         }
+    }
+
+    /// [`Status::of`] without idle expiry.
+    pub fn at(expires: Option<Timestamp>, revoked: Option<Timestamp>, now: Timestamp) -> Status {
+        Status::of(
+            Dates {
+                created: now,
+                expires,
+                revoked,
+                last_used: None,
+            },
+            None,
+            now,
+        )
     }
 
     /// The word `list` and the logs use.
@@ -41,6 +80,7 @@ impl Status {
         match self {
             Status::Active => "active",
             Status::Expired => "expired",
+            Status::Idle => "idle",
             Status::Revoked => "revoked",
         }
     }
@@ -105,10 +145,43 @@ mod tests {
 
     #[test]
     fn status() {
-        assert_eq!(Status::at(None, None, 10), Status::Active);
-        assert_eq!(Status::at(Some(11), None, 10), Status::Active);
-        assert_eq!(Status::at(Some(10), None, 10), Status::Expired);
-        assert_eq!(Status::at(Some(5), Some(1), 10), Status::Revoked);
+        let d = |expires, revoked, last_used| Dates {
+            created: 0,
+            expires,
+            revoked,
+            last_used,
+        };
+        assert_eq!(Status::of(d(None, None, None), None, 10), Status::Active);
+        assert_eq!(
+            Status::of(d(Some(11), None, None), None, 10),
+            Status::Active
+        );
+        assert_eq!(
+            Status::of(d(Some(10), None, None), None, 10),
+            Status::Expired
+        );
+        assert_eq!(
+            Status::of(d(Some(5), Some(1), None), None, 10),
+            Status::Revoked
+        );
+        // Idle: from creation when never used, else from the last use.
+        assert_eq!(Status::of(d(None, None, None), Some(10), 10), Status::Idle);
+        assert_eq!(
+            Status::of(d(None, None, None), Some(11), 10),
+            Status::Active
+        );
+        assert_eq!(
+            Status::of(d(None, None, Some(5)), Some(10), 14),
+            Status::Active
+        );
+        assert_eq!(
+            Status::of(d(None, None, Some(5)), Some(10), 15),
+            Status::Idle
+        );
+        assert_eq!(
+            Status::of(d(Some(3), None, None), Some(1), 10),
+            Status::Expired
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::policy::{Dates, Throttle};
 use crate::time::Timestamp;
 use crate::trust::Untrusted;
 
@@ -21,8 +22,7 @@ pub struct Credential {
     pub label: String,
     /// argon2id PHC string.
     pub hash: String,
-    pub expires: Option<Timestamp>,
-    pub revoked: Option<Timestamp>,
+    pub dates: Dates,
 }
 
 impl fmt::Debug for Credential {
@@ -32,8 +32,7 @@ impl fmt::Debug for Credential {
             .field("user", &self.user)
             .field("service", &self.service)
             .field("label", &self.label)
-            .field("expires", &self.expires)
-            .field("revoked", &self.revoked)
+            .field("dates", &self.dates)
             .finish_non_exhaustive()
     }
 }
@@ -64,6 +63,72 @@ pub struct Listing {
     pub last_service: Option<String>,
     pub last_rhost: Option<String>,
     pub use_count: i64,
+}
+
+impl Listing {
+    pub fn dates(&self) -> Dates {
+        Dates {
+            created: self.created,
+            expires: self.expires,
+            revoked: self.revoked,
+            last_used: self.last_used,
+        }
+    }
+}
+
+/// What became of a login attempt, for the audit log and the throttle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome<'a> {
+    Success,
+    /// `guess`: a failure that could be someone guessing (it counts toward throttling).
+    Failure {
+        reason: &'a str,
+        guess: bool,
+    },
+    /// Refused without checking: this user and remote host are throttled.
+    Throttled,
+}
+
+impl Outcome<'_> {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure { .. } => "failure",
+            Outcome::Throttled => "throttled",
+        }
+    }
+}
+
+/// One login attempt of a user who has app passwords.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    pub at: Timestamp,
+    pub user: &'a str,
+    pub service: &'a str,
+    pub rhost: Option<&'a str>,
+    /// The app password the attempt named (its selector was this user's).
+    pub password_id: Option<i64>,
+    pub outcome: Outcome<'a>,
+}
+
+/// How much of the audit log to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub max_age: i64,
+    pub max_rows: i64,
+}
+
+/// An audit log entry, as `apppass log` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub id: i64,
+    pub time: Timestamp,
+    pub user: String,
+    pub service: String,
+    pub password_id: Option<i64>,
+    pub rhost: Option<String>,
+    pub outcome: String,
+    pub reason: Option<String>,
 }
 
 /// Whose rows an operation may see or change.
@@ -163,18 +228,34 @@ pub trait Store {
     fn find_by_selector(&self, selector: &str) -> Result<Option<Credential>, StoreError>;
     /// Whether `user` has any app password at all, whatever its state.
     fn user_has_passwords(&self, user: &str) -> Result<bool, StoreError>;
-    /// Notes a successful login. Callers treat failure as harmless.
-    fn record_use(
+    /// Until when `user` is refused from `rhost` (`None`: not throttled now).
+    fn throttled_until(
         &self,
-        id: i64,
-        at: Timestamp,
-        service: &str,
-        rhost: Option<&str>,
+        user: &str,
+        rhost: &str,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>, StoreError>;
+    /// Records a login attempt at once: the password's last use on success, the audit
+    /// event, the throttle counter (cleared on success, counted on a guess, with
+    /// `throttle`), and prunes the audit log to `keep`. Callers on the login path treat
+    /// failure as harmless.
+    fn record_attempt(
+        &self,
+        attempt: &Attempt<'_>,
+        throttle: Option<&Throttle>,
+        keep: Retention,
     ) -> Result<(), StoreError>;
     /// Stores a new app password; returns its id.
     fn create(&self, row: &NewRow<'_>) -> Result<i64, StoreError>;
     /// App passwords of `owner`, by user then id.
     fn list(&self, owner: Owner<'_>) -> Result<Vec<Listing>, StoreError>;
+    /// How many of `user`'s app passwords are neither revoked nor expired at `now`.
+    fn count_active(&self, user: &str, now: Timestamp) -> Result<usize, StoreError>;
+    /// The newest `limit` audit events of `owner`, newest first.
+    fn events(&self, owner: Owner<'_>, limit: usize) -> Result<Vec<Event>, StoreError>;
+    /// Lifts throttling of `user` (from `rhost` only, if given); returns how many
+    /// (user, host) pairs were cleared.
+    fn unlock(&self, user: &str, rhost: Option<&str>) -> Result<usize, StoreError>;
     /// Revokes the given ids in one transaction; ids `owner` may not see are `NotFound`.
     fn revoke(
         &self,

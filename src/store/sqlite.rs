@@ -8,7 +8,11 @@ use std::time::Duration;
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
-use super::{Credential, Listing, NewRow, Owner, Revoked, Store, StoreError};
+use super::{
+    Attempt, Credential, Event, Listing, NewRow, Outcome, Owner, Retention, Revoked, Store,
+    StoreError,
+};
+use crate::policy::{Dates, Throttle};
 use crate::time::Timestamp;
 
 /// `PRAGMA application_id` of an apppass database ("APPS").
@@ -16,14 +20,17 @@ const APPLICATION_ID: i64 = 0x4150_5053;
 
 /// Numbered migrations; the number is the `PRAGMA user_version` a database has once the
 /// file is applied.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../sql/sqlite/0001_app_password.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../sql/sqlite/0001_app_password.sql")),
+    (2, include_str!("../../sql/sqlite/0002_audit_throttle.sql")),
+];
 
 /// The schema version this build reads and writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
 /// Reads (a lookup in WAL mode rarely waits) may wait this long for a lock.
 const READ_BUSY_TIMEOUT: Duration = Duration::from_secs(2);
-/// A login's usage record gives up sooner: it is best effort.
+/// A login's record (usage, audit, throttle) gives up sooner: it is best effort.
 const RECORD_BUSY_TIMEOUT: Duration = Duration::from_millis(500);
 /// CLI changes wait longer: an administrator would rather wait than retry.
 const ADMIN_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -221,6 +228,22 @@ fn listing(row: &rusqlite::Row<'_>) -> rusqlite::Result<Listing> {
     })
 }
 
+fn event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+    Ok(Event {
+        id: row.get(0)?,
+        time: row.get(1)?,
+        user: row.get(2)?,
+        service: row.get(3)?,
+        password_id: row.get(4)?,
+        rhost: row.get(5)?,
+        outcome: row.get(6)?,
+        reason: row.get(7)?,
+    })
+}
+
+/// Prune the audit log once every this many events: bounded, and cheap on average.
+const PRUNE_EVERY: i64 = 256;
+
 const LISTING_COLUMNS: &str = "id, user, service, label, created, expires, revoked, \
                                last_used, last_service, last_rhost, use_count";
 
@@ -228,7 +251,7 @@ impl Store for SqliteStore {
     fn find_by_selector(&self, selector: &str) -> Result<Option<Credential>, StoreError> {
         self.conn
             .query_row(
-                "SELECT id, user, service, label, hash, expires, revoked
+                "SELECT id, user, service, label, hash, created, expires, revoked, last_used
                    FROM app_password WHERE selector = ?1",
                 [selector],
                 |r| {
@@ -238,8 +261,12 @@ impl Store for SqliteStore {
                         service: r.get(2)?,
                         label: r.get(3)?,
                         hash: r.get(4)?,
-                        expires: r.get(5)?,
-                        revoked: r.get(6)?,
+                        dates: Dates {
+                            created: r.get(5)?,
+                            expires: r.get(6)?,
+                            revoked: r.get(7)?,
+                            last_used: r.get(8)?,
+                        },
                     })
                 },
             )
@@ -257,26 +284,112 @@ impl Store for SqliteStore {
             .map_err(db_err)
     }
 
-    fn record_use(
+    fn throttled_until(
         &self,
-        id: i64,
-        at: Timestamp,
-        service: &str,
-        rhost: Option<&str>,
+        user: &str,
+        rhost: &str,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        let until: Option<Option<Timestamp>> = self
+            .conn
+            .query_row(
+                "SELECT locked_until FROM throttle WHERE user = ?1 AND rhost = ?2",
+                params![user, rhost],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        Ok(until.flatten().filter(|&t| t > now))
+    }
+
+    fn record_attempt(
+        &self,
+        a: &Attempt<'_>,
+        throttle: Option<&Throttle>,
+        keep: Retention,
     ) -> Result<(), StoreError> {
         self.conn
             .busy_timeout(RECORD_BUSY_TIMEOUT)
             .map_err(db_err)?;
-        self.conn
-            .execute(
+        let tx = Transaction::immediate(&self.conn)?;
+        let c = tx.conn;
+        let rhost = a.rhost.unwrap_or("");
+        if let (Outcome::Success, Some(id)) = (a.outcome, a.password_id) {
+            c.execute(
                 "UPDATE app_password
                     SET last_used = ?2, last_service = ?3, last_rhost = ?4,
                         use_count = use_count + 1
                   WHERE id = ?1",
-                params![id, at, service, rhost],
+                params![id, a.at, a.service, a.rhost],
             )
-            .map(|_| ())
-            .map_err(db_err)
+            .map_err(db_err)?;
+        }
+        let reason = match a.outcome {
+            Outcome::Failure { reason, .. } => Some(reason),
+            Outcome::Throttled => Some("throttled"),
+            Outcome::Success => None,
+        };
+        c.execute(
+            "INSERT INTO event (time, user, service, password_id, rhost, outcome, reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                a.at,
+                a.user,
+                a.service,
+                a.password_id,
+                a.rhost,
+                a.outcome.as_str(),
+                reason
+            ],
+        )
+        .map_err(db_err)?;
+        let event_id = c.last_insert_rowid();
+        match (a.outcome, throttle) {
+            (Outcome::Success, _) => {
+                c.execute(
+                    "DELETE FROM throttle WHERE user = ?1 AND rhost = ?2",
+                    params![a.user, rhost],
+                )
+                .map_err(db_err)?;
+            }
+            (Outcome::Failure { guess: true, .. }, Some(t)) => {
+                let window: Option<(i64, Timestamp)> = c
+                    .query_row(
+                        "SELECT failures, window_start FROM throttle WHERE user = ?1 AND rhost = ?2",
+                        params![a.user, rhost],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()
+                    .map_err(db_err)?;
+                // A new window once the old one is over: guesses must come close together.
+                let (failures, start) = match window {
+                    Some((n, start)) if a.at - start < t.interval => (n + 1, start),
+                    _ => (1, a.at),
+                };
+                let locked_until = (failures >= i64::from(t.failures)).then_some(a.at + t.lockout);
+                c.execute(
+                    "INSERT OR REPLACE INTO throttle (user, rhost, failures, window_start, locked_until)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![a.user, rhost, failures, start, locked_until],
+                )
+                .map_err(db_err)?;
+            }
+            _ => {}
+        }
+        if event_id % PRUNE_EVERY == 0 {
+            c.execute(
+                "DELETE FROM event WHERE time < ?1 OR id <= ?2",
+                params![a.at.saturating_sub(keep.max_age), event_id - keep.max_rows],
+            )
+            .map_err(db_err)?;
+            // Throttle windows that ended long ago say nothing any more.
+            c.execute(
+                "DELETE FROM throttle WHERE coalesce(locked_until, window_start) < ?1",
+                params![a.at.saturating_sub(keep.max_age.min(86400))],
+            )
+            .map_err(db_err)?;
+        }
+        tx.commit()
     }
 
     fn create(&self, row: &NewRow<'_>) -> Result<i64, StoreError> {
@@ -323,6 +436,58 @@ impl Store for SqliteStore {
         }
         .map_err(db_err)?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+    }
+
+    fn count_active(&self, user: &str, now: Timestamp) -> Result<usize, StoreError> {
+        let n: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM app_password
+                  WHERE user = ?1 AND revoked IS NULL AND (expires IS NULL OR expires > ?2)",
+                params![user, now],
+                |r| r.get(0),
+            )
+            .map_err(db_err)?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    fn events(&self, owner: Owner<'_>, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let columns = "id, time, user, service, password_id, rhost, outcome, reason";
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = match owner {
+            Owner::Anyone => {
+                let mut stmt = self
+                    .conn
+                    .prepare(&format!(
+                        "SELECT {columns} FROM event ORDER BY id DESC LIMIT ?1"
+                    ))
+                    .map_err(db_err)?;
+                stmt.query_map([limit], event)
+                    .map_err(db_err)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            }
+            Owner::User(u) => {
+                let mut stmt = self
+                    .conn
+                    .prepare(&format!(
+                        "SELECT {columns} FROM event WHERE user = ?1 ORDER BY id DESC LIMIT ?2"
+                    ))
+                    .map_err(db_err)?;
+                stmt.query_map(params![u, limit], event)
+                    .map_err(db_err)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            }
+        };
+        rows.map_err(db_err)
+    }
+
+    fn unlock(&self, user: &str, rhost: Option<&str>) -> Result<usize, StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM throttle WHERE user = ?1 AND (?2 IS NULL OR rhost = ?2)",
+                params![user, rhost],
+            )
+            .map_err(db_err)
     }
 
     fn revoke(
@@ -412,6 +577,11 @@ impl Drop for Transaction<'_> {
 mod tests {
     use super::*;
     use std::path::PathBuf;
+
+    const KEEP: Retention = Retention {
+        max_age: 1000,
+        max_rows: 1000,
+    };
 
     fn temp() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
@@ -521,8 +691,17 @@ mod tests {
         assert!(s.find_by_selector("zzzzzz").unwrap().is_none());
         assert!(s.user_has_passwords("alice").unwrap());
         assert!(!s.user_has_passwords("bob").unwrap());
-        s.record_use(id, 500, "imap", Some("192.0.2.7")).unwrap();
-        s.record_use(id, 600, "imap", None).unwrap();
+        let ok = |at, rhost| Attempt {
+            at,
+            user: "alice",
+            service: "imap",
+            rhost,
+            password_id: Some(id),
+            outcome: Outcome::Success,
+        };
+        s.record_attempt(&ok(500, Some("192.0.2.7")), None, KEEP)
+            .unwrap();
+        s.record_attempt(&ok(600, None), None, KEEP).unwrap();
         let l = &s.list(Owner::User("alice")).unwrap()[0];
         assert_eq!(
             (l.last_used, l.use_count, l.last_rhost.as_deref()),
@@ -557,5 +736,154 @@ mod tests {
         assert_eq!(s.revoke_all("bob", Some("pop3"), 9).unwrap(), 1);
         assert_eq!(s.revoke_all("bob", None, 9).unwrap(), 2);
         assert_eq!(s.revoke_all("bob", None, 9).unwrap(), 0);
+    }
+
+    fn failure(
+        at: Timestamp,
+        user: &'static str,
+        rhost: Option<&'static str>,
+        guess: bool,
+    ) -> Attempt<'static> {
+        Attempt {
+            at,
+            user,
+            service: "imap",
+            rhost,
+            password_id: None,
+            outcome: Outcome::Failure {
+                reason: "wrong_password",
+                guess,
+            },
+        }
+    }
+
+    #[test]
+    fn throttling_counts_guesses_per_user_and_host() {
+        let (_d, path) = temp();
+        let s = SqliteStore::init(&path).unwrap();
+        let t = Throttle {
+            failures: 3,
+            interval: 60,
+            lockout: 100,
+        };
+        let phone = Some("198.51.100.7");
+        for at in [10, 20] {
+            s.record_attempt(&failure(at, "alice", phone, true), Some(&t), KEEP)
+                .unwrap();
+        }
+        assert_eq!(
+            s.throttled_until("alice", "198.51.100.7", 21).unwrap(),
+            None
+        );
+        // Not guesses (expired, revoked, not app-shaped) do not count.
+        s.record_attempt(&failure(25, "alice", phone, false), Some(&t), KEEP)
+            .unwrap();
+        assert_eq!(
+            s.throttled_until("alice", "198.51.100.7", 26).unwrap(),
+            None
+        );
+        s.record_attempt(&failure(30, "alice", phone, true), Some(&t), KEEP)
+            .unwrap();
+        assert_eq!(
+            s.throttled_until("alice", "198.51.100.7", 31).unwrap(),
+            Some(130)
+        );
+        // Only that pair: other hosts, other users are not throttled.
+        assert_eq!(s.throttled_until("alice", "203.0.113.1", 31).unwrap(), None);
+        assert_eq!(s.throttled_until("bob", "198.51.100.7", 31).unwrap(), None);
+        // The lock ends by itself.
+        assert_eq!(
+            s.throttled_until("alice", "198.51.100.7", 130).unwrap(),
+            None
+        );
+        // Guesses too far apart start a new window.
+        s.record_attempt(&failure(200, "alice", None, true), Some(&t), KEEP)
+            .unwrap();
+        s.record_attempt(&failure(300, "alice", None, true), Some(&t), KEEP)
+            .unwrap();
+        s.record_attempt(&failure(400, "alice", None, true), Some(&t), KEEP)
+            .unwrap();
+        assert_eq!(s.throttled_until("alice", "", 401).unwrap(), None);
+        // unlock lifts it; a success clears the counter.
+        for at in [500, 501, 502] {
+            s.record_attempt(&failure(at, "alice", None, true), Some(&t), KEEP)
+                .unwrap();
+        }
+        assert!(s.throttled_until("alice", "", 503).unwrap().is_some());
+        assert_eq!(s.unlock("alice", Some("")).unwrap(), 1);
+        assert_eq!(s.throttled_until("alice", "", 503).unwrap(), None);
+        s.record_attempt(&failure(600, "alice", phone, true), Some(&t), KEEP)
+            .unwrap();
+        s.record_attempt(&failure(601, "alice", phone, true), Some(&t), KEEP)
+            .unwrap();
+        let ok = Attempt {
+            outcome: Outcome::Success,
+            ..failure(602, "alice", phone, false)
+        };
+        s.record_attempt(&ok, Some(&t), KEEP).unwrap();
+        s.record_attempt(&failure(603, "alice", phone, true), Some(&t), KEEP)
+            .unwrap();
+        assert_eq!(
+            s.throttled_until("alice", "198.51.100.7", 604).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn audit_log_is_bounded_and_per_user() {
+        let (_d, path) = temp();
+        let s = SqliteStore::init(&path).unwrap();
+        let keep = Retention {
+            max_age: 1_000_000,
+            max_rows: 100,
+        };
+        for at in 0..(2 * PRUNE_EVERY) {
+            let user = if at % 2 == 0 { "alice" } else { "bob" };
+            s.record_attempt(&failure(at, user, Some("192.0.2.1"), false), None, keep)
+                .unwrap();
+        }
+        let all = s.events(Owner::Anyone, 10_000).unwrap();
+        assert!(all.len() <= 100 + PRUNE_EVERY as usize, "{}", all.len());
+        assert_eq!(all[0].time, 2 * PRUNE_EVERY - 1, "newest first");
+        let alice = s.events(Owner::User("alice"), 5).unwrap();
+        assert_eq!(alice.len(), 5);
+        assert!(
+            alice
+                .iter()
+                .all(|e| e.user == "alice" && e.outcome == "failure")
+        );
+        assert_eq!(alice[0].reason.as_deref(), Some("wrong_password"));
+        // By age too.
+        let keep = Retention {
+            max_age: 10,
+            max_rows: 1_000_000,
+        };
+        for at in 0..PRUNE_EVERY {
+            s.record_attempt(&failure(10_000 + at, "carol", None, false), None, keep)
+                .unwrap();
+        }
+        // The last of these events is a pruning one (ids run on from 2 x PRUNE_EVERY):
+        // only the last ten seconds' survive it.
+        let left = s.events(Owner::Anyone, 10_000).unwrap();
+        let newest = 10_000 + PRUNE_EVERY - 1;
+        assert!(left.iter().all(|e| e.time >= newest - 10), "{left:?}");
+        assert_eq!(left.len(), 11);
+    }
+
+    #[test]
+    fn count_active_ignores_revoked_and_expired() {
+        let (_d, path) = temp();
+        let s = SqliteStore::init(&path).unwrap();
+        let a = s.create(&row("alice", "imap", "aaaaaa")).unwrap();
+        s.create(&NewRow {
+            expires: Some(50),
+            ..row("alice", "imap", "bbbbbb")
+        })
+        .unwrap();
+        s.create(&row("alice", "pop3", "cccccc")).unwrap();
+        assert_eq!(s.count_active("alice", 10).unwrap(), 3);
+        assert_eq!(s.count_active("alice", 50).unwrap(), 2);
+        s.revoke(&[a], Owner::Anyone, 60).unwrap();
+        assert_eq!(s.count_active("alice", 60).unwrap(), 1);
     }
 }
