@@ -1238,6 +1238,35 @@ mod tests {
     }
 
     #[test]
+    fn modules_named_without_a_path_are_looked_up_like_libpam_does() {
+        let (dir, nodes) = stack(&[("svc", "-auth required pam_apppass.so\n")], "svc");
+        let rule = rules(&nodes)[0].clone();
+        let mut report = Report {
+            service: "svc".into(),
+            file: dir.path().join("svc"),
+            findings: Vec::new(),
+        };
+        let mut opts = Options {
+            pam_dir: dir.path().to_path_buf(),
+            service: None,
+            file: None,
+            module_dirs: vec![dir.path().join("security")],
+            as_root: false,
+        };
+        check_module_file(&opts, &rule, &mut report);
+        assert_eq!(report.count(Level::Problem), 1, "{report:?}");
+        assert!(report.findings[0].text.contains("skip it silently"));
+        std::fs::create_dir(dir.path().join("security")).unwrap();
+        std::fs::write(dir.path().join("security/pam_apppass.so"), "").unwrap();
+        report.findings.clear();
+        check_module_file(&opts, &rule, &mut report);
+        assert!(report.findings.is_empty(), "{report:?}");
+        opts.module_dirs.clear();
+        check_module_file(&opts, &rule, &mut report);
+        assert_eq!(report.count(Level::Problem), 1);
+    }
+
+    #[test]
     fn include_loops_are_reported_not_followed_forever() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a"), "@include b\n").unwrap();

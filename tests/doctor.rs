@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 
 use common::{Sandbox, apppass_bin};
 use e2e::World;
+use pam_apppass::store::sqlite::SCHEMA_VERSION;
 
 struct Doctor {
     code: i32,
@@ -136,7 +137,7 @@ fn shipped_files_as_installed() {
     // A service without app passwords yet is ready but warned about.
     s.apppass(&["revoke", "--user", "alice", "--all"]);
     doctor_in(&world, &["imap"]).ready(&[
-        "WARNING  database: schema version 1, but no active app password for imap yet",
+        &format!("WARNING  database: schema version {SCHEMA_VERSION}, but no active app password for imap yet"),
         "ready (0 problem(s), 1 warning(s))",
     ]);
 }
@@ -236,8 +237,14 @@ fn broken_stacks() {
     );
     check("open").problem(&["mode: a WRONG password logs in"]);
 
-    broken("uninstalled", "auth required pam_apppass.so db={db}\n");
-    check("uninstalled").problem(&["pam_apppass.so is not installed"]);
+    broken(
+        "uninstalled",
+        "auth required /nonexistent/security/pam_apppass.so db={db}\n",
+    );
+    check("uninstalled").problem(&[
+        "/nonexistent/security/pam_apppass.so is not installed",
+        "libpam cannot load it",
+    ]);
 
     broken("badarg", "auth required {module} db={db} service=*\n");
     check("badarg").problem(&["bad argument: service=* would let every scope in"]);
