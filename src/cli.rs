@@ -1,17 +1,23 @@
 //! `apppass`: create, list and revoke app passwords. See apppass(1).
+//!
+//! Installed setuid root (like passwd), it acts for whoever runs it: the user comes from
+//! the real uid, paths are the built-in ones, the environment is emptied, and root's
+//! powers are taken up only around the database work. Root and members of the
+//! configured admin group manage everyone's app passwords.
 
 use std::fmt;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use pam_apppass::config::{self, Config};
 use pam_apppass::ffi;
+use pam_apppass::pam::field;
 use pam_apppass::policy::{self, Status};
 use pam_apppass::secret::NewPassword;
 use pam_apppass::store::sqlite::{Purpose, SqliteStore};
-use pam_apppass::store::{Listing, NewRow, Owner, Revoked, Store, StoreError};
+use pam_apppass::store::{Event, Listing, NewRow, Owner, Revoked, Store, StoreError};
 use pam_apppass::time::{self, Timestamp};
 use serde_json::json;
 
@@ -24,6 +30,8 @@ mod exit {
     pub const USAGE: u8 = 2;
     /// An id that does not exist (or is not yours).
     pub const NOT_FOUND: u8 = 3;
+    /// Not allowed: another user's app passwords, a limit, a privileged-only option.
+    pub const DENIED: u8 = 4;
 }
 
 /// How many times to draw a new password when its selector is already taken.
@@ -34,7 +42,7 @@ const SELECTOR_TRIES: usize = 8;
     name = "apppass",
     version,
     about = "Create, list and revoke app passwords: per-service passwords for mail clients, phones and tools",
-    after_help = "Exit status: 0 success, 1 database or system failure, 2 bad usage, 3 no such app password.\nSee apppass(1)."
+    after_help = "Exit status: 0 success, 1 database or system failure, 2 bad usage, 3 no such app password,\n4 not allowed. See apppass(1)."
 )]
 struct Cli {
     /// Database file [default: from the configuration, else /var/lib/apppass/apppass.db]
@@ -57,6 +65,10 @@ enum Command {
     List(ListArgs),
     /// Revoke app passwords by id, or all of a user's
     Revoke(RevokeArgs),
+    /// Show recent logins and failures
+    Log(LogArgs),
+    /// Lift throttling after too many wrong guesses
+    Unlock(UnlockArgs),
     /// Check a service's PAM stack (is pam_apppass wired in, in which mode and scope) and its database
     Doctor(DoctorArgs),
 }
@@ -73,6 +85,7 @@ struct AddArgs {
     #[arg(long, value_name = "TEXT", default_value = "")]
     label: String,
     /// When it stops working: a duration (30s, 12h, 90d, 2w) or an ISO 8601 date
+    /// [default: the configuration's default_lifetime, else never]
     #[arg(long, value_name = "DURATION|DATE")]
     expires: Option<String>,
     /// Print one JSON object instead of text
@@ -99,8 +112,8 @@ struct RevokeArgs {
     /// Ids to revoke (from apppass list)
     #[arg(value_name = "ID", conflicts_with_all = ["all", "user", "service"])]
     ids: Vec<i64>,
-    /// Revoke every active app password of --user
-    #[arg(long, requires = "user")]
+    /// Revoke every active app password of --user (default: yours)
+    #[arg(long)]
     all: bool,
     /// Whose app passwords (with --all)
     #[arg(long, value_name = "USER")]
@@ -108,6 +121,32 @@ struct RevokeArgs {
     /// Only those for this service (with --all)
     #[arg(long, value_name = "NAME", requires = "all")]
     service: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct LogArgs {
+    /// Only this user's [default: yours]
+    #[arg(long, value_name = "USER", conflicts_with = "all")]
+    user: Option<String>,
+    /// Every user's
+    #[arg(long)]
+    all: bool,
+    /// How many events, newest first
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    limit: usize,
+    /// Print a JSON array instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct UnlockArgs {
+    /// Whose logins [default: yours]
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
+    /// Only from this remote host [default: every host]
+    #[arg(long, value_name = "HOST")]
+    rhost: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -130,6 +169,7 @@ enum CliError {
     Config(config::ConfigError),
     Store(StoreError),
     NotFound(String),
+    Denied(String),
     Other(String),
 }
 
@@ -138,6 +178,7 @@ impl CliError {
         match self {
             CliError::Usage(_) | CliError::Config(_) => exit::USAGE,
             CliError::NotFound(_) => exit::NOT_FOUND,
+            CliError::Denied(_) => exit::DENIED,
             CliError::Store(_) | CliError::Other(_) => exit::FAILURE,
         }
     }
@@ -146,7 +187,10 @@ impl CliError {
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CliError::Usage(m) | CliError::NotFound(m) | CliError::Other(m) => f.write_str(m),
+            CliError::Usage(m)
+            | CliError::NotFound(m)
+            | CliError::Denied(m)
+            | CliError::Other(m) => f.write_str(m),
             CliError::Config(e) => e.fmt(f),
             CliError::Store(e) => e.fmt(f),
         }
@@ -159,17 +203,123 @@ impl From<StoreError> for CliError {
     }
 }
 
-/// Who is running the command.
-struct Actor {
-    name: String,
+/// Who runs the command, with which powers, against which database.
+struct Session {
+    /// The invoking user (from the real uid, never from the environment or options).
+    actor: String,
+    ruid: u32,
+    /// Running setuid root on the actor's behalf: root's powers only around the database.
+    setuid: bool,
+    /// May manage every user's app passwords.
+    admin: bool,
+    config: Config,
+    db: PathBuf,
 }
 
-impl Actor {
-    fn current() -> Result<Actor, CliError> {
-        let (uid, _) = ffi::uids();
-        let name = ffi::user_name(uid)
-            .ok_or_else(|| CliError::Other(format!("uid {uid} has no user name")))?;
-        Ok(Actor { name })
+impl Session {
+    fn start(cli: &Cli) -> Result<Session, CliError> {
+        let (ruid, euid) = ffi::uids();
+        let setuid = euid == 0 && ruid != 0;
+        if setuid {
+            ffi::clear_environment().map_err(|e| CliError::Other(e.to_string()))?;
+            if cli.db.is_some() || cli.config.is_some() {
+                return Err(CliError::Denied(
+                    "--db and --config are for root: run by a user, apppass uses the system's database".into(),
+                ));
+            }
+            // Until the database work: the caller's own powers.
+            ffi::set_effective_uid(ruid)
+                .map_err(|e| CliError::Other(format!("cannot drop privileges: {e}")))?;
+        }
+        let actor = ffi::user_name(ruid)
+            .ok_or_else(|| CliError::Other(format!("uid {ruid} has no user name")))?;
+        let (conf_path, explicit) = match &cli.config {
+            Some(p) => (p.clone(), true),
+            None => (PathBuf::from(config::DEFAULT_CONFIG), false),
+        };
+        let mut session = Session {
+            actor,
+            ruid,
+            setuid,
+            admin: false,
+            config: Config::default(),
+            db: PathBuf::new(),
+        };
+        let loaded = session.privileged(|| {
+            // A setuid program takes its database and admin group from this file: only
+            // root may be able to change it.
+            if setuid && conf_path.exists() {
+                pam_apppass::trust::check_root_only(&conf_path)
+                    .map_err(|e| CliError::Denied(format!("refusing unsafe configuration: {e}")))?;
+            }
+            Config::load(&conf_path, explicit).map_err(CliError::Config)
+        })?;
+        for w in &loaded.warnings {
+            eprintln!("apppass: warning: {w}");
+        }
+        session.config = loaded.config;
+        session.db = cli.db.clone().unwrap_or_else(|| session.config.db.clone());
+        // Without setuid, the database file's own permissions decide who may do what.
+        session.admin = !setuid
+            || session
+                .config
+                .admin_group
+                .as_deref()
+                .is_some_and(ffi::in_group);
+        Ok(session)
+    }
+
+    /// Runs `f` with root's powers if this is a setuid run, the caller's otherwise.
+    fn privileged<T>(&self, f: impl FnOnce() -> Result<T, CliError>) -> Result<T, CliError> {
+        if !self.setuid {
+            return f();
+        }
+        ffi::set_effective_uid(0)
+            .map_err(|e| CliError::Other(format!("cannot regain privileges: {e}")))?;
+        let result = f();
+        ffi::set_effective_uid(self.ruid)
+            .map_err(|e| CliError::Other(format!("cannot drop privileges: {e}")))?;
+        result
+    }
+
+    /// Opens the database and runs `f` on it, with the powers the database needs.
+    fn with_store<T>(
+        &self,
+        f: impl FnOnce(&SqliteStore) -> Result<T, CliError>,
+    ) -> Result<T, CliError> {
+        self.privileged(|| {
+            let as_root = ffi::uids().1 == 0;
+            let store = SqliteStore::open(&self.db, Purpose::Admin, as_root)?;
+            f(&store)
+        })
+    }
+
+    /// The user a command is about: `requested`, or the actor. Only admins may name
+    /// someone else.
+    fn target<'a>(&'a self, requested: Option<&'a str>) -> Result<&'a str, CliError> {
+        let user = requested.unwrap_or(&self.actor);
+        if user != self.actor && !self.admin {
+            return Err(CliError::Denied(format!(
+                "only root or the admin group may manage {user}'s app passwords"
+            )));
+        }
+        Ok(user)
+    }
+
+    /// Whose rows a command may touch.
+    fn owner(&self) -> Owner<'_> {
+        if self.admin {
+            Owner::Anyone
+        } else {
+            Owner::User(&self.actor)
+        }
+    }
+
+    fn audit(&self, message: &str) {
+        ffi::cli_syslog(
+            libc::LOG_INFO,
+            &format!("{message} by={}", field(&self.actor)),
+        );
     }
 }
 
@@ -204,27 +354,27 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 "doctor checks the database and configuration the PAM files name; --db and --config do not apply".into(),
             ));
         }
+        let (ruid, euid) = ffi::uids();
+        if euid == 0 && ruid != 0 {
+            // A user's doctor learns nothing root-only: run it with the user's powers.
+            ffi::clear_environment().map_err(|e| CliError::Other(e.to_string()))?;
+            ffi::set_effective_uid(ruid)
+                .map_err(|e| CliError::Other(format!("cannot drop privileges: {e}")))?;
+        }
         return match doctor(a, &mut io::stdout().lock()) {
             Err(CliError::Other(m)) if m == BROKEN_PIPE => Ok(()),
             other => other,
         };
     }
-    let (conf_path, explicit) = match &cli.config {
-        Some(p) => (p.clone(), true),
-        None => (PathBuf::from(config::DEFAULT_CONFIG), false),
-    };
-    let loaded = Config::load(&conf_path, explicit).map_err(CliError::Config)?;
-    for w in &loaded.warnings {
-        eprintln!("apppass: warning: {w}");
-    }
-    let config = loaded.config;
-    let db = cli.db.clone().unwrap_or_else(|| config.db.clone());
+    let session = Session::start(&cli)?;
     let mut out = io::stdout().lock();
     let result = match cli.command {
-        Command::Init => init(&db, &mut out),
-        Command::Add(a) => add(&db, &config, a, &mut out),
-        Command::List(a) => list(&db, a, &mut out),
-        Command::Revoke(a) => revoke(&db, a, &mut out),
+        Command::Init => init(&session, &mut out),
+        Command::Add(a) => add(&session, a, &mut out),
+        Command::List(a) => list(&session, a, &mut out),
+        Command::Revoke(a) => revoke(&session, a, &mut out),
+        Command::Log(a) => log(&session, a, &mut out),
+        Command::Unlock(a) => unlock(&session, a, &mut out),
         Command::Doctor(_) => unreachable!("handled above"),
     };
     match result {
@@ -244,39 +394,63 @@ fn io_err(e: io::Error) -> CliError {
     }
 }
 
-fn open(db: &Path) -> Result<SqliteStore, CliError> {
-    let (_, euid) = ffi::uids();
-    Ok(SqliteStore::open(db, Purpose::Admin, euid == 0)?)
+fn init(s: &Session, out: &mut impl Write) -> Result<(), CliError> {
+    if !s.admin {
+        return Err(CliError::Denied(
+            "only root or the admin group may initialise the database".into(),
+        ));
+    }
+    let version = s.privileged(|| Ok(SqliteStore::init(&s.db)?.schema_version()?))?;
+    writeln!(out, "{}: ready (schema version {version})", s.db.display()).map_err(io_err)
 }
 
-fn init(db: &Path, out: &mut impl Write) -> Result<(), CliError> {
-    let store = SqliteStore::init(db)?;
-    let version = store.schema_version()?;
-    writeln!(out, "{}: ready (schema version {version})", db.display()).map_err(io_err)
-}
-
-fn add(db: &Path, config: &Config, a: AddArgs, out: &mut impl Write) -> Result<(), CliError> {
-    let actor = Actor::current()?;
-    let user = a.user.unwrap_or_else(|| actor.name.clone());
-    policy::check_user(&user).map_err(CliError::Usage)?;
-    policy::check_service(&a.service).map_err(CliError::Usage)?;
-    policy::check_label(&a.label).map_err(CliError::Usage)?;
-    let now = time::now();
-    let expires = a
-        .expires
-        .as_deref()
-        .map(|e| time::parse_expiry(e, now))
-        .transpose()
-        .map_err(|e| CliError::Usage(e.to_string()))?;
+/// When a new app password expires, within the configured lifetimes.
+fn expiry(
+    config: &Config,
+    requested: Option<&str>,
+    now: Timestamp,
+) -> Result<Option<Timestamp>, CliError> {
+    let expires = match requested {
+        Some(text) => {
+            Some(time::parse_expiry(text, now).map_err(|e| CliError::Usage(e.to_string()))?)
+        }
+        None => config
+            .default_lifetime
+            .or(config.max_lifetime)
+            .map(|d| now.saturating_add(d)),
+    };
     if expires.is_some_and(|e| e <= now) {
         return Err(CliError::Usage("--expires is in the past".into()));
     }
-    let store = open(db)?;
+    if let Some(max) = config.max_lifetime {
+        if expires.is_none_or(|e| e > now.saturating_add(max)) {
+            return Err(CliError::Denied(format!(
+                "app passwords may live at most {} (max_lifetime in the configuration): give a shorter --expires",
+                time::format_duration(max)
+            )));
+        }
+    }
+    Ok(expires)
+}
+
+fn add(s: &Session, a: AddArgs, out: &mut impl Write) -> Result<(), CliError> {
+    let user = s.target(a.user.as_deref())?.to_string();
+    policy::check_user(&user).map_err(CliError::Usage)?;
+    policy::check_service(&a.service).map_err(CliError::Usage)?;
+    policy::check_label(&a.label).map_err(CliError::Usage)?;
+    if !s.config.services.is_empty() && !s.config.services.contains(&a.service) {
+        return Err(CliError::Denied(format!(
+            "app passwords may be made only for: {} (services in the configuration)",
+            s.config.services.join(", ")
+        )));
+    }
+    let now = time::now();
+    let expires = expiry(&s.config, a.expires.as_deref(), now)?;
     let mut tries = 0;
     let (id, password) = loop {
         let password = NewPassword::generate().map_err(|e| CliError::Other(e.to_string()))?;
         let hash = password
-            .hash(config.hash)
+            .hash(s.config.hash)
             .map_err(|e| CliError::Other(e.to_string()))?;
         let row = NewRow {
             user: &user,
@@ -287,21 +461,28 @@ fn add(db: &Path, config: &Config, a: AddArgs, out: &mut impl Write) -> Result<(
             created: now,
             expires,
         };
-        match store.create(&row) {
+        let created = s.with_store(|store| {
+            Ok(match s.config.max_passwords {
+                Some(max) => store.create_limited(&row, usize::try_from(max).unwrap_or(usize::MAX)),
+                None => store.create(&row),
+            })
+        })?;
+        match created {
             Ok(id) => break (id, password),
             Err(StoreError::SelectorTaken) if tries + 1 < SELECTOR_TRIES => tries += 1,
+            Err(StoreError::Limit(n)) => {
+                return Err(CliError::Denied(format!(
+                    "{user} already has {n} active app passwords, the most allowed (max_passwords in the configuration): revoke one first"
+                )));
+            }
             Err(e) => return Err(e.into()),
         }
     };
-    ffi::cli_syslog(
-        libc::LOG_INFO,
-        &format!(
-            "app password added: id={id} user={} service={} by={}",
-            pam_apppass::pam::field(&user),
-            pam_apppass::pam::field(&a.service),
-            pam_apppass::pam::field(&actor.name)
-        ),
-    );
+    s.audit(&format!(
+        "app password added: id={id} user={} service={}",
+        field(&user),
+        field(&a.service)
+    ));
     let shown = password.display();
     let expires_text = expires.map(time::format_iso8601);
     if a.json {
@@ -340,34 +521,38 @@ fn add(db: &Path, config: &Config, a: AddArgs, out: &mut impl Write) -> Result<(
     .map_err(io_err)
 }
 
-fn list(db: &Path, a: ListArgs, out: &mut impl Write) -> Result<(), CliError> {
-    let actor = Actor::current()?;
-    let user = a.user.unwrap_or_else(|| actor.name.clone());
+fn list(s: &Session, a: ListArgs, out: &mut impl Write) -> Result<(), CliError> {
+    let user = s.target(a.user.as_deref())?;
+    if a.all && !s.admin {
+        return Err(CliError::Denied(
+            "only root or the admin group may list everyone's app passwords".into(),
+        ));
+    }
     let owner = if a.all {
         Owner::Anyone
     } else {
-        Owner::User(&user)
+        Owner::User(user)
     };
-    let store = open(db)?;
-    let rows = store.list(owner)?;
+    let rows = s.with_store(|store| Ok(store.list(owner)?))?;
     let now = time::now();
+    let idle = s.config.idle_expiry;
     if a.json {
-        let items: Vec<_> = rows.iter().map(|r| listing_json(r, now)).collect();
+        let items: Vec<_> = rows.iter().map(|r| listing_json(r, idle, now)).collect();
         return writeln!(out, "{}", serde_json::Value::Array(items)).map_err(io_err);
     }
     if rows.is_empty() {
-        let whose = if a.all { "anyone".to_string() } else { user };
-        let hint = if a.all {
+        let whose = if a.all { "anyone" } else { user };
+        let hint = if a.all || !s.admin {
             ""
         } else {
             " (--all lists everyone's)"
         };
         return writeln!(out, "No app passwords for {whose}{hint}.").map_err(io_err);
     }
-    print_table(&rows, now, out).map_err(io_err)
+    print_table(&rows, idle, now, out).map_err(io_err)
 }
 
-fn listing_json(r: &Listing, now: Timestamp) -> serde_json::Value {
+fn listing_json(r: &Listing, idle: Option<i64>, now: Timestamp) -> serde_json::Value {
     json!({
         "id": r.id,
         "user": r.user,
@@ -376,15 +561,53 @@ fn listing_json(r: &Listing, now: Timestamp) -> serde_json::Value {
         "created": time::format_iso8601(r.created),
         "expires": r.expires.map(time::format_iso8601),
         "revoked": r.revoked.map(time::format_iso8601),
-        "status": Status::at(r.expires, r.revoked, now).as_str(),
+        "status": Status::of(r.dates(), idle, now).as_str(),
         "last_used": r.last_used.map(time::format_iso8601),
         "last_rhost": r.last_rhost,
         "last_service": r.last_service,
         "use_count": r.use_count,
+        "never_used": r.last_used.is_none(),
     })
 }
 
-fn print_table(rows: &[Listing], now: Timestamp, out: &mut impl Write) -> io::Result<()> {
+/// Prints rows under a header, each column as wide as its widest cell.
+fn print_columns<const N: usize>(
+    header: [&str; N],
+    rows: &[[String; N]],
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut line = |cells: &[String]| -> io::Result<()> {
+        let mut text = String::new();
+        for (cell, w) in cells.iter().zip(widths) {
+            text.push_str(&format!("{cell:<w$}  "));
+        }
+        writeln!(out, "{}", text.trim_end())
+    };
+    line(&header.map(String::from))?;
+    for row in rows {
+        line(row)?;
+    }
+    Ok(())
+}
+
+fn dash(s: &Option<String>) -> String {
+    s.clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn print_table(
+    rows: &[Listing],
+    idle: Option<i64>,
+    now: Timestamp,
+    out: &mut impl Write,
+) -> io::Result<()> {
     let header = [
         "ID",
         "USER",
@@ -398,12 +621,6 @@ fn print_table(rows: &[Listing], now: Timestamp, out: &mut impl Write) -> io::Re
         "VIA",
         "USES",
     ];
-    let date = |t: Option<Timestamp>| t.map_or_else(|| "-".to_string(), time::format_iso8601);
-    let dash = |s: &Option<String>| {
-        s.clone()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "-".into())
-    };
     let table: Vec<[String; 11]> = rows
         .iter()
         .map(|r| {
@@ -419,36 +636,16 @@ fn print_table(rows: &[Listing], now: Timestamp, out: &mut impl Write) -> io::Re
                 time::format_iso8601(r.created),
                 r.expires
                     .map_or_else(|| "never".into(), time::format_iso8601),
-                Status::at(r.expires, r.revoked, now).as_str().into(),
-                date(r.last_used),
+                Status::of(r.dates(), idle, now).as_str().into(),
+                r.last_used
+                    .map_or_else(|| "never used".into(), time::format_iso8601),
                 dash(&r.last_rhost),
                 dash(&r.last_service),
                 r.use_count.to_string(),
             ]
         })
         .collect();
-    let mut widths = header.map(|h| h.chars().count());
-    for row in &table {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: &[String], out: &mut dyn Write| -> io::Result<()> {
-        let mut text = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == cells.len() {
-                text.push_str(cell);
-            } else {
-                text.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        writeln!(out, "{}", text.trim_end())
-    };
-    line(&header.map(String::from), out)?;
-    for row in &table {
-        line(row, out)?;
-    }
-    Ok(())
+    print_columns(header, &table, out)
 }
 
 fn doctor(a: &DoctorArgs, out: &mut impl Write) -> Result<(), CliError> {
@@ -472,40 +669,31 @@ fn doctor(a: &DoctorArgs, out: &mut impl Write) -> Result<(), CliError> {
     }
 }
 
-fn revoke(db: &Path, a: RevokeArgs, out: &mut impl Write) -> Result<(), CliError> {
-    let actor = Actor::current()?;
-    let store = open(db)?;
+fn revoke(s: &Session, a: RevokeArgs, out: &mut impl Write) -> Result<(), CliError> {
     let now = time::now();
     if a.all {
-        let user = a.user.unwrap_or_default();
-        if let Some(s) = &a.service {
-            policy::check_service(s).map_err(CliError::Usage)?;
+        let user = s.target(a.user.as_deref())?;
+        if let Some(svc) = &a.service {
+            policy::check_service(svc).map_err(CliError::Usage)?;
         }
-        let n = store.revoke_all(&user, a.service.as_deref(), now)?;
-        ffi::cli_syslog(
-            libc::LOG_INFO,
-            &format!(
-                "app passwords revoked: count={n} user={} service={} by={}",
-                pam_apppass::pam::field(&user),
-                pam_apppass::pam::field(a.service.as_deref().unwrap_or("*")),
-                pam_apppass::pam::field(&actor.name)
-            ),
-        );
-        let scope = a.service.map(|s| format!(" for {s}")).unwrap_or_default();
+        let n = s.with_store(|store| Ok(store.revoke_all(user, a.service.as_deref(), now)?))?;
+        s.audit(&format!(
+            "app passwords revoked: count={n} user={} service={}",
+            field(user),
+            field(a.service.as_deref().unwrap_or("*"))
+        ));
+        let scope = a
+            .service
+            .map(|svc| format!(" for {svc}"))
+            .unwrap_or_default();
         return writeln!(out, "Revoked {n} app password(s) of {user}{scope}.").map_err(io_err);
     }
-    let results = store.revoke(&a.ids, Owner::Anyone, now)?;
+    let results = s.with_store(|store| Ok(store.revoke(&a.ids, s.owner(), now)?))?;
     let mut missing = Vec::new();
     for (id, outcome) in results {
         match outcome {
             Revoked::Now => {
-                ffi::cli_syslog(
-                    libc::LOG_INFO,
-                    &format!(
-                        "app password revoked: id={id} by={}",
-                        pam_apppass::pam::field(&actor.name)
-                    ),
-                );
+                s.audit(&format!("app password revoked: id={id}"));
                 writeln!(out, "Revoked {id}.").map_err(io_err)?;
             }
             Revoked::Already => writeln!(out, "{id} was already revoked.").map_err(io_err)?,
@@ -515,9 +703,80 @@ fn revoke(db: &Path, a: RevokeArgs, out: &mut impl Write) -> Result<(), CliError
     if missing.is_empty() {
         Ok(())
     } else {
+        let whose = if s.admin { "" } else { " of yours" };
         Err(CliError::NotFound(format!(
-            "no app password with id {}",
+            "no app password{whose} with id {}",
             missing.join(", ")
         )))
     }
+}
+
+fn log(s: &Session, a: LogArgs, out: &mut impl Write) -> Result<(), CliError> {
+    let user = s.target(a.user.as_deref())?;
+    if a.all && !s.admin {
+        return Err(CliError::Denied(
+            "only root or the admin group may read everyone's log".into(),
+        ));
+    }
+    let owner = if a.all {
+        Owner::Anyone
+    } else {
+        Owner::User(user)
+    };
+    let events = s.with_store(|store| Ok(store.events(owner, a.limit)?))?;
+    if a.json {
+        let items: Vec<_> = events.iter().map(event_json).collect();
+        return writeln!(out, "{}", serde_json::Value::Array(items)).map_err(io_err);
+    }
+    if events.is_empty() {
+        return writeln!(
+            out,
+            "No logins recorded for {}.",
+            if a.all { "anyone" } else { user }
+        )
+        .map_err(io_err);
+    }
+    let header = [
+        "TIME", "USER", "SERVICE", "OUTCOME", "REASON", "PASSWORD", "FROM",
+    ];
+    let rows: Vec<[String; 7]> = events
+        .iter()
+        .map(|e| {
+            [
+                time::format_iso8601(e.time),
+                e.user.clone(),
+                e.service.clone(),
+                e.outcome.clone(),
+                dash(&e.reason),
+                e.password_id
+                    .map_or_else(|| "-".into(), |id| id.to_string()),
+                dash(&e.rhost),
+            ]
+        })
+        .collect();
+    print_columns(header, &rows, out).map_err(io_err)
+}
+
+fn event_json(e: &Event) -> serde_json::Value {
+    json!({
+        "time": time::format_iso8601(e.time),
+        "user": e.user,
+        "service": e.service,
+        "outcome": e.outcome,
+        "reason": e.reason,
+        "password_id": e.password_id,
+        "rhost": e.rhost,
+    })
+}
+
+fn unlock(s: &Session, a: UnlockArgs, out: &mut impl Write) -> Result<(), CliError> {
+    let user = s.target(a.user.as_deref())?;
+    let n = s.with_store(|store| Ok(store.unlock(user, a.rhost.as_deref())?))?;
+    s.audit(&format!(
+        "throttling lifted: user={} rhost={}",
+        field(user),
+        field(a.rhost.as_deref().unwrap_or("*"))
+    ));
+    let from = a.rhost.map(|h| format!(" from {h}")).unwrap_or_default();
+    writeln!(out, "Lifted throttling of {user}{from} ({n} host(s)).").map_err(io_err)
 }

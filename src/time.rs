@@ -53,6 +53,16 @@ pub fn parse_duration(text: &str) -> Result<i64, TimeError> {
     number.checked_mul(scale).ok_or_else(bad)
 }
 
+/// Formats seconds the way [`parse_duration`] reads them, in the largest exact unit.
+pub fn format_duration(secs: i64) -> String {
+    match secs {
+        s if s % 86400 == 0 => format!("{}d", s / 86400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 /// Parses an expiry given as a duration from `now` or as an ISO 8601 date or date-time.
 /// A date alone means midnight UTC at the start of that day; a date-time without an offset
 /// is UTC.
@@ -204,6 +214,14 @@ mod tests {
         ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn durations_round_trip() {
+        for text in ["30s", "15m", "12h", "90d", "365d"] {
+            assert_eq!(format_duration(parse_duration(text).unwrap()), text);
+        }
+        assert_eq!(format_duration(14 * 86400), "14d");
     }
 
     #[test]

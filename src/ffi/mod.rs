@@ -350,6 +350,60 @@ pub fn user_name(uid: u32) -> Option<String> {
     name.to_str().ok().map(str::to_owned)
 }
 
+/// Empties the environment: a setuid program must not let its caller steer SQLite
+/// (`SQLITE_TMPDIR`, `TMPDIR`), NSS or anything else through it.
+pub fn clear_environment() -> std::io::Result<()> {
+    // SAFETY: called first thing in a single-threaded program, before anything reads
+    // the environment.
+    if unsafe { libc::clearenv() } != 0 {
+        return Err(std::io::Error::other("clearenv failed"));
+    }
+    Ok(())
+}
+
+/// Sets the effective uid (a setuid program moves between root, for the database, and
+/// its caller, for everything else).
+pub fn set_effective_uid(uid: u32) -> std::io::Result<()> {
+    // SAFETY: seteuid takes a number and touches no memory.
+    if unsafe { libc::seteuid(uid) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether this process belongs to the group named `name` (primary or supplementary).
+pub fn in_group(name: &str) -> bool {
+    let Ok(cname) = CString::new(name) else {
+        return false;
+    };
+    let mut buf = vec![0 as c_char; 64 * 1024];
+    // SAFETY: group is plain old data; zeroed is a valid (empty) value.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer refers to live memory of the stated size.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            cname.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 || found.is_null() {
+        return false;
+    }
+    let gid = grp.gr_gid;
+    // SAFETY: getgid cannot fail.
+    if unsafe { libc::getgid() } == gid {
+        return true;
+    }
+    let mut groups = vec![0 as libc::gid_t; 65536];
+    // SAFETY: the buffer holds as many gids as we say.
+    let n = unsafe { libc::getgroups(groups.len() as c_int, groups.as_mut_ptr()) };
+    usize::try_from(n).is_ok_and(|n| groups[..n].contains(&gid))
+}
+
 /// One line to syslog's authpriv facility from the CLI (its own process, so it may name
 /// itself), the way passwd and chage record account changes.
 pub fn cli_syslog(priority: c_int, message: &str) {

@@ -170,6 +170,8 @@ pub enum StoreError {
     },
     /// The randomly drawn selector is already in use (the caller draws again).
     SelectorTaken,
+    /// The user already has this many active app passwords, the most allowed.
+    Limit(usize),
     /// Anything else the database said.
     Db(String),
     /// Creating the database's file or directory failed.
@@ -214,6 +216,7 @@ impl fmt::Display for StoreError {
                 path.display()
             ),
             StoreError::SelectorTaken => f.write_str("selector already in use"),
+            StoreError::Limit(n) => write!(f, "already {n} active app passwords, the most allowed"),
             StoreError::Db(why) => write!(f, "database error: {why}"),
             StoreError::Io(p, e) => write!(f, "{}: {e}", p.display()),
         }
@@ -247,6 +250,9 @@ pub trait Store {
     ) -> Result<(), StoreError>;
     /// Stores a new app password; returns its id.
     fn create(&self, row: &NewRow<'_>) -> Result<i64, StoreError>;
+    /// Like `create`, unless the user already has `max` active app passwords (counted
+    /// and created in one transaction, so two at once cannot both slip in).
+    fn create_limited(&self, row: &NewRow<'_>, max: usize) -> Result<i64, StoreError>;
     /// App passwords of `owner`, by user then id.
     fn list(&self, owner: Owner<'_>) -> Result<Vec<Listing>, StoreError>;
     /// How many of `user`'s app passwords are neither revoked nor expired at `now`.

@@ -418,6 +418,17 @@ impl Store for SqliteStore {
         }
     }
 
+    fn create_limited(&self, row: &NewRow<'_>, max: usize) -> Result<i64, StoreError> {
+        let tx = Transaction::immediate(&self.conn)?;
+        let active = self.count_active(row.user, row.created)?;
+        if active >= max {
+            return Err(StoreError::Limit(active));
+        }
+        let id = self.create(row)?;
+        tx.commit()?;
+        Ok(id)
+    }
+
     fn list(&self, owner: Owner<'_>) -> Result<Vec<Listing>, StoreError> {
         let (sql, user) = match owner {
             Owner::Anyone => (
@@ -885,5 +896,24 @@ mod tests {
         assert_eq!(s.count_active("alice", 50).unwrap(), 2);
         s.revoke(&[a], Owner::Anyone, 60).unwrap();
         assert_eq!(s.count_active("alice", 60).unwrap(), 1);
+        assert!(matches!(
+            s.create_limited(
+                &NewRow {
+                    created: 60,
+                    ..row("alice", "imap", "dddddd")
+                },
+                1
+            ),
+            Err(StoreError::Limit(1))
+        ));
+        s.create_limited(
+            &NewRow {
+                created: 60,
+                ..row("alice", "imap", "dddddd")
+            },
+            2,
+        )
+        .unwrap();
+        assert_eq!(s.count_active("alice", 60).unwrap(), 2);
     }
 }
