@@ -168,6 +168,18 @@ fn database_problems() {
     set_mode(&db, 0o644);
     doctor_in(&world, &["imap"]).ready(&["WARNING  database: ", "is readable by group or other"]);
     set_mode(&db, 0o600);
+    let dir = db.parent().unwrap();
+    set_mode(dir, 0o777);
+    doctor_in(&world, &["imap"]).problem(&[&format!(
+        "PROBLEM  database: {} is writable by group or other (mode 0777)",
+        dir.display()
+    )]);
+    set_mode(dir, 0o755);
+    doctor_in(&world, &["imap"]).ready(&[&format!(
+        "WARNING  database directory: {} is open to group or other (mode 0755): chmod 700",
+        dir.display()
+    )]);
+    set_mode(dir, 0o700);
 
     let conf = world.security.join("apppass.conf");
     set_mode(&conf, 0o666);
