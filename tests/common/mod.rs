@@ -41,11 +41,17 @@ pub fn apppass_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_apppass"))
 }
 
-/// The module cargo built next to the binary.
+/// The module cargo built next to the binary (`cargo build`), or in `deps/` (where
+/// `cargo test` alone leaves it).
 pub fn built_module() -> PathBuf {
-    let path = apppass_bin().parent().unwrap().join("libpam_apppass.so");
-    assert!(path.exists(), "{} not built", path.display());
-    path
+    let dir = apppass_bin().parent().unwrap().to_path_buf();
+    let candidates = [dir.join("libpam_apppass.so"), dir.join("deps/libpam_apppass.so")];
+    let newest = candidates
+        .iter()
+        .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p.clone());
+    newest.unwrap_or_else(|| panic!("{} not built", candidates[0].display()))
 }
 
 /// An app password as `apppass add --json` printed it.
