@@ -1,21 +1,34 @@
 # Sourced by scripts/demo and scripts/test: what building apppass needs from Debian.
 BUILD_PACKAGES="gcc pkg-config libpam0g-dev libsqlite3-dev"
 
-need_build_prereqs() {
-    missing=""
-    for p in $BUILD_PACKAGES; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+# Prints the packages of "$@" that are not installed.
+missing_packages() {
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || printf ' %s' "$p"
     done
+}
+
+# Installs "$2..." if missing, as root; $1 says what they are for.
+install_packages() {
+    what=$1
+    shift
+    missing=$(missing_packages "$@")
     [ -z "$missing" ] && return 0
+    echo "== Installing $what:$missing"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+}
+
+need_build_prereqs() {
     if [ "$(id -u)" = 0 ]; then
-        echo "== Installing build prerequisites:$missing"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
-    else
-        echo "Missing Debian packages:$missing" >&2
-        echo "Install them with: sudo apt-get install$missing" >&2
-        exit 1
+        install_packages "build prerequisites" $BUILD_PACKAGES
+        return
     fi
+    missing=$(missing_packages $BUILD_PACKAGES)
+    [ -z "$missing" ] && return 0
+    echo "Missing Debian packages:$missing" >&2
+    echo "Install them with: sudo apt-get install$missing" >&2
+    exit 1
 }
 
 # What the tests drive: a syslog daemon (the module's log lines are checked where
@@ -24,18 +37,11 @@ need_build_prereqs() {
 TEST_PACKAGES="rsyslog libpam-modules dovecot-imapd dovecot-pop3d dovecot-submissiond openssh-server openssh-client sshpass curl fail2ban"
 
 need_test_prereqs() {
-    missing=""
-    for p in $TEST_PACKAGES; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
-    done
-    if [ -n "$missing" ]; then
-        if [ "$(id -u)" = 0 ]; then
-            echo "== Installing test prerequisites:$missing"
-            apt-get update -qq
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
-        else
-            echo "Missing Debian packages (tests that need them will skip, or fail under CI):$missing" >&2
-        fi
+    if [ "$(id -u)" = 0 ]; then
+        install_packages "test prerequisites" $TEST_PACKAGES
+    else
+        missing=$(missing_packages $TEST_PACKAGES)
+        [ -z "$missing" ] || echo "Missing Debian packages (tests that need them will skip, or fail under CI):$missing" >&2
     fi
     if [ ! -S /dev/log ] && [ "$(id -u)" = 0 ] && command -v rsyslogd >/dev/null; then
         echo "== Starting rsyslogd (no syslog daemon was listening on /dev/log)"
@@ -50,12 +56,5 @@ need_test_prereqs() {
 DEB_PACKAGES="build-essential debhelper dpkg-dev lintian pamtester"
 
 need_deb_prereqs() {
-    missing=""
-    for p in $DEB_PACKAGES; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
-    done
-    [ -z "$missing" ] && return 0
-    echo "== Installing Debian packaging prerequisites:$missing"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+    install_packages "Debian packaging prerequisites" $DEB_PACKAGES
 }

@@ -478,6 +478,25 @@ mod tests {
         lines: RefCell<Vec<(Level, String)>>,
     }
 
+    impl TestHost {
+        fn new(
+            user: &[u8],
+            password: &[u8],
+            service: &str,
+            rhost: Option<&str>,
+            now: Timestamp,
+        ) -> TestHost {
+            TestHost {
+                user: user.to_vec(),
+                password: password.to_vec(),
+                service: service.to_string(),
+                rhost: rhost.map(str::to_string),
+                now,
+                lines: RefCell::new(Vec::new()),
+            }
+        }
+    }
+
     impl Host for TestHost {
         fn user(&mut self) -> Result<Vec<u8>, Code> {
             Ok(self.user.clone())
@@ -565,14 +584,7 @@ mod tests {
         rhost: &str,
         now: Timestamp,
     ) -> (Code, Vec<(Level, String)>) {
-        let mut host = TestHost {
-            user: user.as_bytes().to_vec(),
-            password: password.to_vec(),
-            service: service.to_string(),
-            rhost: Some(rhost.into()),
-            now,
-            lines: RefCell::new(Vec::new()),
-        };
+        let mut host = TestHost::new(user.as_bytes(), password, service, Some(rhost), now);
         let db = format!("db={}", f.db);
         let conf = format!("conf={}", f.conf);
         let code = authenticate(&mut host, &[db.as_bytes(), conf.as_bytes()]);
@@ -727,14 +739,7 @@ mod tests {
     #[test]
     fn bad_arguments_and_databases() {
         let f = fixture("imap", None);
-        let mut host = TestHost {
-            user: b"alice".to_vec(),
-            password: f.password.clone().into_bytes(),
-            service: "imap".into(),
-            rhost: None,
-            now: 1000,
-            lines: RefCell::new(Vec::new()),
-        };
+        let mut host = TestHost::new(b"alice", f.password.as_bytes(), "imap", None, 1000);
         assert_eq!(
             authenticate(&mut host, &[b"db=relative"]),
             Code::SERVICE_ERR
@@ -759,14 +764,7 @@ mod tests {
     #[test]
     fn unknown_arguments_are_logged_not_fatal() {
         let f = fixture("imap", None);
-        let mut host = TestHost {
-            user: b"alice".to_vec(),
-            password: f.password.clone().into_bytes(),
-            service: "imap".into(),
-            rhost: None,
-            now: 1000,
-            lines: RefCell::new(Vec::new()),
-        };
+        let mut host = TestHost::new(b"alice", f.password.as_bytes(), "imap", None, 1000);
         let db = format!("db={}", f.db);
         assert_eq!(
             authenticate(&mut host, &[db.as_bytes(), b"frobnicate"]),
@@ -789,6 +787,11 @@ mod tests {
         assert_eq!(quoted("my \"phone\""), "\"my \\x22phone\\x22\"");
     }
 
+    /// alice's right password, from `rhost` at `now`.
+    fn right(f: &Fixture, rhost: &str, now: Timestamp) -> (Code, Vec<(Level, String)>) {
+        run_from(f, "alice", f.password.as_bytes(), "imap", rhost, now)
+    }
+
     #[test]
     fn guesses_throttle_one_host_only() {
         let f = fixture("imap", None);
@@ -803,63 +806,21 @@ mod tests {
             assert_eq!(code, Code::AUTH_ERR);
         }
         // The right password from the guessing host: refused, without hashing.
-        let (code, lines) = run_from(
-            &f,
-            "alice",
-            f.password.as_bytes(),
-            "imap",
-            "198.51.100.66",
-            1001,
-        );
+        let (code, lines) = right(&f, "198.51.100.66", 1001);
         assert_eq!(code, Code::AUTH_ERR);
         assert!(
             lines.last().unwrap().1.contains("reason=throttled"),
             "{lines:?}"
         );
         // Her other devices keep working, and the lock ends by itself.
-        assert_eq!(
-            run_from(
-                &f,
-                "alice",
-                f.password.as_bytes(),
-                "imap",
-                "203.0.113.5",
-                1001
-            )
-            .0,
-            Code::SUCCESS
-        );
-        assert_eq!(
-            run_from(
-                &f,
-                "alice",
-                f.password.as_bytes(),
-                "imap",
-                "198.51.100.66",
-                1000 + 3601
-            )
-            .0,
-            Code::SUCCESS
-        );
+        assert_eq!(right(&f, "203.0.113.5", 1001).0, Code::SUCCESS);
+        assert_eq!(right(&f, "198.51.100.66", 1000 + 3601).0, Code::SUCCESS);
         // Typing the account password (not app-shaped) is not guessing.
         for _ in 0..5 {
-            assert_eq!(
-                run_from(&f, "alice", b"account password", "imap", "192.0.2.8", 9000).0,
-                Code::AUTH_ERR
-            );
+            let (code, _) = run_from(&f, "alice", b"account password", "imap", "192.0.2.8", 9000);
+            assert_eq!(code, Code::AUTH_ERR);
         }
-        assert_eq!(
-            run_from(
-                &f,
-                "alice",
-                f.password.as_bytes(),
-                "imap",
-                "192.0.2.8",
-                9001
-            )
-            .0,
-            Code::SUCCESS
-        );
+        assert_eq!(right(&f, "192.0.2.8", 9001).0, Code::SUCCESS);
     }
 
     #[test]
@@ -867,38 +828,9 @@ mod tests {
         let f = fixture("imap", None);
         std::fs::write(&f.conf, "idle_expiry = 1h\n").unwrap();
         // Created at 1: used at 1000, still within the hour; then unused for an hour.
-        assert_eq!(
-            run_from(
-                &f,
-                "alice",
-                f.password.as_bytes(),
-                "imap",
-                "192.0.2.1",
-                1000
-            )
-            .0,
-            Code::SUCCESS
-        );
-        assert_eq!(
-            run_from(
-                &f,
-                "alice",
-                f.password.as_bytes(),
-                "imap",
-                "192.0.2.1",
-                4599
-            )
-            .0,
-            Code::SUCCESS
-        );
-        let (code, lines) = run_from(
-            &f,
-            "alice",
-            f.password.as_bytes(),
-            "imap",
-            "192.0.2.1",
-            4599 + 3600,
-        );
+        assert_eq!(right(&f, "192.0.2.1", 1000).0, Code::SUCCESS);
+        assert_eq!(right(&f, "192.0.2.1", 4599).0, Code::SUCCESS);
+        let (code, lines) = right(&f, "192.0.2.1", 4599 + 3600);
         assert_eq!(code, Code::AUTH_ERR);
         assert!(lines.last().unwrap().1.contains("reason=idle"), "{lines:?}");
     }

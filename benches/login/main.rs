@@ -661,6 +661,19 @@ fn cli(db: &Path, user: &str) -> Vec<(String, Samples)> {
     ]
 }
 
+/// One login from a child's arguments: CONFDIR SERVICE USER PASSWORD.
+fn login_once(args: &[String]) -> Code {
+    client::authenticate(&Attempt {
+        confdir: Path::new(&args[0]),
+        service: &args[1],
+        user: args[2].as_bytes(),
+        password: args[3].as_bytes(),
+        rhost: None,
+    })
+    .unwrap()
+    .code
+}
+
 /// What the benchmark runs in child processes: fresh processes for first verifications,
 /// memory peaks, and concurrent login workers.
 fn child(role: &str, args: &[String]) {
@@ -688,28 +701,16 @@ fn child(role: &str, args: &[String]) {
             }
         }
         "worker" => {
-            let (confdir, service, user, password) =
-                (Path::new(&args[0]), &args[1], &args[2], &args[3]);
             let secs: f64 = args[4].parse().unwrap();
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(secs);
             let mut n = 0u64;
             while std::time::Instant::now() < deadline {
-                let out = client::authenticate(&Attempt {
-                    confdir,
-                    service,
-                    user: user.as_bytes(),
-                    password: password.as_bytes(),
-                    rhost: None,
-                })
-                .unwrap();
-                assert_eq!(out.code, Code::SUCCESS);
+                assert_eq!(login_once(args), Code::SUCCESS);
                 n += 1;
             }
             println!("{n}");
         }
         "memory" => {
-            let (confdir, service, user, password) =
-                (Path::new(&args[0]), &args[1], &args[2], &args[3]);
             let status = |key: &str| -> f64 {
                 std::fs::read_to_string("/proc/self/status")
                     .unwrap()
@@ -723,15 +724,7 @@ fn child(role: &str, args: &[String]) {
             // Reset the peak to what is resident now, then log in once.
             std::fs::write("/proc/self/clear_refs", "5").unwrap();
             let before = status("VmRSS:");
-            let out = client::authenticate(&Attempt {
-                confdir,
-                service,
-                user: user.as_bytes(),
-                password: password.as_bytes(),
-                rhost: None,
-            })
-            .unwrap();
-            assert_eq!(out.code, Code::SUCCESS);
+            assert_eq!(login_once(args), Code::SUCCESS);
             println!("{}", status("VmHWM:") - before);
         }
         other => panic!("unknown role {other}"),
