@@ -431,13 +431,21 @@ fn hashes_of(db: &Path, user: &str) -> Vec<String> {
         .collect()
 }
 
-/// The module cargo built beside this benchmark.
+/// The module cargo built beside this benchmark: in `deps/` (where `cargo bench` leaves
+/// it) or one level up (after `cargo build --release`), whichever is newer.
 fn module_path() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let module = profile_dir.join("libpam_apppass.so");
-    assert!(module.exists(), "{} not built", module.display());
-    module
+    let deps = exe.parent().unwrap();
+    let candidates = [
+        deps.join("libpam_apppass.so"),
+        deps.parent().unwrap().join("libpam_apppass.so"),
+    ];
+    candidates
+        .iter()
+        .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p.clone())))
+        .max()
+        .map(|(_, p)| p)
+        .unwrap_or_else(|| panic!("{} not built", candidates[0].display()))
 }
 
 fn self_command(role: &str) -> Command {
