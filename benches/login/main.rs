@@ -289,7 +289,7 @@ fn main() {
         o.throughput_secs,
     );
     eprintln!("bench: peak memory of a login in a fresh process ...");
-    report.memory_kib = memory(&confdir, "apppass-large", "solo", &people.solo.password);
+    report.memory = memory(&confdir, "apppass-large", "solo", &people.solo.password);
     eprintln!(
         "bench: argon2id implementations, first verification in fresh processes and steady state ..."
     );
@@ -502,23 +502,44 @@ fn throughput(
     }
 }
 
-/// Peak resident memory added by one login, in a fresh process (median of five).
-fn memory(confdir: &Path, service: &str, user: &str, password: &str) -> f64 {
-    let mut s = Samples::default();
+/// Memory one login adds in a fresh process (medians of five): the peak of anonymous
+/// memory (what the login allocates: argon2's arena, heaps, stacks), sampled from
+/// outside while it runs, and the peak resident set (which also counts the shared,
+/// file-backed text of the libraries the login maps: libsqlite3, the module).
+fn memory(confdir: &Path, service: &str, user: &str, password: &str) -> report::Memory {
+    let (mut anon, mut rss) = (Samples::default(), Samples::default());
     for _ in 0..5 {
-        let out = self_command("memory")
+        let child = self_command("memory")
             .args([confdir.to_str().unwrap(), service, user, password])
-            .output()
+            .stdout(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
-        s.push(
-            String::from_utf8(out.stdout)
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap(),
-        );
+        let rollup = format!("/proc/{}/smaps_rollup", child.id());
+        let mut peak = 0.0f64;
+        while let Ok(text) = std::fs::read_to_string(&rollup) {
+            peak = peak.max(kib(&text, "Anonymous:"));
+        }
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut lines = text.lines().map(|l| l.trim().parse::<f64>().unwrap());
+        let (anon_before, rss_added) = (lines.next().unwrap(), lines.next().unwrap());
+        anon.push(peak - anon_before);
+        rss.push(rss_added);
     }
-    s.median()
+    report::Memory {
+        anon_kib: anon.median(),
+        rss_kib: rss.median(),
+    }
+}
+
+/// A `Key:  N kB` field of a /proc file.
+fn kib(text: &str, key: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(key)
+                .map(|v| v.trim().trim_end_matches(" kB").parse().unwrap())
+        })
+        .unwrap_or(0.0)
 }
 
 /// argon2id at the same parameters: ours, the RustCrypto crate as it comes, and the C
@@ -719,21 +740,16 @@ fn child(role: &str, args: &[String]) {
             println!("{n}");
         }
         "memory" => {
-            let status = |key: &str| -> f64 {
-                std::fs::read_to_string("/proc/self/status")
-                    .unwrap()
-                    .lines()
-                    .find_map(|l| {
-                        l.strip_prefix(key)
-                            .map(|v| v.trim().trim_end_matches(" kB").parse().unwrap())
-                    })
-                    .unwrap()
-            };
-            // Reset the peak to what is resident now, then log in once.
+            // Tell the sampling parent where anonymous memory stands, let it see this
+            // state, then log in once with the peak reset to what is resident now.
+            let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap();
+            println!("{}", kib(&rollup, "Anonymous:"));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let status = || std::fs::read_to_string("/proc/self/status").unwrap();
             std::fs::write("/proc/self/clear_refs", "5").unwrap();
-            let before = status("VmRSS:");
+            let before = kib(&status(), "VmRSS:");
             assert_eq!(login_once(args), Code::SUCCESS);
-            println!("{}", status("VmHWM:") - before);
+            println!("{}", kib(&status(), "VmHWM:") - before);
         }
         other => panic!("unknown role {other}"),
     }

@@ -35,6 +35,14 @@ pub struct Throughput {
     pub two: f64,
 }
 
+/// What one login adds, in KiB.
+pub struct Memory {
+    /// Peak anonymous memory: what the login allocates.
+    pub anon_kib: f64,
+    /// Peak resident set, shared library text included.
+    pub rss_kib: f64,
+}
+
 pub struct HashImpl {
     pub name: String,
     pub first: Samples,
@@ -54,7 +62,7 @@ pub struct Report {
     pub large_rows: usize,
     pub rows: Vec<Row>,
     pub throughput: Throughput,
-    pub memory_kib: f64,
+    pub memory: Memory,
     pub hashes: Vec<HashImpl>,
     pub cli: Vec<(String, Samples)>,
     pub checks: Vec<Check>,
@@ -83,7 +91,10 @@ impl Report {
             large_rows,
             rows: Vec::new(),
             throughput: Throughput { one: 0.0, two: 0.0 },
-            memory_kib: 0.0,
+            memory: Memory {
+                anon_kib: 0.0,
+                rss_kib: 0.0,
+            },
             hashes: Vec::new(),
             cli: Vec::new(),
             checks: Vec::new(),
@@ -184,9 +195,9 @@ impl Report {
         );
         let budget = f64::from(self.params.m_kib) + 2048.0;
         self.record(
-            format!("peak memory of a login <= m + 2 MiB ({budget:.0} KiB)"),
-            format!("{:.0} KiB", self.memory_kib),
-            self.memory_kib <= budget,
+            format!("peak memory a login allocates <= m + 2 MiB ({budget:.0} KiB)"),
+            format!("{:.0} KiB", self.memory.anon_kib),
+            self.memory.anon_kib <= budget,
         );
         if let (Some(ours), Some(c)) = (
             self.hashes.iter().find(|h| h.name == "ours"),
@@ -288,8 +299,9 @@ impl Report {
         );
         let _ = writeln!(
             t,
-            "peak memory added by one login in a fresh process: {:.0} KiB (argon2 m = {} KiB)\n",
-            self.memory_kib, p.m_kib
+            "memory one login adds in a fresh process: {:.0} KiB allocated at peak (argon2 m = {} KiB);\n\
+             {:.0} KiB peak resident, counting the libraries' shared text it maps\n",
+            self.memory.anon_kib, p.m_kib, self.memory.rss_kib
         );
         let _ = writeln!(t, "targets:");
         for c in &self.checks {
@@ -321,7 +333,10 @@ impl Report {
             })).collect::<Vec<_>>(),
             "cli": self.cli.iter().map(|(n, s)| json!({"case": n, "median_ms": s.median(), "p99_ms": s.p99()})).collect::<Vec<_>>(),
             "throughput_per_s": {"one_process": self.throughput.one, "two_processes": self.throughput.two},
-            "peak_memory_kib": self.memory_kib,
+            "peak_memory_kib": {
+                "allocated": self.memory.anon_kib,
+                "resident_with_shared_text": self.memory.rss_kib,
+            },
             "targets": self.checks.iter().map(|c| json!({"target": c.what, "measured": c.measured, "met": c.pass})).collect::<Vec<_>>(),
         })
     }
