@@ -45,7 +45,10 @@ pub fn apppass_bin() -> PathBuf {
 /// `cargo test` alone leaves it).
 pub fn built_module() -> PathBuf {
     let dir = apppass_bin().parent().unwrap().to_path_buf();
-    let candidates = [dir.join("libpam_apppass.so"), dir.join("deps/libpam_apppass.so")];
+    let candidates = [
+        dir.join("libpam_apppass.so"),
+        dir.join("deps/libpam_apppass.so"),
+    ];
     let newest = candidates
         .iter()
         .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p)))
