@@ -4,12 +4,13 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::policy;
+use crate::store::Location;
 
 /// What the PAM line asked for.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ModuleArgs {
-    /// `db=PATH`: overrides the configuration file's database.
-    pub db: Option<PathBuf>,
+    /// `db=PATH` or `db=CONNINFO`: overrides the configuration file's database.
+    pub db: Option<Location>,
     /// `conf=PATH`: the configuration file (it must then exist).
     pub conf: Option<PathBuf>,
     /// `service=NAME`: the scope to check instead of PAM_SERVICE.
@@ -49,7 +50,7 @@ pub fn parse(argv: &[&[u8]]) -> Result<ModuleArgs, ArgError> {
         match (key, value) {
             ("debug", None) => args.debug = true,
             ("use_first_pass" | "try_first_pass", None) => {}
-            ("db", Some(v)) => args.db = Some(absolute(key, v)?),
+            ("db", Some(v)) => args.db = Some(Location::parse(v).map_err(ArgError)?),
             ("conf", Some(v)) => args.conf = Some(absolute(key, v)?),
             ("service", Some(v)) => {
                 policy::check_service(v).map_err(ArgError)?;
@@ -98,7 +99,9 @@ mod tests {
             "use_first_pass",
         ])
         .unwrap();
-        assert_eq!(a.db, Some(PathBuf::from("/srv/a.db")));
+        assert_eq!(a.db, Some(Location::Sqlite(PathBuf::from("/srv/a.db"))));
+        let pg = p(&["db=postgresql://apppass_login@db1/apppass"]).unwrap();
+        assert!(pg.db.is_some_and(|d| d.is_postgres()));
         assert_eq!(a.conf, Some(PathBuf::from("/etc/x.conf")));
         assert_eq!(a.service.as_deref(), Some("imap"));
         assert!(a.debug && a.unknown.is_empty());
@@ -116,6 +119,7 @@ mod tests {
     fn bad_values_are_errors() {
         for bad in [
             &["db=relative.db"][..],
+            &["db=postgresql://u:pw@h/d"],
             &["db="],
             &["db"],
             &["conf=x"],

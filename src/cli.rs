@@ -16,8 +16,9 @@ use pam_apppass::ffi;
 use pam_apppass::pam::field;
 use pam_apppass::policy::{self, Status};
 use pam_apppass::secret::NewPassword;
-use pam_apppass::store::sqlite::{Purpose, SqliteStore};
-use pam_apppass::store::{Event, Listing, NewRow, Owner, Revoked, Store, StoreError};
+use pam_apppass::store::{
+    self, Event, Listing, Location, NewRow, Owner, Purpose, Retention, Revoked, Store, StoreError,
+};
 use pam_apppass::time::{self, Timestamp};
 use serde_json::json;
 
@@ -45,9 +46,10 @@ const SELECTOR_TRIES: usize = 8;
     after_help = "Exit status: 0 success, 1 database or system failure, 2 bad usage, 3 no such app password,\n4 not allowed. See apppass(1)."
 )]
 struct Cli {
-    /// Database file [default: from the configuration, else /var/lib/apppass/apppass.db]
-    #[arg(long, global = true, value_name = "PATH")]
-    db: Option<PathBuf>,
+    /// Database: an SQLite file, or a PostgreSQL connection string without a password
+    /// [default: from the configuration, else /var/lib/apppass/apppass.db]
+    #[arg(long, global = true, value_name = "PATH|CONNINFO")]
+    db: Option<String>,
     /// Configuration file [default: /etc/security/apppass.conf, if present]
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
@@ -213,7 +215,7 @@ struct Session {
     /// May manage every user's app passwords.
     admin: bool,
     config: Config,
-    db: PathBuf,
+    db: Location,
 }
 
 impl Session {
@@ -243,7 +245,7 @@ impl Session {
             setuid,
             admin: false,
             config: Config::default(),
-            db: PathBuf::new(),
+            db: Location::Sqlite(PathBuf::new()),
         };
         let loaded = session.privileged(|| {
             // A setuid program takes its database and admin group from this file: only
@@ -258,7 +260,10 @@ impl Session {
             eprintln!("apppass: warning: {w}");
         }
         session.config = loaded.config;
-        session.db = cli.db.clone().unwrap_or_else(|| session.config.db.clone());
+        session.db = match &cli.db {
+            Some(db) => Location::parse(db).map_err(CliError::Usage)?,
+            None => session.config.db.clone(),
+        };
         // Without setuid, the database file's own permissions decide who may do what.
         session.admin = !setuid
             || session
@@ -285,12 +290,12 @@ impl Session {
     /// Opens the database and runs `f` on it, with the powers the database needs.
     fn with_store<T>(
         &self,
-        f: impl FnOnce(&SqliteStore) -> Result<T, CliError>,
+        f: impl FnOnce(&dyn Store) -> Result<T, CliError>,
     ) -> Result<T, CliError> {
         self.privileged(|| {
             let as_root = ffi::uids().1 == 0;
-            let store = SqliteStore::open(&self.db, Purpose::Admin, as_root)?;
-            f(&store)
+            let store = store::open(&self.db, &self.config.connect, Purpose::Admin, as_root)?;
+            f(&*store)
         })
     }
 
@@ -400,8 +405,18 @@ fn init(s: &Session, out: &mut impl Write) -> Result<(), CliError> {
             "only root or the admin group may initialise the database".into(),
         ));
     }
-    let version = s.privileged(|| Ok(SqliteStore::init(&s.db)?.schema_version()?))?;
-    writeln!(out, "{}: ready (schema version {version})", s.db.display()).map_err(io_err)
+    let version = s.privileged(|| {
+        let as_root = ffi::uids().1 == 0;
+        let store = store::init(&s.db, &s.config.connect, as_root)?;
+        // PostgreSQL's logins cannot trim the audit log: this does (for SQLite too).
+        let keep = Retention {
+            max_age: s.config.audit_max_age,
+            max_rows: s.config.audit_max_rows,
+        };
+        store.prune(keep, time::now())?;
+        Ok(store.schema_version()?)
+    })?;
+    writeln!(out, "{}: ready (schema version {version})", s.db).map_err(io_err)
 }
 
 /// When a new app password expires, within the configured lifetimes.

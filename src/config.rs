@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::policy::{self, Throttle};
 use crate::secret::HashParams;
+use crate::store::{Connect, Location};
 use crate::time;
 
 /// Where the configuration lives unless `conf=` or `--config` says otherwise.
@@ -20,8 +21,10 @@ const MAX_CONFIG_LEN: u64 = 64 * 1024;
 /// "never" or "no limit".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// The database.
-    pub db: PathBuf,
+    /// The database: an SQLite file or a PostgreSQL connection string.
+    pub db: Location,
+    /// How to reach a PostgreSQL database (`db_passfile`, `db_*_timeout`).
+    pub connect: Connect,
     /// argon2id parameters for new app passwords (and for the dummy hash that unknown
     /// users and selectors are checked against).
     pub hash: HashParams,
@@ -48,7 +51,8 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            db: PathBuf::from(DEFAULT_DB),
+            db: Location::Sqlite(PathBuf::from(DEFAULT_DB)),
+            connect: Connect::default(),
             hash: HashParams::default(),
             services: Vec::new(),
             max_passwords: None,
@@ -171,13 +175,20 @@ impl Config {
             };
             let limit = |n: u32| if n == 0 { None } else { Some(n) };
             match key {
-                "db" => {
+                "db" => config.db = Location::parse(value).map_err(invalid)?,
+                "db_passfile" => {
                     if !value.starts_with('/') {
                         return Err(invalid(format!(
-                            "db must be an absolute path, found {value:?}"
+                            "db_passfile must be an absolute path, found {value:?}"
                         )));
                     }
-                    config.db = PathBuf::from(value);
+                    config.connect.passfile = Some(PathBuf::from(value));
+                }
+                "db_connect_timeout" => {
+                    config.connect.connect_timeout = seconds(duration()?, key).map_err(invalid)?
+                }
+                "db_query_timeout" => {
+                    config.connect.query_timeout = seconds(duration()?, key).map_err(invalid)?
                 }
                 "argon2_memory" => config.hash.m_kib = number()?,
                 "argon2_time" => config.hash.t = number()?,
@@ -255,6 +266,12 @@ impl Config {
     }
 }
 
+/// A database timeout: a duration, never "never".
+fn seconds(value: Option<i64>, key: &str) -> Result<std::time::Duration, String> {
+    let secs = value.ok_or_else(|| format!("{key} cannot be never"))?;
+    Ok(std::time::Duration::from_secs(secs.unsigned_abs()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,7 +293,7 @@ mod tests {
             "db = /srv/app.db  # shared\nargon2_memory=65536\n argon2_time = 3\nargon2_lanes = 2\n",
         )
         .unwrap();
-        assert_eq!(l.config.db, PathBuf::from("/srv/app.db"));
+        assert_eq!(l.config.db, Location::Sqlite(PathBuf::from("/srv/app.db")));
         assert_eq!(
             l.config.hash,
             HashParams {
@@ -329,6 +346,36 @@ mod tests {
                 .to_string()
                 .contains("idle_expiry")
         );
+    }
+
+    #[test]
+    fn postgresql_keys() {
+        let c = parse(
+            "db = host=10.0.0.5 dbname=apppass user=apppass_login\ndb_passfile = /etc/security/apppass.pgpass\n\
+             db_connect_timeout = 1s\ndb_query_timeout = 3s\n",
+        )
+        .unwrap()
+        .config;
+        assert_eq!(
+            c.db.to_string(),
+            "PostgreSQL host=10.0.0.5 dbname=apppass user=apppass_login"
+        );
+        assert_eq!(
+            c.connect,
+            Connect {
+                passfile: Some(PathBuf::from("/etc/security/apppass.pgpass")),
+                connect_timeout: std::time::Duration::from_secs(1),
+                query_timeout: std::time::Duration::from_secs(3),
+            }
+        );
+        assert_eq!(Config::default().connect.connect_timeout.as_secs(), 2);
+        let e = parse("db = postgresql://u:hunter2@h/d")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("password") && !e.contains("hunter2"), "{e}");
+        assert!(parse("db_passfile = pgpass").is_err());
+        assert!(parse("db_query_timeout = never").is_err());
+        assert!(parse("db_connect_timeout = 0s").is_err());
     }
 
     #[test]

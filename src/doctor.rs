@@ -17,8 +17,7 @@ use std::path::{Path, PathBuf};
 use crate::args;
 use crate::config::{self, Config};
 use crate::policy::{self, Status};
-use crate::store::sqlite::{Purpose, SqliteStore};
-use crate::store::{Owner, Store};
+use crate::store::{self, Location, Owner, Purpose};
 
 /// The module's file name in PAM configurations.
 pub const MODULE: &str = "pam_apppass.so";
@@ -990,10 +989,7 @@ fn check_database(
         ),
         None => (config.db.clone(), "the default".to_string()),
     };
-    report.push(
-        Level::Info,
-        format!("database: {} (from {from})", db.display()),
-    );
+    report.push(Level::Info, format!("database: {db} (from {from})"));
     if !opts.as_root {
         report.push(
             Level::Warning,
@@ -1002,37 +998,40 @@ fn check_database(
         );
         return;
     }
-    if !db.exists() {
-        report.push(
-            Level::Problem,
-            format!(
-                "database {} does not exist: every login through pam_apppass fails \
-                 (PAM_AUTHINFO_UNAVAIL); create it with apppass init{}",
-                db.display(),
-                if parsed.db.is_some() {
-                    format!(" (apppass --db {} init)", db.display())
-                } else {
-                    String::new()
-                }
-            ),
-        );
-        return;
-    }
-    match crate::trust::check_root_only(&db) {
-        Ok(()) => report.push(
-            Level::Ok,
-            "database: owned by root and writable by root only, like every directory above it",
-        ),
-        Err(e) => {
+    if let Location::Sqlite(path) = &db {
+        if !path.exists() {
             report.push(
                 Level::Problem,
-                format!("database: {e} (the module refuses it: PAM_AUTHINFO_UNAVAIL)"),
+                format!(
+                    "database {} does not exist: every login through pam_apppass fails \
+                     (PAM_AUTHINFO_UNAVAIL); create it with apppass init{}",
+                    path.display(),
+                    if parsed.db.is_some() {
+                        format!(" (apppass --db {} init)", path.display())
+                    } else {
+                        String::new()
+                    }
+                ),
             );
             return;
         }
+        match crate::trust::check_root_only(path) {
+            Ok(()) => report.push(
+                Level::Ok,
+                "database: owned by root and writable by root only, like every directory above it",
+            ),
+            Err(e) => {
+                report.push(
+                    Level::Problem,
+                    format!("database: {e} (the module refuses it: PAM_AUTHINFO_UNAVAIL)"),
+                );
+                return;
+            }
+        }
+        check_readable_by_others(path, report);
     }
-    check_readable_by_others(&db, report);
-    let store = match SqliteStore::open(&db, Purpose::Login, true) {
+    // PostgreSQL: its password file is checked as the module checks it, on connecting.
+    let store = match store::open(&db, &config.connect, Purpose::Login, true) {
         Ok(s) => s,
         Err(e) => {
             report.push(

@@ -13,8 +13,7 @@ use crate::args::{self, ModuleArgs};
 use crate::config::{self, Config};
 use crate::policy::{self, Status};
 use crate::secret::{self, Candidate};
-use crate::store::sqlite::{Purpose, SqliteStore};
-use crate::store::{Attempt, Credential, Outcome, Retention, Store, StoreError};
+use crate::store::{self, Attempt, Credential, Outcome, Purpose, Retention, Store, StoreError};
 use crate::time::Timestamp;
 
 /// Syslog priorities the module uses.
@@ -186,7 +185,7 @@ fn login(
     let (_, euid) = host.uids();
     let as_root = euid == 0;
     let config = load_config(host, args, as_root)?;
-    let db = args.db.as_deref().unwrap_or(&config.db);
+    let db = args.db.as_ref().unwrap_or(&config.db);
 
     let user_bytes = host.user().map_err(LoginError::Host)?;
     let user = String::from_utf8(user_bytes).ok();
@@ -202,7 +201,7 @@ fn login(
             Level::Debug,
             &format!(
                 "db={} scope={} as_root={as_root}",
-                field(&db.display().to_string()),
+                field(&db.to_string()),
                 field(&service)
             ),
         );
@@ -212,7 +211,7 @@ fn login(
     let candidate = Candidate::parse(&password);
     drop(password);
 
-    let store = SqliteStore::open(db, Purpose::Login, as_root)
+    let store = store::open(db, &config.connect, Purpose::Login, as_root)
         .map_err(|e| LoginError::Unavailable(e.to_string()))?;
     let unavailable = |e: StoreError| LoginError::Unavailable(e.to_string());
     let now = host.now();
@@ -234,7 +233,7 @@ fn login(
             .map_err(unavailable)?
             .is_some()
         {
-            record(host, &store, &config, &attempt(None, Outcome::Throttled));
+            record(host, &*store, &config, &attempt(None, Outcome::Throttled));
             return Err(LoginError::Denied {
                 reason: Reason::Throttled,
                 id: None,
@@ -289,10 +288,10 @@ fn login(
     // here (syslog has them): anyone can send any name.
     let id = credential.as_ref().map(|c| c.id);
     match &verdict {
-        Ok(_) => record(host, &store, &config, &attempt(id, Outcome::Success)),
+        Ok(_) => record(host, &*store, &config, &attempt(id, Outcome::Success)),
         Err(LoginError::Denied { reason, .. }) => record(
             host,
-            &store,
+            &*store,
             &config,
             &attempt(
                 id,
@@ -460,6 +459,7 @@ mod tests {
     use super::*;
     use crate::secret::{HashParams, NewPassword};
     use crate::store::NewRow;
+    use crate::store::sqlite::SqliteStore;
     use std::cell::RefCell;
 
     const FAST: HashParams = HashParams {

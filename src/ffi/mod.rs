@@ -1,6 +1,6 @@
 //! The only `unsafe` in apppass: the module's entry points, libpam calls the bindings
-//! crate does not wrap, and ([`client`]) the application side of PAM for tests, the demo
-//! and the benchmark.
+//! crate does not wrap, ([`client`]) the application side of PAM for tests, the demo
+//! and the benchmark, and ([`pq`]) libpq, loaded only for a PostgreSQL database.
 //!
 //! Every entry point catches panics, silences Rust's default panic message (it would go
 //! to the host's stderr) and answers with a PAM code: never PAM_ABORT, which tells the
@@ -20,6 +20,7 @@ use crate::pam::{Host, Level};
 use crate::time::Timestamp;
 
 pub mod client;
+pub mod pq;
 
 const PAM_AUTHTOK: c_int = 6;
 

@@ -1,6 +1,7 @@
 //! Where app passwords live. One narrow interface, [`Store`], so that the login path and
 //! the CLI do not care which database is behind it; SQLite ([`sqlite::SqliteStore`]) is
-//! the embedded default.
+//! the embedded default, PostgreSQL ([`postgres::PgStore`]) the store several hosts
+//! share. [`open`] and [`init`] pick one by the [`Location`] the `db` setting names.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -9,7 +10,48 @@ use crate::policy::{Dates, Throttle};
 use crate::time::Timestamp;
 use crate::trust::Untrusted;
 
+pub mod location;
+pub mod postgres;
 pub mod sqlite;
+
+pub use location::{Connect, Conninfo, Location};
+
+/// How a connection will be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A login: one lookup and a best-effort usage update, then closed.
+    Login,
+    /// The CLI: changes that must survive a crash once reported done.
+    Admin,
+}
+
+/// Opens an existing, initialised database. With `as_root` (a module or CLI running as
+/// root), refuses files that anyone but root could change: an SQLite database, a
+/// PostgreSQL password file.
+pub fn open(
+    location: &Location,
+    connect: &Connect,
+    purpose: Purpose,
+    as_root: bool,
+) -> Result<Box<dyn Store>, StoreError> {
+    Ok(match location {
+        Location::Sqlite(path) => Box::new(sqlite::SqliteStore::open(path, purpose, as_root)?),
+        Location::Postgres(c) => Box::new(postgres::PgStore::open(c, connect, purpose, as_root)?),
+    })
+}
+
+/// Creates the database (SQLite) or its schema (PostgreSQL) if needed and brings it up
+/// to date: `apppass init`.
+pub fn init(
+    location: &Location,
+    connect: &Connect,
+    as_root: bool,
+) -> Result<Box<dyn Store>, StoreError> {
+    Ok(match location {
+        Location::Sqlite(path) => Box::new(sqlite::SqliteStore::init(path)?),
+        Location::Postgres(c) => Box::new(postgres::PgStore::init(c, connect, as_root)?),
+    })
+}
 
 /// What the login path needs of one app password. Never printed whole: `hash` is secret
 /// enough to be kept out of logs.
@@ -160,6 +202,10 @@ pub enum StoreError {
     Corrupt(PathBuf, String),
     /// An SQLite database, but not one of ours.
     Foreign(PathBuf),
+    /// A PostgreSQL database with tables by apppass's names that are not apppass's.
+    ForeignSchema(String),
+    /// The PostgreSQL password file cannot be used (and why).
+    Passfile(PathBuf, String),
     /// Never initialised with `apppass init`.
     Uninitialised(PathBuf),
     /// Made by a newer apppass than this one.
@@ -203,6 +249,11 @@ impl fmt::Display for StoreError {
                     p.display()
                 )
             }
+            StoreError::ForeignSchema(name) => write!(
+                f,
+                "{name} has tables named like apppass's, but no apppass schema: not an apppass database"
+            ),
+            StoreError::Passfile(p, why) => write!(f, "db_passfile {} {why}", p.display()),
             StoreError::Uninitialised(p) => {
                 write!(
                     f,
@@ -277,4 +328,10 @@ pub trait Store {
         service: Option<&str>,
         at: Timestamp,
     ) -> Result<usize, StoreError>;
+    /// The schema version of the open database.
+    fn schema_version(&self) -> Result<i64, StoreError>;
+    /// Trims the audit log to `keep` and forgets throttle windows long over. SQLite's
+    /// logins do this as they go; PostgreSQL's cannot (the module's role may only add
+    /// to the audit log), so `apppass init` does it for both.
+    fn prune(&self, keep: Retention, now: Timestamp) -> Result<(), StoreError>;
 }

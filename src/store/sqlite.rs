@@ -35,14 +35,7 @@ const RECORD_BUSY_TIMEOUT: Duration = Duration::from_millis(500);
 /// CLI changes wait longer: an administrator would rather wait than retry.
 const ADMIN_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How a connection will be used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Purpose {
-    /// A login: one lookup and a best-effort usage update, then closed.
-    Login,
-    /// The CLI: changes that must survive a crash once reported done.
-    Admin,
-}
+pub use super::Purpose;
 
 /// An open apppass database.
 #[derive(Debug)]
@@ -554,6 +547,27 @@ impl Store for SqliteStore {
                 params![user, at, service],
             )
             .map_err(db_err)
+    }
+
+    fn schema_version(&self) -> Result<i64, StoreError> {
+        SqliteStore::schema_version(self)
+    }
+
+    fn prune(&self, keep: Retention, now: Timestamp) -> Result<(), StoreError> {
+        let tx = Transaction::immediate(&self.conn)?;
+        tx.conn
+            .execute(
+                "DELETE FROM event WHERE time < ?1 OR id <= (SELECT max(id) FROM event) - ?2",
+                params![now.saturating_sub(keep.max_age), keep.max_rows],
+            )
+            .map_err(db_err)?;
+        tx.conn
+            .execute(
+                "DELETE FROM throttle WHERE coalesce(locked_until, window_start) < ?1",
+                params![now.saturating_sub(keep.max_age.min(86400))],
+            )
+            .map_err(db_err)?;
+        tx.commit()
     }
 }
 

@@ -1,0 +1,27 @@
+-- The module's role, with the least privilege a login needs. Run it as a superuser (or
+-- the database's owner with CREATEROLE) in the apppass database, after `apppass init`:
+--
+--     psql -d apppass -f roles.sql
+--
+-- and give the role a password (psql: \password apppass_login) that goes into the
+-- front ends' db_passfile. The administrators' role (apppass_admin in the README) owns
+-- the database and runs apppass init, add, revoke and unlock.
+--
+-- A login reads app_password and apppass_schema, writes a password's usage columns,
+-- adds audit events and keeps the throttle table. It cannot create, revoke or re-hash
+-- an app password, nor change or delete the audit log.
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'apppass_login') THEN
+        CREATE ROLE apppass_login LOGIN;
+    END IF;
+END
+$$;
+
+REVOKE ALL ON apppass_schema, app_password, event, throttle FROM apppass_login;
+GRANT SELECT ON apppass_schema TO apppass_login;
+GRANT SELECT ON app_password TO apppass_login;
+GRANT UPDATE (last_used, last_service, last_rhost, use_count) ON app_password TO apppass_login;
+GRANT INSERT ON event TO apppass_login;
+GRANT SELECT, INSERT, UPDATE, DELETE ON throttle TO apppass_login;

@@ -1,0 +1,712 @@
+//! The PostgreSQL store: a database shared by several hosts, schema from
+//! `sql/postgres/` migrations, reached through libpq loaded on demand
+//! ([`crate::ffi::pq`]). The same semantics as [`super::sqlite`]: one lookup by selector,
+//! the "has any password" check only when no row matched, a login's record in one
+//! transaction, the CLI's changes in transactions.
+//!
+//! Every statement is sent with parameters (text, cast in SQL), never built from values.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{
+    Attempt, Connect, Conninfo, Credential, Event, Listing, NewRow, Outcome, Owner, Purpose,
+    Retention, Revoked, Store, StoreError,
+};
+use crate::ffi::pq::{self, PqError, Rows};
+use crate::policy::{Dates, Throttle};
+use crate::time::Timestamp;
+
+/// Numbered migrations, as in SQLite; the number is `apppass_schema.version` once the
+/// file is applied.
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../sql/postgres/0001_app_password.sql")),
+    (
+        2,
+        include_str!("../../sql/postgres/0002_audit_throttle.sql"),
+    ),
+];
+
+/// The schema version this build reads and writes (the same as SQLite's).
+pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+/// `apppass_schema.application` of an apppass database.
+const APPLICATION: &str = "apppass";
+
+/// The advisory lock `apppass init` holds while migrating ("APPS", as SQLite's
+/// application_id): two hosts initialising at once take turns.
+const MIGRATION_LOCK: i64 = 0x4150_5053;
+
+/// Additions for one user take turns under this advisory lock class (with the user's
+/// hash as the second key).
+const USER_LOCK_CLASS: i64 = 0x4150_5054;
+
+/// The CLI waits at least this long for a query: an administrator would rather wait
+/// than retry (SQLite's CLI busy timeout is the same).
+const ADMIN_MIN_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where no password file was configured: a path that cannot exist (not even root can
+/// make a file below /dev/null), so libpq reads no password file at all, silently. (It
+/// would otherwise read ~/.pgpass, and warn on the host's stderr about a bad one.)
+const NO_PASSFILE: &str = "/dev/null/apppass-no-passfile";
+
+/// A `SELECT` list in the order of [`listing`].
+const LISTING_COLUMNS: &str = r#"id, "user", service, label, created, expires, revoked, last_used, last_service, last_rhost, use_count"#;
+
+/// An open connection to an apppass database on PostgreSQL.
+#[derive(Debug)]
+pub struct PgStore {
+    conn: pq::Connection,
+    timeout: Duration,
+    /// The location as it may be shown (no password can be in it).
+    name: String,
+}
+
+/// A statement parameter.
+#[derive(Debug, Clone, Copy)]
+enum P<'a> {
+    Null,
+    Text(&'a str),
+    Int(i64),
+}
+
+impl<'a> From<&'a str> for P<'a> {
+    fn from(s: &'a str) -> Self {
+        P::Text(s)
+    }
+}
+
+impl From<i64> for P<'_> {
+    fn from(n: i64) -> Self {
+        P::Int(n)
+    }
+}
+
+impl<'a> From<Option<&'a str>> for P<'a> {
+    fn from(s: Option<&'a str>) -> Self {
+        s.map_or(P::Null, P::Text)
+    }
+}
+
+impl From<Option<i64>> for P<'_> {
+    fn from(n: Option<i64>) -> Self {
+        n.map_or(P::Null, P::Int)
+    }
+}
+
+/// Builds a parameter list from values of mixed types.
+macro_rules! params {
+    ($($v:expr),* $(,)?) => { &[$(P::from($v)),*] };
+}
+
+fn unreadable(what: &str) -> StoreError {
+    StoreError::Db(format!("unexpected {what} from PostgreSQL"))
+}
+
+fn int(v: &Option<String>) -> Result<i64, StoreError> {
+    v.as_deref()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| unreadable("number"))
+}
+
+fn opt_int(v: &Option<String>) -> Result<Option<i64>, StoreError> {
+    v.as_deref()
+        .map(|s| s.parse().map_err(|_| unreadable("number")))
+        .transpose()
+}
+
+fn text(v: &Option<String>) -> Result<String, StoreError> {
+    v.clone().ok_or_else(|| unreadable("NULL"))
+}
+
+fn listing(r: &[Option<String>]) -> Result<Listing, StoreError> {
+    Ok(Listing {
+        id: int(&r[0])?,
+        user: text(&r[1])?,
+        service: text(&r[2])?,
+        label: text(&r[3])?,
+        created: int(&r[4])?,
+        expires: opt_int(&r[5])?,
+        revoked: opt_int(&r[6])?,
+        last_used: opt_int(&r[7])?,
+        last_service: r[8].clone(),
+        last_rhost: r[9].clone(),
+        use_count: int(&r[10])?,
+    })
+}
+
+fn event(r: &[Option<String>]) -> Result<Event, StoreError> {
+    Ok(Event {
+        id: int(&r[0])?,
+        time: int(&r[1])?,
+        user: text(&r[2])?,
+        service: text(&r[3])?,
+        password_id: opt_int(&r[4])?,
+        rhost: r[5].clone(),
+        outcome: text(&r[6])?,
+        reason: r[7].clone(),
+    })
+}
+
+/// SQLSTATEs apppass tells apart.
+const UNIQUE_VIOLATION: &str = "23505";
+const UNDEFINED_TABLE: &str = "42P01";
+
+/// Checks the password file the way libpq would only warn about (on stderr): it must
+/// be a regular file nobody but its owner can read; as root, also root's and safe from
+/// everyone else like the database is.
+fn check_passfile(path: &Path, as_root: bool) -> Result<(), StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| StoreError::Io(path.to_path_buf(), e))?;
+    if as_root {
+        crate::trust::check_root_only(path).map_err(StoreError::Unsafe)?;
+    }
+    if !meta.is_file() {
+        return Err(StoreError::Passfile(
+            path.to_path_buf(),
+            "is not a regular file".into(),
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(StoreError::Passfile(
+            path.to_path_buf(),
+            format!(
+                "is open to group or other (mode {mode:04o}): fix with chmod 600 {}",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl PgStore {
+    /// Connects and checks the schema: apppass's, and not newer than this build; an
+    /// older one is brought up to date (which needs the administrators' role).
+    pub fn open(
+        conninfo: &Conninfo,
+        connect: &Connect,
+        purpose: Purpose,
+        as_root: bool,
+    ) -> Result<PgStore, StoreError> {
+        let store = Self::connect(conninfo, connect, purpose, as_root)?;
+        let version = match store.version() {
+            Ok(v) => v,
+            Err(StoreError::Uninitialised(_)) if store.has_our_tables()? => {
+                return Err(StoreError::ForeignSchema(store.name.clone()));
+            }
+            Err(e) => return Err(e),
+        };
+        if version != SCHEMA_VERSION {
+            store.migrate()?;
+        }
+        Ok(store)
+    }
+
+    /// Creates the schema if the database has none, or brings it up to date. Safe to run
+    /// again, and from two hosts at once.
+    pub fn init(
+        conninfo: &Conninfo,
+        connect: &Connect,
+        as_root: bool,
+    ) -> Result<PgStore, StoreError> {
+        let store = Self::connect(conninfo, connect, Purpose::Admin, as_root)?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn connect(
+        conninfo: &Conninfo,
+        connect: &Connect,
+        purpose: Purpose,
+        as_root: bool,
+    ) -> Result<PgStore, StoreError> {
+        let name = conninfo.to_string();
+        if let Some(p) = &connect.passfile {
+            check_passfile(p, as_root)?;
+        }
+        let timeout = match purpose {
+            Purpose::Login => connect.query_timeout,
+            Purpose::Admin => connect.query_timeout.max(ADMIN_MIN_QUERY_TIMEOUT),
+        };
+        // The server gives up on a statement when the client would.
+        let options = format!(
+            "{} -c statement_timeout={}",
+            conninfo.options().unwrap_or(""),
+            timeout.as_millis()
+        );
+        let passfile = connect
+            .passfile
+            .as_deref()
+            .map_or(NO_PASSFILE.into(), |p| p.display().to_string());
+        let application = match purpose {
+            Purpose::Login => "pam_apppass",
+            Purpose::Admin => "apppass",
+        };
+        // In order: defaults the connection string may override, the string itself
+        // (expanded), then what apppass decides.
+        let params = [
+            // No Kerberos probe on every login unless the string asks for it.
+            ("gssencmode", "disable"),
+            ("fallback_application_name", application),
+            ("dbname", conninfo.text()),
+            ("passfile", passfile.as_str()),
+            ("client_encoding", "UTF8"),
+            ("options", options.trim_start()),
+        ];
+        let conn = pq::connect(&params, connect.connect_timeout).map_err(|e| {
+            StoreError::Db(match e {
+                PqError::Timeout(_) => format!(
+                    "{name}: no connection within {} s (db_connect_timeout)",
+                    connect.connect_timeout.as_secs_f32()
+                ),
+                e => format!("{name}: {e}"),
+            })
+        })?;
+        if conn.password_in_parameters() {
+            return Err(StoreError::Db(format!(
+                "{name}: refusing a password from the connection's parameters (a service \
+                 file or PGPASSWORD): put it in the file db_passfile names"
+            )));
+        }
+        Ok(PgStore {
+            conn,
+            timeout,
+            name,
+        })
+    }
+
+    fn err(&self, e: PqError) -> StoreError {
+        match e {
+            PqError::Timeout(_) => StoreError::Db(format!(
+                "{}: no answer within {} s (db_query_timeout)",
+                self.name,
+                self.timeout.as_secs_f32()
+            )),
+            e => StoreError::Db(format!("{}: {e}", self.name)),
+        }
+    }
+
+    fn query(&self, sql: &str, params: &[P<'_>]) -> Result<Rows, StoreError> {
+        self.query_raw(sql, params).map_err(|e| self.err(e))
+    }
+
+    fn query_raw(&self, sql: &str, params: &[P<'_>]) -> Result<Rows, PqError> {
+        let owned: Vec<Option<String>> = params
+            .iter()
+            .map(|p| match p {
+                P::Null => None,
+                P::Text(s) => Some((*s).to_string()),
+                P::Int(n) => Some(n.to_string()),
+            })
+            .collect();
+        let refs: Vec<Option<&str>> = owned.iter().map(Option::as_deref).collect();
+        self.conn.query(sql, &refs, self.timeout)
+    }
+
+    fn one_row(
+        &self,
+        sql: &str,
+        params: &[P<'_>],
+    ) -> Result<Option<Vec<Option<String>>>, StoreError> {
+        Ok(self.query(sql, params)?.rows.into_iter().next())
+    }
+
+    fn uninitialised(&self) -> StoreError {
+        StoreError::Uninitialised(PathBuf::from(&self.name))
+    }
+
+    /// The schema version, after checking the schema is apppass's.
+    fn version(&self) -> Result<i64, StoreError> {
+        let rows = match self.query_raw("SELECT application, version FROM apppass_schema", &[]) {
+            Err(PqError::Query { sqlstate, .. }) if sqlstate == UNDEFINED_TABLE => {
+                return Err(self.uninitialised());
+            }
+            other => other.map_err(|e| self.err(e))?,
+        };
+        let [row] = rows.rows.as_slice() else {
+            return Err(StoreError::ForeignSchema(self.name.clone()));
+        };
+        if row[0].as_deref() != Some(APPLICATION) {
+            return Err(StoreError::ForeignSchema(self.name.clone()));
+        }
+        let version = int(&row[1])?;
+        if version == 0 {
+            return Err(self.uninitialised());
+        }
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                path: PathBuf::from(&self.name),
+                found: version,
+                known: SCHEMA_VERSION,
+            });
+        }
+        Ok(version)
+    }
+
+    /// Whether tables by apppass's names are there (without apppass_schema: someone
+    /// else's).
+    fn has_our_tables(&self) -> Result<bool, StoreError> {
+        let row = self.one_row(
+            "SELECT to_regclass('app_password') IS NOT NULL OR to_regclass('event') IS NOT NULL
+                 OR to_regclass('throttle') IS NOT NULL",
+            &[],
+        )?;
+        Ok(row.is_some_and(|r| r[0].as_deref() == Some("t")))
+    }
+
+    /// Applies the migrations the database lacks, all in one transaction under the
+    /// advisory lock (DDL is transactional in PostgreSQL: all or nothing).
+    fn migrate(&self) -> Result<(), StoreError> {
+        let tx = Transaction::begin(self)?;
+        self.query(
+            "SELECT pg_advisory_xact_lock($1::bigint)",
+            params![MIGRATION_LOCK],
+        )?;
+        // Under the lock: another host may have just done it. (Asked before reading it:
+        // a failed statement would abort the transaction.)
+        let exists = self
+            .one_row("SELECT to_regclass('apppass_schema') IS NOT NULL", &[])?
+            .is_some_and(|r| r[0].as_deref() == Some("t"));
+        let version = if exists {
+            match self.version() {
+                Ok(v) => v,
+                Err(StoreError::Uninitialised(_)) => 0,
+                Err(e) => return Err(e),
+            }
+        } else if self.has_our_tables()? {
+            return Err(StoreError::ForeignSchema(self.name.clone()));
+        } else {
+            0
+        };
+        for &(number, sql) in MIGRATIONS.iter().filter(|(n, _)| *n > version) {
+            self.conn
+                .batch(sql, self.timeout)
+                .map_err(|e| self.err(e))?;
+            self.query(
+                "UPDATE apppass_schema SET version = $1::integer",
+                params![number],
+            )?;
+        }
+        tx.commit()
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.version()
+    }
+
+    fn count_active_now(&self, user: &str, now: Timestamp) -> Result<usize, StoreError> {
+        let row = self.one_row(
+            r#"SELECT count(*) FROM app_password
+                WHERE "user" = $1::text AND revoked IS NULL
+                  AND (expires IS NULL OR expires > $2::bigint)"#,
+            params![user, now],
+        )?;
+        let n = row.map_or(Ok(0), |r| int(&r[0]))?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+}
+
+/// `BEGIN`; rolled back unless committed.
+struct Transaction<'s> {
+    store: &'s PgStore,
+    done: bool,
+}
+
+impl<'s> Transaction<'s> {
+    fn begin(store: &'s PgStore) -> Result<Self, StoreError> {
+        store.query("BEGIN", &[])?;
+        Ok(Transaction { store, done: false })
+    }
+
+    fn commit(mut self) -> Result<(), StoreError> {
+        self.done = true;
+        self.store.query("COMMIT", &[]).map(|_| ())
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.store.query("ROLLBACK", &[]);
+        }
+    }
+}
+
+impl Store for PgStore {
+    fn find_by_selector(&self, selector: &str) -> Result<Option<Credential>, StoreError> {
+        let row = self.one_row(
+            r#"SELECT id, "user", service, label, hash, created, expires, revoked, last_used
+                 FROM app_password WHERE selector = $1::text"#,
+            params![selector],
+        )?;
+        row.map(|r| {
+            Ok(Credential {
+                id: int(&r[0])?,
+                user: text(&r[1])?,
+                service: text(&r[2])?,
+                label: text(&r[3])?,
+                hash: text(&r[4])?,
+                dates: Dates {
+                    created: int(&r[5])?,
+                    expires: opt_int(&r[6])?,
+                    revoked: opt_int(&r[7])?,
+                    last_used: opt_int(&r[8])?,
+                },
+            })
+        })
+        .transpose()
+    }
+
+    fn user_has_passwords(&self, user: &str) -> Result<bool, StoreError> {
+        let row = self.one_row(
+            r#"SELECT EXISTS (SELECT 1 FROM app_password WHERE "user" = $1::text)"#,
+            params![user],
+        )?;
+        Ok(row.is_some_and(|r| r[0].as_deref() == Some("t")))
+    }
+
+    fn throttled_until(
+        &self,
+        user: &str,
+        rhost: &str,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        let row = self.one_row(
+            r#"SELECT locked_until FROM throttle WHERE "user" = $1::text AND rhost = $2::text"#,
+            params![user, rhost],
+        )?;
+        let until = row.map(|r| opt_int(&r[0])).transpose()?.flatten();
+        Ok(until.filter(|&t| t > now))
+    }
+
+    /// One statement, so one transaction and one round trip: the usage update (on
+    /// success), the audit event, and the throttle (cleared on success, counted on a
+    /// guess with `INSERT ... ON CONFLICT`, atomic however many hosts count at once).
+    /// The audit log is not pruned here: the module's role may only add to it
+    /// ([`Store::prune`], run by `apppass init`, does).
+    fn record_attempt(
+        &self,
+        a: &Attempt<'_>,
+        throttle: Option<&Throttle>,
+        _keep: Retention,
+    ) -> Result<(), StoreError> {
+        let reason = match a.outcome {
+            Outcome::Failure { reason, .. } => Some(reason),
+            Outcome::Throttled => Some("throttled"),
+            Outcome::Success => None,
+        };
+        // $1 time, $2 user, $3 service, $4 rhost, $5 password id, $6 outcome, $7 reason.
+        const EVENT: &str = r#"INSERT INTO event (time, "user", service, password_id, rhost, outcome, reason)
+                VALUES ($1::bigint, $2::text, $3::text, $5::bigint, $4::text, $6::text, $7::text)"#;
+        let base = params![
+            a.at,
+            a.user,
+            a.service,
+            a.rhost,
+            a.password_id,
+            a.outcome.as_str(),
+            reason
+        ];
+        match (a.outcome, throttle) {
+            (Outcome::Success, _) => {
+                let sql = format!(
+                    r#"WITH used AS (
+                         UPDATE app_password
+                            SET last_used = $1::bigint, last_service = $3::text,
+                                last_rhost = $4::text, use_count = use_count + 1
+                          WHERE id = $5::bigint
+                       ), cleared AS (
+                         DELETE FROM throttle
+                          WHERE "user" = $2::text AND rhost = coalesce($4::text, '')
+                       )
+                       {EVENT}"#
+                );
+                self.query(&sql, base)?;
+            }
+            (Outcome::Failure { guess: true, .. }, Some(t)) => {
+                // $8 failures that lock, $9 interval, $10 lockout: SQLite's rules.
+                let sql = format!(
+                    r#"WITH logged AS ({EVENT})
+                       INSERT INTO throttle AS t ("user", rhost, failures, window_start, locked_until)
+                       VALUES ($2::text, coalesce($4::text, ''), 1, $1::bigint,
+                               CASE WHEN 1 >= $8::bigint THEN $1::bigint + $10::bigint END)
+                       ON CONFLICT ("user", rhost) DO UPDATE SET
+                         failures = CASE WHEN $1::bigint - t.window_start < $9::bigint
+                                         THEN t.failures + 1 ELSE 1 END,
+                         window_start = CASE WHEN $1::bigint - t.window_start < $9::bigint
+                                             THEN t.window_start ELSE $1::bigint END,
+                         locked_until = CASE WHEN (CASE WHEN $1::bigint - t.window_start < $9::bigint
+                                                        THEN t.failures + 1 ELSE 1 END) >= $8::bigint
+                                             THEN $1::bigint + $10::bigint END"#
+                );
+                let mut p = base.to_vec();
+                p.extend([
+                    P::Int(i64::from(t.failures)),
+                    P::Int(t.interval),
+                    P::Int(t.lockout),
+                ]);
+                self.query(&sql, &p)?;
+            }
+            _ => {
+                self.query(EVENT, base)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn create(&self, row: &NewRow<'_>) -> Result<i64, StoreError> {
+        let result = self.query_raw(
+            r#"INSERT INTO app_password ("user", service, label, selector, hash, created, expires)
+               VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, $6::bigint, $7::bigint)
+               RETURNING id"#,
+            params![
+                row.user,
+                row.service,
+                row.label,
+                row.selector,
+                row.hash,
+                row.created,
+                row.expires
+            ],
+        );
+        match result {
+            Ok(rows) => rows
+                .rows
+                .first()
+                .map_or(Err(unreadable("INSERT result")), |r| int(&r[0])),
+            Err(PqError::Query { sqlstate, .. }) if sqlstate == UNIQUE_VIOLATION => {
+                Err(StoreError::SelectorTaken)
+            }
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    fn create_limited(&self, row: &NewRow<'_>, max: usize) -> Result<i64, StoreError> {
+        let tx = Transaction::begin(self)?;
+        // One user's additions take turns, on every host: counted and created as one.
+        self.query(
+            "SELECT pg_advisory_xact_lock($1::integer, hashtext($2::text))",
+            params![USER_LOCK_CLASS, row.user],
+        )?;
+        let active = self.count_active_now(row.user, row.created)?;
+        if active >= max {
+            return Err(StoreError::Limit(active));
+        }
+        let id = self.create(row)?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    fn list(&self, owner: Owner<'_>) -> Result<Vec<Listing>, StoreError> {
+        let rows = match owner {
+            Owner::Anyone => self.query(
+                &format!(r#"SELECT {LISTING_COLUMNS} FROM app_password ORDER BY "user", id"#),
+                &[],
+            )?,
+            Owner::User(u) => self.query(
+                &format!(
+                    r#"SELECT {LISTING_COLUMNS} FROM app_password WHERE "user" = $1::text ORDER BY id"#
+                ),
+                params![u],
+            )?,
+        };
+        rows.rows.iter().map(Vec::as_slice).map(listing).collect()
+    }
+
+    fn count_active(&self, user: &str, now: Timestamp) -> Result<usize, StoreError> {
+        self.count_active_now(user, now)
+    }
+
+    fn events(&self, owner: Owner<'_>, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        const COLUMNS: &str = r#"id, time, "user", service, password_id, rhost, outcome, reason"#;
+        let rows = match owner {
+            Owner::Anyone => self.query(
+                &format!("SELECT {COLUMNS} FROM event ORDER BY id DESC LIMIT $1::bigint"),
+                params![limit],
+            )?,
+            Owner::User(u) => self.query(
+                &format!(
+                    r#"SELECT {COLUMNS} FROM event WHERE "user" = $1::text ORDER BY id DESC LIMIT $2::bigint"#
+                ),
+                params![u, limit],
+            )?,
+        };
+        rows.rows.iter().map(Vec::as_slice).map(event).collect()
+    }
+
+    fn unlock(&self, user: &str, rhost: Option<&str>) -> Result<usize, StoreError> {
+        let rows = self.query(
+            r#"DELETE FROM throttle WHERE "user" = $1::text AND ($2::text IS NULL OR rhost = $2::text)"#,
+            params![user, rhost],
+        )?;
+        Ok(usize::try_from(rows.affected).unwrap_or(usize::MAX))
+    }
+
+    fn revoke(
+        &self,
+        ids: &[i64],
+        owner: Owner<'_>,
+        at: Timestamp,
+    ) -> Result<Vec<(i64, Revoked)>, StoreError> {
+        let tx = Transaction::begin(self)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let found = self.one_row(
+                r#"SELECT "user", revoked FROM app_password WHERE id = $1::bigint FOR UPDATE"#,
+                params![id],
+            )?;
+            let outcome = match found {
+                None => Revoked::NotFound,
+                Some(r) if matches!(owner, Owner::User(u) if r[0].as_deref() != Some(u)) => {
+                    Revoked::NotFound
+                }
+                Some(r) if r[1].is_some() => Revoked::Already,
+                Some(_) => {
+                    self.query(
+                        "UPDATE app_password SET revoked = $2::bigint WHERE id = $1::bigint",
+                        params![id, at],
+                    )?;
+                    Revoked::Now
+                }
+            };
+            out.push((id, outcome));
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn revoke_all(
+        &self,
+        user: &str,
+        service: Option<&str>,
+        at: Timestamp,
+    ) -> Result<usize, StoreError> {
+        let rows = self.query(
+            r#"UPDATE app_password SET revoked = $2::bigint
+                WHERE "user" = $1::text AND revoked IS NULL
+                  AND ($3::text IS NULL OR service = $3::text)"#,
+            params![user, at, service],
+        )?;
+        Ok(usize::try_from(rows.affected).unwrap_or(usize::MAX))
+    }
+
+    fn schema_version(&self) -> Result<i64, StoreError> {
+        self.version()
+    }
+
+    fn prune(&self, keep: Retention, now: Timestamp) -> Result<(), StoreError> {
+        self.query(
+            "DELETE FROM event WHERE time < $1::bigint
+                 OR id <= (SELECT max(id) FROM event) - $2::bigint",
+            params![now.saturating_sub(keep.max_age), keep.max_rows],
+        )?;
+        self.query(
+            "DELETE FROM throttle WHERE coalesce(locked_until, window_start) < $1::bigint",
+            params![now.saturating_sub(keep.max_age.min(86400))],
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,478 @@
+//! One set of store cases, run against both stores through the [`Store`] interface:
+//! SQLite in a temporary file, PostgreSQL in a private cluster (tests/pg), each case on
+//! a database of its own made by `store::init`. Under CI a missing PostgreSQL fails.
+
+mod common;
+mod pg;
+
+use pam_apppass::policy::Throttle;
+use pam_apppass::store::{
+    self, Attempt, Connect, Location, NewRow, Outcome, Owner, Purpose, Retention, Revoked, Store,
+    StoreError,
+};
+use pam_apppass::time::Timestamp;
+
+/// A database for one case: where it is and how to reach it.
+struct Db {
+    location: Location,
+    connect: Connect,
+    _dir: tempfile::TempDir,
+}
+
+impl Db {
+    fn sqlite() -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        Db {
+            location: Location::Sqlite(dir.path().join("sub/apppass.db")),
+            connect: Connect::default(),
+            _dir: dir,
+        }
+    }
+
+    fn postgres(cluster: &pg::Cluster) -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        let passfile = dir.path().join("pgpass");
+        cluster.passfile(&passfile, &[pg::ADMIN]);
+        let db = cluster.create_database();
+        Db {
+            location: Location::parse(&cluster.uri(pg::ADMIN, &db)).unwrap(),
+            connect: Connect {
+                passfile: Some(passfile),
+                ..Connect::default()
+            },
+            _dir: dir,
+        }
+    }
+
+    fn init(&self) -> Box<dyn Store> {
+        store::init(&self.location, &self.connect, false).unwrap()
+    }
+
+    fn open(&self, purpose: Purpose) -> Box<dyn Store> {
+        store::open(&self.location, &self.connect, purpose, false).unwrap()
+    }
+}
+
+const KEEP: Retention = Retention {
+    max_age: 1000,
+    max_rows: 1000,
+};
+
+fn row<'a>(user: &'a str, service: &'a str, selector: &'a str) -> NewRow<'a> {
+    NewRow {
+        user,
+        service,
+        label: "phone",
+        selector,
+        hash: "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaA",
+        created: 100,
+        expires: None,
+    }
+}
+
+fn failure<'a>(at: Timestamp, user: &'a str, rhost: Option<&'a str>, guess: bool) -> Attempt<'a> {
+    Attempt {
+        at,
+        user,
+        service: "imap",
+        rhost,
+        password_id: None,
+        outcome: Outcome::Failure {
+            reason: "wrong_password",
+            guess,
+        },
+    }
+}
+
+fn init_is_idempotent_and_versioned(db: &Db) {
+    let s = db.init();
+    let id = s.create(&row("alice", "imap", "aaaaaa")).unwrap();
+    drop(s);
+    let s = db.init();
+    assert_eq!(s.schema_version().unwrap(), store::sqlite::SCHEMA_VERSION);
+    assert_eq!(
+        store::postgres::SCHEMA_VERSION,
+        store::sqlite::SCHEMA_VERSION
+    );
+    assert_eq!(s.list(Owner::Anyone).unwrap()[0].id, id);
+    let s = db.open(Purpose::Login);
+    assert_eq!(s.list(Owner::Anyone).unwrap().len(), 1);
+}
+
+fn lookups_and_usage(db: &Db) {
+    let s = db.init();
+    let id = s.create(&row("alice", "imap", "abcdef")).unwrap();
+    assert!(matches!(
+        s.create(&row("bob", "imap", "abcdef")),
+        Err(StoreError::SelectorTaken)
+    ));
+    let s = db.open(Purpose::Login);
+    let c = s.find_by_selector("abcdef").unwrap().unwrap();
+    assert_eq!(
+        (c.id, c.user.as_str(), c.service.as_str(), c.label.as_str()),
+        (id, "alice", "imap", "phone")
+    );
+    assert_eq!(
+        (c.dates.created, c.dates.expires, c.dates.revoked),
+        (100, None, None)
+    );
+    assert!(c.hash.starts_with("$argon2id$"));
+    assert!(s.find_by_selector("zzzzzz").unwrap().is_none());
+    assert!(s.user_has_passwords("alice").unwrap());
+    assert!(!s.user_has_passwords("bob").unwrap());
+    let ok = |at, rhost| Attempt {
+        at,
+        user: "alice",
+        service: "imap",
+        rhost,
+        password_id: Some(id),
+        outcome: Outcome::Success,
+    };
+    s.record_attempt(&ok(500, Some("192.0.2.7")), None, KEEP)
+        .unwrap();
+    let l = &s.list(Owner::User("alice")).unwrap()[0];
+    assert_eq!(
+        (
+            l.last_used,
+            l.use_count,
+            l.last_rhost.as_deref(),
+            l.last_service.as_deref()
+        ),
+        (Some(500), 1, Some("192.0.2.7"), Some("imap"))
+    );
+    s.record_attempt(&ok(600, None), None, KEEP).unwrap();
+    let l = &s.list(Owner::User("alice")).unwrap()[0];
+    assert_eq!(
+        (l.last_used, l.use_count, l.last_rhost.as_deref()),
+        (Some(600), 2, None)
+    );
+    assert_eq!(
+        s.find_by_selector("abcdef")
+            .unwrap()
+            .unwrap()
+            .dates
+            .last_used,
+        Some(600)
+    );
+    // Odd but valid text survives the round trip.
+    let odd = s
+        .create(&NewRow {
+            label: "Ünïcode 'quotes' \"and\" \\ back; DROP TABLE x",
+            ..row("o'brien", "*", "oddsel")
+        })
+        .unwrap();
+    let l = s.list(Owner::User("o'brien")).unwrap();
+    assert_eq!(
+        (l[0].id, l[0].label.as_str()),
+        (odd, "Ünïcode 'quotes' \"and\" \\ back; DROP TABLE x")
+    );
+}
+
+fn revoke_respects_the_owner(db: &Db) {
+    let s = db.init();
+    let a = s.create(&row("alice", "imap", "aaaaaa")).unwrap();
+    let b = s.create(&row("bob", "imap", "bbbbbb")).unwrap();
+    let out = s.revoke(&[a, b, 999], Owner::User("alice"), 7).unwrap();
+    assert_eq!(
+        out,
+        vec![
+            (a, Revoked::Now),
+            (b, Revoked::NotFound),
+            (999, Revoked::NotFound)
+        ]
+    );
+    assert_eq!(
+        s.revoke(&[a], Owner::Anyone, 8).unwrap(),
+        vec![(a, Revoked::Already)]
+    );
+    assert_eq!(s.list(Owner::User("bob")).unwrap()[0].revoked, None);
+    assert_eq!(s.list(Owner::User("alice")).unwrap()[0].revoked, Some(7));
+    assert_eq!(
+        s.find_by_selector("aaaaaa").unwrap().unwrap().dates.revoked,
+        Some(7)
+    );
+    s.create(&row("bob", "pop3", "cccccc")).unwrap();
+    s.create(&row("bob", "smtp", "dddddd")).unwrap();
+    assert_eq!(s.revoke_all("bob", Some("pop3"), 9).unwrap(), 1);
+    assert_eq!(s.revoke_all("bob", None, 9).unwrap(), 2);
+    assert_eq!(s.revoke_all("bob", None, 9).unwrap(), 0);
+}
+
+fn throttling_counts_guesses_per_user_and_host(db: &Db) {
+    let s = db.init();
+    let t = Throttle {
+        failures: 3,
+        interval: 60,
+        lockout: 100,
+    };
+    let phone = Some("198.51.100.7");
+    for at in [10, 20] {
+        s.record_attempt(&failure(at, "alice", phone, true), Some(&t), KEEP)
+            .unwrap();
+    }
+    assert_eq!(
+        s.throttled_until("alice", "198.51.100.7", 21).unwrap(),
+        None
+    );
+    // Not guesses (expired, revoked, not app-shaped) do not count.
+    s.record_attempt(&failure(25, "alice", phone, false), Some(&t), KEEP)
+        .unwrap();
+    assert_eq!(
+        s.throttled_until("alice", "198.51.100.7", 26).unwrap(),
+        None
+    );
+    s.record_attempt(&failure(30, "alice", phone, true), Some(&t), KEEP)
+        .unwrap();
+    assert_eq!(
+        s.throttled_until("alice", "198.51.100.7", 31).unwrap(),
+        Some(130)
+    );
+    assert_eq!(s.throttled_until("alice", "203.0.113.1", 31).unwrap(), None);
+    assert_eq!(s.throttled_until("bob", "198.51.100.7", 31).unwrap(), None);
+    assert_eq!(
+        s.throttled_until("alice", "198.51.100.7", 130).unwrap(),
+        None
+    );
+    // Guesses too far apart start a new window.
+    for at in [200, 300, 400] {
+        s.record_attempt(&failure(at, "alice", None, true), Some(&t), KEEP)
+            .unwrap();
+    }
+    assert_eq!(s.throttled_until("alice", "", 401).unwrap(), None);
+    // unlock lifts it; a success clears the counter.
+    for at in [500, 501, 502] {
+        s.record_attempt(&failure(at, "alice", None, true), Some(&t), KEEP)
+            .unwrap();
+    }
+    assert!(s.throttled_until("alice", "", 503).unwrap().is_some());
+    assert_eq!(s.unlock("alice", Some("")).unwrap(), 1);
+    assert_eq!(s.throttled_until("alice", "", 503).unwrap(), None);
+    for at in [600, 601] {
+        s.record_attempt(&failure(at, "alice", phone, true), Some(&t), KEEP)
+            .unwrap();
+    }
+    let ok = Attempt {
+        outcome: Outcome::Success,
+        ..failure(602, "alice", phone, false)
+    };
+    s.record_attempt(&ok, Some(&t), KEEP).unwrap();
+    s.record_attempt(&failure(603, "alice", phone, true), Some(&t), KEEP)
+        .unwrap();
+    assert_eq!(
+        s.throttled_until("alice", "198.51.100.7", 604).unwrap(),
+        None
+    );
+    // Throttled attempts are recorded, and unlock without a host clears every host.
+    s.record_attempt(
+        &Attempt {
+            outcome: Outcome::Throttled,
+            ..failure(700, "alice", phone, false)
+        },
+        Some(&t),
+        KEEP,
+    )
+    .unwrap();
+    assert_eq!(s.unlock("alice", None).unwrap(), 1);
+    assert_eq!(s.unlock("alice", None).unwrap(), 0);
+    let e = &s.events(Owner::User("alice"), 1).unwrap()[0];
+    assert_eq!(
+        (e.outcome.as_str(), e.reason.as_deref()),
+        ("throttled", Some("throttled"))
+    );
+}
+
+fn audit_log_is_per_user_newest_first_and_pruned(db: &Db) {
+    let s = db.init();
+    for at in 0..40 {
+        let user = if at % 2 == 0 { "alice" } else { "bob" };
+        s.record_attempt(&failure(at, user, Some("192.0.2.1"), false), None, KEEP)
+            .unwrap();
+    }
+    let all = s.events(Owner::Anyone, 10_000).unwrap();
+    assert_eq!(all.len(), 40);
+    assert_eq!(all[0].time, 39, "newest first");
+    let alice = s.events(Owner::User("alice"), 5).unwrap();
+    assert_eq!(alice.len(), 5);
+    assert!(
+        alice
+            .iter()
+            .all(|e| e.user == "alice" && e.outcome == "failure")
+    );
+    assert_eq!(alice[0].time, 38);
+    assert_eq!(alice[0].reason.as_deref(), Some("wrong_password"));
+    assert_eq!(alice[0].rhost.as_deref(), Some("192.0.2.1"));
+    assert_eq!(alice[0].password_id, None);
+    // Pruning by rows, then by age.
+    s.prune(
+        Retention {
+            max_age: 1_000_000,
+            max_rows: 10,
+        },
+        40,
+    )
+    .unwrap();
+    let left = s.events(Owner::Anyone, 10_000).unwrap();
+    assert_eq!(left.len(), 10, "{left:?}");
+    assert_eq!(left[9].time, 30);
+    s.prune(
+        Retention {
+            max_age: 5,
+            max_rows: 1_000_000,
+        },
+        40,
+    )
+    .unwrap();
+    let left = s.events(Owner::Anyone, 10_000).unwrap();
+    assert!(left.iter().all(|e| e.time >= 35), "{left:?}");
+    assert_eq!(left.len(), 5);
+}
+
+fn count_active_ignores_revoked_and_expired(db: &Db) {
+    let s = db.init();
+    let a = s.create(&row("alice", "imap", "aaaaaa")).unwrap();
+    s.create(&NewRow {
+        expires: Some(50),
+        ..row("alice", "imap", "bbbbbb")
+    })
+    .unwrap();
+    s.create(&row("alice", "pop3", "cccccc")).unwrap();
+    assert_eq!(s.count_active("alice", 10).unwrap(), 3);
+    assert_eq!(s.count_active("alice", 50).unwrap(), 2);
+    s.revoke(&[a], Owner::Anyone, 60).unwrap();
+    assert_eq!(s.count_active("alice", 60).unwrap(), 1);
+    let later = |sel| NewRow {
+        created: 60,
+        ..row("alice", "imap", sel)
+    };
+    assert!(matches!(
+        s.create_limited(&later("dddddd"), 1),
+        Err(StoreError::Limit(1))
+    ));
+    s.create_limited(&later("dddddd"), 2).unwrap();
+    assert_eq!(s.count_active("alice", 60).unwrap(), 2);
+    // A refused addition left nothing behind, and the store is usable after it.
+    assert_eq!(s.list(Owner::User("alice")).unwrap().len(), 4);
+}
+
+type Case = fn(&Db);
+
+const CASES: &[(&str, Case)] = &[
+    (
+        "init_is_idempotent_and_versioned",
+        init_is_idempotent_and_versioned,
+    ),
+    ("lookups_and_usage", lookups_and_usage),
+    ("revoke_respects_the_owner", revoke_respects_the_owner),
+    (
+        "throttling_counts_guesses_per_user_and_host",
+        throttling_counts_guesses_per_user_and_host,
+    ),
+    (
+        "audit_log_is_per_user_newest_first_and_pruned",
+        audit_log_is_per_user_newest_first_and_pruned,
+    ),
+    (
+        "count_active_ignores_revoked_and_expired",
+        count_active_ignores_revoked_and_expired,
+    ),
+];
+
+#[test]
+fn sqlite() {
+    for (name, case) in CASES {
+        eprintln!("sqlite: {name}");
+        case(&Db::sqlite());
+    }
+}
+
+/// The cluster for this binary's PostgreSQL tests, or `None` (skipped; a failure under
+/// CI).
+fn cluster() -> Option<pg::Cluster> {
+    match pg::Cluster::start() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            common::require(false, &e);
+            None
+        }
+    }
+}
+
+#[test]
+fn postgresql() {
+    let Some(cluster) = cluster() else { return };
+    for (name, case) in CASES {
+        eprintln!("postgresql: {name}");
+        case(&Db::postgres(&cluster));
+    }
+}
+
+/// What is not apppass's, or is newer, is refused, as SQLite refuses it; two hosts
+/// initialising one database at once are safe.
+#[test]
+fn postgresql_schema_checks() {
+    let Some(cluster) = cluster() else { return };
+    let db = Db::postgres(&cluster);
+    let name = match &db.location {
+        Location::Postgres(c) => c.to_string(),
+        _ => unreachable!(),
+    };
+    let open = |db: &Db| store::open(&db.location, &db.connect, Purpose::Login, false);
+    let e = open(&db).err().unwrap();
+    assert!(matches!(e, StoreError::Uninitialised(_)), "{e}");
+    assert!(e.to_string().contains("run apppass init"), "{e}");
+    assert!(e.to_string().contains(&name), "{e}");
+    // Two at once: both succeed, the schema is made once.
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let (location, connect) = (db.location.clone(), db.connect.clone());
+            std::thread::spawn(move || {
+                store::init(&location, &connect, false)
+                    .map(|s| s.schema_version().unwrap())
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), Ok(store::postgres::SCHEMA_VERSION));
+    }
+    let dbname = name.rsplit("dbname=").next().unwrap();
+    assert_eq!(
+        cluster.psql(dbname, "SELECT count(*) FROM apppass_schema"),
+        "1"
+    );
+    assert!(open(&db).is_ok());
+    // Newer: refused, and init does not touch it.
+    cluster.psql(dbname, "UPDATE apppass_schema SET version = 99");
+    for e in [
+        open(&db).err().unwrap(),
+        store::init(&db.location, &db.connect, false).err().unwrap(),
+    ] {
+        assert!(
+            matches!(e, StoreError::SchemaTooNew { found: 99, .. }),
+            "{e}"
+        );
+    }
+    // Another application's row, and tables by our names without ours.
+    cluster.psql(
+        dbname,
+        "UPDATE apppass_schema SET application = 'other', version = 2",
+    );
+    assert!(matches!(
+        open(&db).err().unwrap(),
+        StoreError::ForeignSchema(_)
+    ));
+    let other = Db::postgres(&cluster);
+    let other_name = match &other.location {
+        Location::Postgres(c) => c.to_string().rsplit("dbname=").next().unwrap().to_string(),
+        _ => unreachable!(),
+    };
+    cluster.psql(&other_name, "CREATE TABLE app_password (x int)");
+    for e in [
+        open(&other).err().unwrap(),
+        store::init(&other.location, &other.connect, false)
+            .err()
+            .unwrap(),
+    ] {
+        assert!(matches!(e, StoreError::ForeignSchema(_)), "{e}");
+    }
+}
