@@ -217,6 +217,13 @@ pub struct World {
 impl World {
     pub fn new() -> World {
         let sandbox = Sandbox::new();
+        let conf = format!("db = {}\n", sandbox.db.display());
+        World::with(sandbox, &conf)
+    }
+
+    /// A world around `sandbox`, whose servers' apppass.conf says `conf` (a database
+    /// other than the sandbox's SQLite file: PostgreSQL).
+    pub fn with(sandbox: Sandbox, conf: &str) -> World {
         let dir = tempfile::Builder::new()
             .prefix("apppass-e2e")
             .tempdir()
@@ -232,11 +239,7 @@ impl World {
             .arg("/etc/security")
             .arg(&security));
         // The module's default configuration file, as an administrator would write it.
-        std::fs::write(
-            security.join("apppass.conf"),
-            format!("db = {}\n", sandbox.db.display()),
-        )
-        .unwrap();
+        std::fs::write(security.join("apppass.conf"), conf).unwrap();
         World {
             sandbox,
             dir,

@@ -157,8 +157,10 @@ impl Cluster {
     }
 
     fn pg_ctl_start(&self) -> Result<(), String> {
+        // fsync off (a throwaway cluster), but commits reach the WAL before they return:
+        // the tests stop the server with -m immediate and expect the data back.
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
              -c full_page_writes=off -c max_connections=60",
             self.port,
             self.sock.display()
