@@ -33,8 +33,9 @@ need_build_prereqs() {
 
 # What the tests drive: a syslog daemon (the module's log lines are checked where
 # admins read them), PAM modules to stack with, and the real servers and clients of the
-# end-to-end tests (Dovecot, OpenSSH, curl, sshpass) and fail2ban.
-TEST_PACKAGES="rsyslog libpam-modules dovecot-imapd dovecot-pop3d dovecot-submissiond openssh-server openssh-client sshpass curl fail2ban"
+# end-to-end tests (Dovecot, OpenSSH, curl, sshpass) and fail2ban; PostgreSQL (server,
+# client, libpq5) for the PostgreSQL store's tests, which start a private cluster.
+TEST_PACKAGES="rsyslog libpam-modules dovecot-imapd dovecot-pop3d dovecot-submissiond openssh-server openssh-client sshpass curl fail2ban postgresql postgresql-client libpq5"
 
 need_test_prereqs() {
     if [ "$(id -u)" = 0 ]; then
