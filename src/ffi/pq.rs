@@ -46,25 +46,49 @@ struct ConninfoOption {
     dispsize: c_int,
 }
 
-/// The libpq functions apppass uses, resolved from one `dlopen` handle.
-struct Api {
-    connect_start_params:
+/// Declares [`Api`], the libpq functions apppass uses (field, symbol, C prototype as
+/// libpq-fe.h has it), and `resolve`, which finds them all in one `dlopen` handle.
+macro_rules! api {
+    ($($field:ident: $symbol:literal => $ty:ty,)*) => {
+        struct Api {
+            $($field: $ty,)*
+        }
+
+        /// The functions, or the name of the first one missing.
+        fn resolve(handle: *mut c_void) -> Result<Api, &'static str> {
+            Ok(Api {
+                $($field: {
+                    // SAFETY: a live handle and a NUL-terminated symbol name.
+                    let p = unsafe { libc::dlsym(handle, concat!($symbol, "\0").as_ptr().cast()) };
+                    if p.is_null() {
+                        return Err($symbol);
+                    }
+                    // SAFETY: the symbol is libpq's function of that name, whose C
+                    // prototype the type spells out.
+                    unsafe { std::mem::transmute::<*mut c_void, $ty>(p) }
+                },)*
+            })
+        }
+    };
+}
+
+api! {
+    connect_start_params: "PQconnectStartParams" =>
         unsafe extern "C" fn(*const *const c_char, *const *const c_char, c_int) -> *mut PgConn,
-    connect_poll: unsafe extern "C" fn(*mut PgConn) -> c_int,
-    status: unsafe extern "C" fn(*const PgConn) -> c_int,
-    error_message: unsafe extern "C" fn(*const PgConn) -> *const c_char,
-    socket: unsafe extern "C" fn(*const PgConn) -> c_int,
-    finish: unsafe extern "C" fn(*mut PgConn),
-    set_notice_processor: unsafe extern "C" fn(
+    connect_poll: "PQconnectPoll" => unsafe extern "C" fn(*mut PgConn) -> c_int,
+    status: "PQstatus" => unsafe extern "C" fn(*const PgConn) -> c_int,
+    error_message: "PQerrorMessage" => unsafe extern "C" fn(*const PgConn) -> *const c_char,
+    socket: "PQsocket" => unsafe extern "C" fn(*const PgConn) -> c_int,
+    finish: "PQfinish" => unsafe extern "C" fn(*mut PgConn),
+    set_notice_processor: "PQsetNoticeProcessor" => unsafe extern "C" fn(
         *mut PgConn,
         Option<NoticeProcessor>,
         *mut c_void,
     ) -> Option<NoticeProcessor>,
-    conninfo: unsafe extern "C" fn(*mut PgConn) -> *mut ConninfoOption,
-    conninfo_free: unsafe extern "C" fn(*mut ConninfoOption),
-    send_query: unsafe extern "C" fn(*mut PgConn, *const c_char) -> c_int,
-    #[allow(clippy::type_complexity)]
-    send_query_params: unsafe extern "C" fn(
+    conninfo: "PQconninfo" => unsafe extern "C" fn(*mut PgConn) -> *mut ConninfoOption,
+    conninfo_free: "PQconninfoFree" => unsafe extern "C" fn(*mut ConninfoOption),
+    send_query: "PQsendQuery" => unsafe extern "C" fn(*mut PgConn, *const c_char) -> c_int,
+    send_query_params: "PQsendQueryParams" => unsafe extern "C" fn(
         *mut PgConn,
         *const c_char,
         c_int,
@@ -74,17 +98,18 @@ struct Api {
         *const c_int,
         c_int,
     ) -> c_int,
-    consume_input: unsafe extern "C" fn(*mut PgConn) -> c_int,
-    is_busy: unsafe extern "C" fn(*mut PgConn) -> c_int,
-    get_result: unsafe extern "C" fn(*mut PgConn) -> *mut PgResult,
-    result_status: unsafe extern "C" fn(*const PgResult) -> c_int,
-    result_error_field: unsafe extern "C" fn(*const PgResult, c_int) -> *const c_char,
-    ntuples: unsafe extern "C" fn(*const PgResult) -> c_int,
-    nfields: unsafe extern "C" fn(*const PgResult) -> c_int,
-    getvalue: unsafe extern "C" fn(*const PgResult, c_int, c_int) -> *const c_char,
-    getisnull: unsafe extern "C" fn(*const PgResult, c_int, c_int) -> c_int,
-    cmd_tuples: unsafe extern "C" fn(*mut PgResult) -> *const c_char,
-    clear: unsafe extern "C" fn(*mut PgResult),
+    consume_input: "PQconsumeInput" => unsafe extern "C" fn(*mut PgConn) -> c_int,
+    is_busy: "PQisBusy" => unsafe extern "C" fn(*mut PgConn) -> c_int,
+    get_result: "PQgetResult" => unsafe extern "C" fn(*mut PgConn) -> *mut PgResult,
+    result_status: "PQresultStatus" => unsafe extern "C" fn(*const PgResult) -> c_int,
+    result_error_field: "PQresultErrorField" =>
+        unsafe extern "C" fn(*const PgResult, c_int) -> *const c_char,
+    ntuples: "PQntuples" => unsafe extern "C" fn(*const PgResult) -> c_int,
+    nfields: "PQnfields" => unsafe extern "C" fn(*const PgResult) -> c_int,
+    getvalue: "PQgetvalue" => unsafe extern "C" fn(*const PgResult, c_int, c_int) -> *const c_char,
+    getisnull: "PQgetisnull" => unsafe extern "C" fn(*const PgResult, c_int, c_int) -> c_int,
+    cmd_tuples: "PQcmdTuples" => unsafe extern "C" fn(*mut PgResult) -> *const c_char,
+    clear: "PQclear" => unsafe extern "C" fn(*mut PgResult),
 }
 
 /// libpq, loaded; unloaded when dropped.
@@ -114,44 +139,11 @@ impl Library {
                 dl_error()
             )));
         }
-        macro_rules! sym {
-            ($name:literal) => {{
-                // SAFETY: a live handle and a NUL-terminated symbol name.
-                let p = unsafe { libc::dlsym(handle, concat!($name, "\0").as_ptr().cast()) };
-                if p.is_null() {
-                    // SAFETY: the handle from dlopen above, closed once.
-                    unsafe { libc::dlclose(handle) };
-                    return Err(PqError::Load(format!("libpq.so.5 has no {}", $name)));
-                }
-                // SAFETY: the symbol is libpq's function of that name, whose C prototype
-                // (libpq-fe.h) the field's type spells out.
-                unsafe { std::mem::transmute::<*mut c_void, _>(p) }
-            }};
-        }
-        let api = Api {
-            connect_start_params: sym!("PQconnectStartParams"),
-            connect_poll: sym!("PQconnectPoll"),
-            status: sym!("PQstatus"),
-            error_message: sym!("PQerrorMessage"),
-            socket: sym!("PQsocket"),
-            finish: sym!("PQfinish"),
-            set_notice_processor: sym!("PQsetNoticeProcessor"),
-            conninfo: sym!("PQconninfo"),
-            conninfo_free: sym!("PQconninfoFree"),
-            send_query: sym!("PQsendQuery"),
-            send_query_params: sym!("PQsendQueryParams"),
-            consume_input: sym!("PQconsumeInput"),
-            is_busy: sym!("PQisBusy"),
-            get_result: sym!("PQgetResult"),
-            result_status: sym!("PQresultStatus"),
-            result_error_field: sym!("PQresultErrorField"),
-            ntuples: sym!("PQntuples"),
-            nfields: sym!("PQnfields"),
-            getvalue: sym!("PQgetvalue"),
-            getisnull: sym!("PQgetisnull"),
-            cmd_tuples: sym!("PQcmdTuples"),
-            clear: sym!("PQclear"),
-        };
+        let api = resolve(handle).map_err(|missing| {
+            // SAFETY: the handle from dlopen above, closed once.
+            unsafe { libc::dlclose(handle) };
+            PqError::Load(format!("libpq.so.5 has no {missing}"))
+        })?;
         Ok(Library { handle, api })
     }
 }
