@@ -7,6 +7,8 @@
 //! Run with `scripts/bench` (which installs the peers and fetches the C reference's
 //! source) or `cargo bench --bench login -- [--rounds N] [--json PATH] [--svg PATH]`.
 
+#[path = "../../tests/pg/mod.rs"]
+mod pg;
 mod report;
 mod setup;
 mod stats;
@@ -227,6 +229,56 @@ fn main() {
             people.forty[0].password.clone(),
             Code::AUTH_ERR,
         ));
+    }
+    // PostgreSQL on loopback: the same real rows in a private cluster, logged in with the
+    // module's role; what the connection and round trips add shows against the floor.
+    let cluster = match pg::Cluster::start() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("bench: no PostgreSQL rows (missing: {e})");
+            None
+        }
+    };
+    if let Some(cluster) = &cluster {
+        let (conf, login) = setup::postgres(cluster, dir, &real);
+        service(
+            "apppass-pg",
+            format!(
+                "auth required {} conf={} db={login} service=imap",
+                module.display(),
+                conf.display()
+            ),
+        );
+        let g = "PostgreSQL (loopback), 81 rows".to_string();
+        for (name, user, pw, code) in [
+            (
+                "right password, user with 1",
+                "solo",
+                people.solo.password.clone(),
+                Code::SUCCESS,
+            ),
+            (
+                "wrong secret, user with 1",
+                "solo",
+                wrong_secret(&people.solo.password),
+                Code::AUTH_ERR,
+            ),
+            (
+                "unknown user",
+                "nobody-here",
+                people.solo.password.clone(),
+                Code::USER_UNKNOWN,
+            ),
+        ] {
+            cases.push(Case::pam(
+                &format!("{g}: {name}"),
+                &g,
+                "apppass-pg",
+                user,
+                &pw,
+                code,
+            ));
+        }
     }
     for (name, svc) in &peers {
         cases.push(Case::pam(

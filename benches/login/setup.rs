@@ -68,31 +68,7 @@ impl RealRows {
 pub fn database(dir: &Path, name: &str, total: usize, real: &RealRows) -> (PathBuf, People) {
     let path = dir.join(format!("{name}.db"));
     let store = SqliteStore::init(&path).unwrap();
-    let mut solo = None;
-    let mut forty = Vec::new();
-    for (user, selector, hash, password) in &real.rows {
-        let id = store
-            .create(&NewRow {
-                user,
-                service: "imap",
-                label: "bench",
-                selector,
-                hash,
-                created: 1,
-                expires: None,
-            })
-            .unwrap();
-        let known = Known {
-            id,
-            password: password.clone(),
-        };
-        match user.as_str() {
-            "solo" => solo = Some(known),
-            "forty" => forty.push(known),
-            _ => {}
-        }
-    }
-    store.revoke(&[forty[0].id], Owner::Anyone, 2).unwrap();
+    let people = real_rows(&store, real);
     drop(store);
 
     let filler_hash = secret::dummy_hash(HashParams::default()).unwrap();
@@ -128,12 +104,63 @@ pub fn database(dir: &Path, name: &str, total: usize, real: &RealRows) -> (PathB
     tx.commit().unwrap();
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); ANALYZE;")
         .unwrap();
-    let people = People {
+    (path, people)
+}
+
+/// Writes the real rows into `store` (`forty[0]` revoked).
+fn real_rows(store: &dyn Store, real: &RealRows) -> People {
+    let mut solo = None;
+    let mut forty = Vec::new();
+    for (user, selector, hash, password) in &real.rows {
+        let id = store
+            .create(&NewRow {
+                user,
+                service: "imap",
+                label: "bench",
+                selector,
+                hash,
+                created: 1,
+                expires: None,
+            })
+            .unwrap();
+        let known = Known {
+            id,
+            password: password.clone(),
+        };
+        match user.as_str() {
+            "solo" => solo = Some(known),
+            "forty" => forty.push(known),
+            _ => {}
+        }
+    }
+    store.revoke(&[forty[0].id], Owner::Anyone, 2).unwrap();
+    People {
         solo: solo.unwrap(),
         forty,
         cli_user: "clibench",
+    }
+}
+
+/// The same real rows in a PostgreSQL database of `cluster` (made with `apppass init`'s
+/// code as the administrators' role, then roles.sql); returns the configuration file and
+/// the module's connection string for a PAM line.
+pub fn postgres(cluster: &crate::pg::Cluster, dir: &Path, real: &RealRows) -> (PathBuf, String) {
+    use pam_apppass::store::{self, Connect, Location};
+    let db = cluster.create_database();
+    let passfile = dir.join("apppass.pgpass");
+    cluster.passfile(&passfile, &[crate::pg::ADMIN, crate::pg::LOGIN]);
+    let conf = dir.join("apppass-pg.conf");
+    std::fs::write(&conf, format!("db_passfile = {}\n", passfile.display())).unwrap();
+    let connect = Connect {
+        passfile: Some(passfile),
+        ..Connect::default()
     };
-    (path, people)
+    let admin = Location::parse(&cluster.uri(crate::pg::ADMIN, &db)).unwrap();
+    let store = store::init(&admin, &connect, false).unwrap();
+    real_rows(&*store, real);
+    drop(store);
+    cluster.grant_login_role(&db);
+    (conf, cluster.uri(crate::pg::LOGIN, &db))
 }
 
 /// `n` as a selector: six characters of the password alphabet.
