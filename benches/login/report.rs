@@ -341,25 +341,45 @@ impl Report {
         })
     }
 
-    /// Horizontal bars: each login case's median as a multiple of the floor.
+    /// Horizontal bars on a log scale: each login case's median as a multiple of the floor.
     pub fn svg(&self) -> String {
         let bar_h = 18.0;
         let label_w = 430.0;
-        let plot_w = 420.0;
-        let max = self
-            .rows
-            .iter()
-            .map(|r| r.ratio)
-            .fold(1.2, f64::max)
-            .min(60.0);
-        let x = |ratio: f64| label_w + plot_w * (ratio.min(max) / max);
+        let plot_w = 460.0;
+        let text_w = 130.0;
+        let lo = 0.01f64.log10();
+        let hi = (self.rows.iter().map(|r| r.ratio).fold(2.0, f64::max) * 1.2).log10();
+        let x = |ratio: f64| label_w + plot_w * ((ratio.max(0.01).log10() - lo) / (hi - lo));
         let height = 60.0 + bar_h * self.rows.len() as f64 + 30.0;
         let mut s = format!(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
              <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-             <text x=\"10\" y=\"20\" font-size=\"14\" font-weight=\"bold\">Login cost as a multiple of one argon2id verification (median; log scale off, capped at {max:.0}x)</text>\n",
-            label_w + plot_w + 60.0
+             <text x=\"10\" y=\"20\" font-size=\"14\" font-weight=\"bold\">Login cost as a multiple of one argon2id verification (median, log scale)</text>\n",
+            label_w + plot_w + text_w
         );
+        let bottom = height - 24.0;
+        for (ratio, label, dash) in [
+            (0.01f64, "0.01x", true),
+            (0.1, "0.1x", true),
+            (1.0, "1x", false),
+            (10.0, "10x", true),
+            (100.0, "100x", true),
+        ] {
+            if ratio.log10() > hi {
+                continue;
+            }
+            let style = if dash {
+                " stroke=\"#bbb\" stroke-dasharray=\"2 3\""
+            } else {
+                " stroke=\"black\""
+            };
+            let _ = writeln!(
+                s,
+                "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"34\" y2=\"{bottom:.0}\"{style}/><text x=\"{0:.1}\" y=\"{1:.0}\" text-anchor=\"middle\">{label}</text>",
+                x(ratio),
+                height - 10.0
+            );
+        }
         for (i, r) in self.rows.iter().enumerate() {
             let y = 40.0 + bar_h * i as f64;
             let colour = match r.group.as_str() {
@@ -381,15 +401,6 @@ impl Report {
                 y + 13.0,
                 r.ratio,
                 r.median
-            );
-        }
-        for (ratio, dash) in [(1.0, ""), (1.1, " stroke-dasharray=\"4 3\"")] {
-            let _ = writeln!(
-                s,
-                "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"34\" y2=\"{1:.0}\" stroke=\"black\"{dash}/><text x=\"{0:.1}\" y=\"{2:.0}\" text-anchor=\"middle\">{ratio}x</text>",
-                x(ratio),
-                height - 24.0,
-                height - 10.0
             );
         }
         s.push_str("</svg>\n");
