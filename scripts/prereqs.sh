@@ -34,8 +34,10 @@ need_build_prereqs() {
 # What the tests drive: a syslog daemon (the module's log lines are checked where
 # admins read them), PAM modules to stack with, and the real servers and clients of the
 # end-to-end tests (Dovecot, OpenSSH, curl, sshpass) and fail2ban; PostgreSQL (server,
-# client, libpq5) for the PostgreSQL store's tests, which start a private cluster.
-TEST_PACKAGES="rsyslog libpam-modules dovecot-imapd dovecot-pop3d dovecot-submissiond openssh-server openssh-client sshpass curl fail2ban postgresql postgresql-client libpq5"
+# client, libpq5) for the PostgreSQL store's tests, which start a private cluster; the
+# leak checkers of tests/leak_logins.rs (valgrind, gcc's libasan8) and chattr (e2fsprogs)
+# and mount (util-linux) for tests/faults.rs.
+TEST_PACKAGES="rsyslog libpam-modules dovecot-imapd dovecot-pop3d dovecot-submissiond openssh-server openssh-client sshpass curl fail2ban postgresql postgresql-client libpq5 valgrind libasan8 e2fsprogs util-linux"
 
 need_test_prereqs() {
     if [ "$(id -u)" = 0 ]; then
