@@ -88,7 +88,13 @@ pub fn parse_iso8601(text: &str) -> Result<Timestamp, TimeError> {
         }
         s.parse().map_err(|_| bad())
     };
-    let (date, rest) = text.split_at(text.len().min(10));
+    // Byte 10 may fall inside a multi-byte character ("2027-01-0é"): not a date, and
+    // split_at would panic there (found by tests/properties.rs).
+    let cut = text.len().min(10);
+    if !text.is_char_boundary(cut) {
+        return Err(bad());
+    }
+    let (date, rest) = text.split_at(cut);
     let d: Vec<&str> = date.split('-').collect();
     if d.len() != 3 || d[0].len() != 4 || d[1].len() != 2 || d[2].len() != 2 {
         return Err(bad());
