@@ -204,9 +204,14 @@ fn locked_by_a_long_writer() {
     // A writer in exclusive locking mode keeps everyone out, readers included: the data
     // cannot be read, so PAM_AUTHINFO_UNAVAIL, after the read timeout rather than never.
     let mut writer = start_writer(&s.db, "exclusive_mode");
+    let started = Instant::now();
     assert_eq!(
         login(&s, "imap", "alice", &pw.password),
         Code::AUTHINFO_UNAVAIL
+    );
+    println!(
+        "locked out by an exclusive writer: PAM_AUTHINFO_UNAVAIL after {:?}",
+        started.elapsed()
     );
     kill(&mut writer);
     assert_eq!(login(&s, "imap", "alice", &pw.password), Code::SUCCESS);
