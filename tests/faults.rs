@@ -135,6 +135,12 @@ fn helper_long_writer() {
         "exclusive_mode" => conn.execute_batch(&format!(
             "PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE; {change} COMMIT; BEGIN EXCLUSIVE; {change}"
         )),
+        // A revoke committed to the WAL, not yet in the database file; then the process
+        // is killed before any checkpoint (the WAL and its index stay behind).
+        "revoke_in_wal" => conn.execute_batch(
+            "PRAGMA wal_autocheckpoint = 0;
+             UPDATE app_password SET revoked = 1 WHERE label = 'revoke-me';",
+        ),
         other => panic!("unknown writer mode {other}"),
     }
     .unwrap();
@@ -375,6 +381,60 @@ fn read_only_database() {
         assert_eq!((s.list().len(), use_count(&s, pw.id)), (1, uses), "{what}");
     }
     assert_eq!(login(&s, "imap", "alice", &pw.password), Code::SUCCESS);
+    assert_eq!(integrity(&s.db), "ok");
+}
+
+/// A read-only mount over a database whose WAL still holds a committed revoke (its writer
+/// was killed before any checkpoint) and whose WAL index is gone: SQLite cannot use the
+/// WAL without its index, and the database file alone is out of date. The revoked
+/// password must not log in, whether the module is given the path or a symlink to it
+/// (SQLite keeps the WAL beside the file the symlink points to).
+#[test]
+fn read_only_mount_with_a_wal_left_behind() {
+    if !need_root_and(&["mount", "umount"]) {
+        return;
+    }
+    let s = Sandbox::new();
+    let revoked = s.add("alice", "imap", &["--label", "revoke-me"]);
+    let kept = s.add("alice", "imap", &[]);
+    let link = s.dir.path().join("link.db");
+    std::os::unix::fs::symlink(&s.db, &link).unwrap();
+    s.simple_service("imap", "");
+    s.service(
+        "imap-link",
+        &format!(
+            "auth required {{module}} conf={{conf}} service=imap db={}\n",
+            link.display()
+        ),
+    );
+    let mut writer = start_writer(&s.db, "revoke_in_wal");
+    kill(&mut writer);
+    assert!(wal_len(&s.db) > 32, "the revoke is not in the WAL");
+    std::fs::remove_file(side_file(&s.db, "-shm")).unwrap();
+    let dir = s.db.parent().unwrap().to_path_buf();
+    let mut undo = Undo::default();
+    undo.mount(&["--bind", dir.to_str().unwrap()], &dir);
+    undo.mount(&["-o", "remount,bind,ro"], &dir);
+    for service in ["imap", "imap-link"] {
+        let code = login(&s, service, "alice", &revoked.password);
+        assert!(
+            [Code::AUTH_ERR, Code::AUTHINFO_UNAVAIL].contains(&code),
+            "{service}: a password revoked in the WAL: {code:?}"
+        );
+        let code = login(&s, service, "alice", &kept.password);
+        assert!(
+            [Code::SUCCESS, Code::AUTHINFO_UNAVAIL].contains(&code),
+            "{service}: {code:?}"
+        );
+        println!("{service}: the kept password gets {}", code.name());
+    }
+    undo.umount_all();
+    // Writable again: SQLite recovers the WAL, and the revoke is there.
+    assert_eq!(
+        login(&s, "imap", "alice", &revoked.password),
+        Code::AUTH_ERR
+    );
+    assert_eq!(login(&s, "imap", "alice", &kept.password), Code::SUCCESS);
     assert_eq!(integrity(&s.db), "ok");
 }
 

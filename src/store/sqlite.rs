@@ -217,11 +217,18 @@ fn wal_index_unavailable(e: &rusqlite::Error) -> bool {
 }
 
 /// Whether the WAL may hold committed changes that are not in the database file yet (its
-/// 32-byte header is all an empty one has).
+/// 32-byte header is all an empty one has). When in doubt, yes.
 fn wal_has_frames(path: &Path) -> bool {
-    let mut wal = path.as_os_str().to_owned();
+    // SQLite keeps the WAL beside the file a symlink points to, not beside the symlink.
+    let Ok(real) = std::fs::canonicalize(path) else {
+        return true;
+    };
+    let mut wal = real.into_os_string();
     wal.push("-wal");
-    std::fs::metadata(wal).is_ok_and(|m| m.len() > 32)
+    match std::fs::metadata(wal) {
+        Ok(m) => m.len() > 32,
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+    }
 }
 
 /// Opens the database read-only as an immutable file: no locks, no WAL, no WAL index.
