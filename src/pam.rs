@@ -13,7 +13,9 @@ use crate::args::{self, ModuleArgs};
 use crate::config::{self, Config};
 use crate::policy::{self, Status};
 use crate::secret::{self, Candidate};
-use crate::store::{self, Attempt, Credential, Outcome, Purpose, Retention, Store, StoreError};
+use crate::store::{
+    self, Attempt, Credential, Lookup, LookupQuery, Outcome, Purpose, Retention, Store, StoreError,
+};
 use crate::time::Timestamp;
 
 /// Syslog priorities the module uses.
@@ -225,36 +227,31 @@ fn login(
         outcome,
     };
 
+    let found = match &user {
+        Some(u) => store
+            .lookup(&LookupQuery {
+                user: u,
+                selector: candidate.as_ref().map(Candidate::selector),
+                rhost: rhost.as_deref().unwrap_or(""),
+                now,
+            })
+            .map_err(unavailable)?,
+        None => Lookup {
+            credential: None,
+            has_passwords: false,
+            throttled: false,
+        },
+    };
     // A throttled (user, host) is refused before any hashing: the point is to stop paying
     // for guesses, and to stop them.
-    if let (Some(_), Some(u)) = (&config.throttle, &user) {
-        if store
-            .throttled_until(u, rhost.as_deref().unwrap_or(""), now)
-            .map_err(unavailable)?
-            .is_some()
-        {
-            record(host, &*store, &config, &attempt(None, Outcome::Throttled));
-            return Err(LoginError::Denied {
-                reason: Reason::Throttled,
-                id: None,
-            });
-        }
+    if found.throttled && config.throttle.is_some() {
+        record(host, &*store, &config, &attempt(None, Outcome::Throttled));
+        return Err(LoginError::Denied {
+            reason: Reason::Throttled,
+            id: None,
+        });
     }
-
-    // The row the selector names, if it belongs to this user: another user's row must look
-    // exactly like no row at all.
-    let credential: Option<Credential> = match (&candidate, &user) {
-        (Some(c), Some(u)) => store
-            .find_by_selector(c.selector())
-            .map_err(unavailable)?
-            .filter(|row| row.user == *u),
-        _ => None,
-    };
-    let has_passwords = match (&credential, &user) {
-        (Some(_), _) => true,
-        (None, Some(u)) => store.user_has_passwords(u).map_err(unavailable)?,
-        (None, None) => false,
-    };
+    let (credential, has_passwords) = (found.credential, found.has_passwords);
 
     // Exactly one argon2id verification on every path, so that the time taken says
     // nothing about which of them was taken.

@@ -7,8 +7,8 @@ mod pg;
 
 use pam_apppass::policy::Throttle;
 use pam_apppass::store::{
-    self, Attempt, Connect, Location, NewRow, Outcome, Owner, Purpose, Retention, Revoked, Store,
-    StoreError,
+    self, Attempt, Connect, Location, LookupQuery, NewRow, Outcome, Owner, Purpose, Retention,
+    Revoked, Store, StoreError,
 };
 use pam_apppass::time::Timestamp;
 
@@ -166,6 +166,51 @@ fn lookups_and_usage(db: &Db) {
         (l[0].id, l[0].label.as_str()),
         (odd, "Ünïcode 'quotes' \"and\" \\ back; DROP TABLE x")
     );
+}
+
+/// The login's one read: the selector's row only if it is this user's, whether the user
+/// has any app password, and whether this (user, host) is throttled now.
+fn login_lookup_reads_everything_at_once(db: &Db) {
+    let s = db.init();
+    let id = s.create(&row("alice", "imap", "abcdef")).unwrap();
+    s.create(&row("bob", "imap", "bbbbbb")).unwrap();
+    let t = Throttle {
+        failures: 2,
+        interval: 60,
+        lockout: 100,
+    };
+    for at in [10, 11] {
+        s.record_attempt(
+            &failure(at, "alice", Some("198.51.100.7"), true),
+            Some(&t),
+            KEEP,
+        )
+        .unwrap();
+    }
+    let s = db.open(Purpose::Login);
+    let q = |user, selector, rhost, now| {
+        s.lookup(&LookupQuery {
+            user,
+            selector,
+            rhost,
+            now,
+        })
+        .unwrap()
+    };
+    let found = q("alice", Some("abcdef"), "203.0.113.1", 12);
+    assert_eq!(found.credential.map(|c| c.id), Some(id));
+    assert!(found.has_passwords && !found.throttled);
+    // bob's selector, given by alice: as if it did not exist.
+    let other = q("alice", Some("bbbbbb"), "203.0.113.1", 12);
+    assert!(other.credential.is_none() && other.has_passwords);
+    // Not shaped like an app password: no selector.
+    assert!(q("alice", None, "203.0.113.1", 12).credential.is_none());
+    // Nobody's.
+    let nobody = q("carol", Some("abcdef"), "", 12);
+    assert!(nobody.credential.is_none() && !nobody.has_passwords && !nobody.throttled);
+    // Throttled from that host only, until the lockout ends.
+    assert!(q("alice", Some("abcdef"), "198.51.100.7", 12).throttled);
+    assert!(!q("alice", Some("abcdef"), "198.51.100.7", 111).throttled);
 }
 
 fn revoke_respects_the_owner(db: &Db) {
@@ -370,6 +415,10 @@ const CASES: &[(&str, Case)] = &[
     (
         "audit_log_is_per_user_newest_first_and_pruned",
         audit_log_is_per_user_newest_first_and_pruned,
+    ),
+    (
+        "login_lookup_reads_everything_at_once",
+        login_lookup_reads_everything_at_once,
     ),
     (
         "count_active_ignores_revoked_and_expired",

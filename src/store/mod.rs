@@ -91,6 +91,25 @@ pub struct NewRow<'a> {
     pub expires: Option<Timestamp>,
 }
 
+/// The question a login asks the store before hashing.
+#[derive(Debug, Clone, Copy)]
+pub struct LookupQuery<'a> {
+    pub user: &'a str,
+    /// The public part of the password typed, if it is shaped like an app password.
+    pub selector: Option<&'a str>,
+    /// PAM_RHOST, `""` when unset.
+    pub rhost: &'a str,
+    pub now: Timestamp,
+}
+
+/// The store's answer.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    pub credential: Option<Credential>,
+    pub has_passwords: bool,
+    pub throttled: bool,
+}
+
 /// What `list` shows of an app password: everything but the selector and hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listing {
@@ -278,6 +297,23 @@ impl std::error::Error for StoreError {}
 
 /// The operations apppass needs of a database, and no more.
 pub trait Store {
+    /// Everything a login needs to know before it hashes, in one read: the row `selector`
+    /// names if it is `user`'s (another user's row looks like none), whether `user` has
+    /// any app password, and whether `user` is throttled from `rhost` at `now`. Stores
+    /// override it to read all of it at once; this default asks the questions in turn.
+    fn lookup(&self, q: &LookupQuery<'_>) -> Result<Lookup, StoreError> {
+        let credential = match q.selector {
+            Some(sel) => self.find_by_selector(sel)?.filter(|row| row.user == q.user),
+            None => None,
+        };
+        let has_passwords = credential.is_some() || self.user_has_passwords(q.user)?;
+        let throttled = self.throttled_until(q.user, q.rhost, q.now)?.is_some();
+        Ok(Lookup {
+            credential,
+            has_passwords,
+            throttled,
+        })
+    }
     /// The app password whose public selector this is, if any.
     fn find_by_selector(&self, selector: &str) -> Result<Option<Credential>, StoreError>;
     /// Whether `user` has any app password at all, whatever its state.

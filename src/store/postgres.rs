@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    Attempt, Connect, Conninfo, Credential, Event, Listing, NewRow, Outcome, Owner, Purpose,
-    Retention, Revoked, Store, StoreError,
+    Attempt, Connect, Conninfo, Credential, Event, Listing, Lookup, LookupQuery, NewRow, Outcome,
+    Owner, Purpose, Retention, Revoked, Store, StoreError,
 };
 use crate::ffi::pq::{self, PqError, Rows};
 use crate::policy::{Dates, Throttle};
@@ -435,6 +435,42 @@ impl Drop for Transaction<'_> {
 }
 
 impl Store for PgStore {
+    /// One statement: one round trip before the hash, however the login turns out.
+    fn lookup(&self, q: &LookupQuery<'_>) -> Result<Lookup, StoreError> {
+        let row = self
+            .one_row(
+                r#"SELECT p.id, p."user", p.service, p.label, p.hash,
+                          p.created, p.expires, p.revoked, p.last_used,
+                          EXISTS (SELECT 1 FROM app_password WHERE "user" = $1::text),
+                          (SELECT locked_until FROM throttle WHERE "user" = $1::text AND rhost = $3::text)
+                     FROM (SELECT 1) AS one
+                     LEFT JOIN app_password AS p ON p.selector = $2::text AND p."user" = $1::text"#,
+                params![q.user, q.selector, q.rhost],
+            )?
+            .ok_or_else(|| unreadable("empty lookup"))?;
+        let credential = match opt_int(&row[0])? {
+            None => None,
+            Some(id) => Some(Credential {
+                id,
+                user: text(&row[1])?,
+                service: text(&row[2])?,
+                label: text(&row[3])?,
+                hash: text(&row[4])?,
+                dates: Dates {
+                    created: int(&row[5])?,
+                    expires: opt_int(&row[6])?,
+                    revoked: opt_int(&row[7])?,
+                    last_used: opt_int(&row[8])?,
+                },
+            }),
+        };
+        Ok(Lookup {
+            credential,
+            has_passwords: row[9].as_deref() == Some("t"),
+            throttled: opt_int(&row[10])?.is_some_and(|t| t > q.now),
+        })
+    }
+
     fn find_by_selector(&self, selector: &str) -> Result<Option<Credential>, StoreError> {
         let row = self.one_row(
             r#"SELECT id, "user", service, label, hash, created, expires, revoked, last_used

@@ -9,8 +9,8 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
 use super::{
-    Attempt, Credential, Event, Listing, NewRow, Outcome, Owner, Retention, Revoked, Store,
-    StoreError,
+    Attempt, Credential, Event, Listing, Lookup, LookupQuery, NewRow, Outcome, Owner, Retention,
+    Revoked, Store, StoreError,
 };
 use crate::policy::{Dates, Throttle};
 use crate::time::Timestamp;
@@ -345,6 +345,45 @@ const LISTING_COLUMNS: &str = "id, user, service, label, created, expires, revok
                                last_used, last_service, last_rhost, use_count";
 
 impl Store for SqliteStore {
+    /// One statement, so one read transaction and one look at the WAL index.
+    fn lookup(&self, q: &LookupQuery<'_>) -> Result<Lookup, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT p.id, p.user, p.service, p.label, p.hash,
+                        p.created, p.expires, p.revoked, p.last_used,
+                        EXISTS (SELECT 1 FROM app_password WHERE user = ?1),
+                        (SELECT locked_until FROM throttle WHERE user = ?1 AND rhost = ?3)
+                   FROM (SELECT 1)
+                   LEFT JOIN app_password AS p ON p.selector = ?2 AND p.user = ?1",
+                params![q.user, q.selector, q.rhost],
+                |r| {
+                    let credential = match r.get::<_, Option<i64>>(0)? {
+                        None => None,
+                        Some(id) => Some(Credential {
+                            id,
+                            user: r.get(1)?,
+                            service: r.get(2)?,
+                            label: r.get(3)?,
+                            hash: r.get(4)?,
+                            dates: Dates {
+                                created: r.get(5)?,
+                                expires: r.get(6)?,
+                                revoked: r.get(7)?,
+                                last_used: r.get(8)?,
+                            },
+                        }),
+                    };
+                    let locked_until: Option<Timestamp> = r.get(10)?;
+                    Ok(Lookup {
+                        credential,
+                        has_passwords: r.get(9)?,
+                        throttled: locked_until.is_some_and(|t| t > q.now),
+                    })
+                },
+            )
+            .map_err(db_err)
+    }
+
     fn find_by_selector(&self, selector: &str) -> Result<Option<Credential>, StoreError> {
         self.conn
             .query_row(
