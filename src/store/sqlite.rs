@@ -121,11 +121,19 @@ impl SqliteStore {
             }
             Err(e) => return Err(classify(path, e)),
         };
-        let version = schema_version(&conn, path)?;
+        // Both header fields in one statement: every login pays for each statement.
+        let (version, app_id): (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT user_version FROM pragma_user_version),
+                        (SELECT application_id FROM pragma_application_id)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| classify(path, e))?;
         if version == 0 {
             return Err(StoreError::Uninitialised(path.to_path_buf()));
         }
-        if read_pragma::<i64>(&conn, path, "application_id")? != APPLICATION_ID {
+        if app_id != APPLICATION_ID {
             return Err(StoreError::Foreign(path.to_path_buf()));
         }
         let store = SqliteStore { conn };
@@ -268,15 +276,14 @@ fn configure(conn: Connection, purpose: Purpose) -> rusqlite::Result<Connection>
             // cost more than the lookup.
             conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
             // Losing the last usage record on power loss is acceptable; a slow login is not.
-            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA trusted_schema = OFF")?;
         }
         Purpose::Admin => {
             conn.busy_timeout(ADMIN_BUSY_TIMEOUT)?;
             // A revoke reported done must survive a power cut.
-            conn.pragma_update(None, "synchronous", "FULL")?;
+            conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA trusted_schema = OFF")?;
         }
     }
-    conn.pragma_update(None, "trusted_schema", "OFF")?;
     Ok(conn)
 }
 
