@@ -752,13 +752,11 @@ impl Drop for Transaction<'_> {
 
 #[cfg(test)]
 mod tests {
+    //! What only SQLite does: files and modes, what is not an apppass database, the
+    //! audit log's pruning on the login path. The behaviour both stores share is tested
+    //! once for both, in tests/stores.rs.
     use super::*;
     use std::path::PathBuf;
-
-    const KEEP: Retention = Retention {
-        max_age: 1000,
-        max_rows: 1000,
-    };
 
     fn temp() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
@@ -850,71 +848,6 @@ mod tests {
         assert!(e.to_string().contains("upgrade apppass"));
     }
 
-    #[test]
-    fn lookups_and_usage() {
-        let (_d, path) = temp();
-        let s = SqliteStore::init(&path).unwrap();
-        let id = s.create(&row("alice", "imap", "abcdef")).unwrap();
-        assert!(matches!(
-            s.create(&row("bob", "imap", "abcdef")),
-            Err(StoreError::SelectorTaken)
-        ));
-        let s = SqliteStore::open(&path, Purpose::Login, false).unwrap();
-        let c = s.find_by_selector("abcdef").unwrap().unwrap();
-        assert_eq!(
-            (c.id, c.user.as_str(), c.service.as_str()),
-            (id, "alice", "imap")
-        );
-        assert!(s.find_by_selector("zzzzzz").unwrap().is_none());
-        assert!(s.user_has_passwords("alice").unwrap());
-        assert!(!s.user_has_passwords("bob").unwrap());
-        let ok = |at, rhost| Attempt {
-            at,
-            user: "alice",
-            service: "imap",
-            rhost,
-            password_id: Some(id),
-            outcome: Outcome::Success,
-        };
-        s.record_attempt(&ok(500, Some("192.0.2.7")), None, KEEP)
-            .unwrap();
-        s.record_attempt(&ok(600, None), None, KEEP).unwrap();
-        let l = &s.list(Owner::User("alice")).unwrap()[0];
-        assert_eq!(
-            (l.last_used, l.use_count, l.last_rhost.as_deref()),
-            (Some(600), 2, None)
-        );
-        assert!(!format!("{c:?}").contains("argon2"));
-    }
-
-    #[test]
-    fn revoke_respects_the_owner() {
-        let (_d, path) = temp();
-        let s = SqliteStore::init(&path).unwrap();
-        let a = s.create(&row("alice", "imap", "aaaaaa")).unwrap();
-        let b = s.create(&row("bob", "imap", "bbbbbb")).unwrap();
-        let out = s.revoke(&[a, b, 999], Owner::User("alice"), 7).unwrap();
-        assert_eq!(
-            out,
-            vec![
-                (a, Revoked::Now),
-                (b, Revoked::NotFound),
-                (999, Revoked::NotFound)
-            ]
-        );
-        assert_eq!(
-            s.revoke(&[a], Owner::Anyone, 8).unwrap(),
-            vec![(a, Revoked::Already)]
-        );
-        assert_eq!(s.list(Owner::User("bob")).unwrap()[0].revoked, None);
-        assert_eq!(s.list(Owner::User("alice")).unwrap()[0].revoked, Some(7));
-        s.create(&row("bob", "pop3", "cccccc")).unwrap();
-        s.create(&row("bob", "smtp", "dddddd")).unwrap();
-        assert_eq!(s.revoke_all("bob", Some("pop3"), 9).unwrap(), 1);
-        assert_eq!(s.revoke_all("bob", None, 9).unwrap(), 2);
-        assert_eq!(s.revoke_all("bob", None, 9).unwrap(), 0);
-    }
-
     fn failure(
         at: Timestamp,
         user: &'static str,
@@ -932,78 +865,6 @@ mod tests {
                 guess,
             },
         }
-    }
-
-    #[test]
-    fn throttling_counts_guesses_per_user_and_host() {
-        let (_d, path) = temp();
-        let s = SqliteStore::init(&path).unwrap();
-        let t = Throttle {
-            failures: 3,
-            interval: 60,
-            lockout: 100,
-        };
-        let phone = Some("198.51.100.7");
-        for at in [10, 20] {
-            s.record_attempt(&failure(at, "alice", phone, true), Some(&t), KEEP)
-                .unwrap();
-        }
-        assert_eq!(
-            s.throttled_until("alice", "198.51.100.7", 21).unwrap(),
-            None
-        );
-        // Not guesses (expired, revoked, not app-shaped) do not count.
-        s.record_attempt(&failure(25, "alice", phone, false), Some(&t), KEEP)
-            .unwrap();
-        assert_eq!(
-            s.throttled_until("alice", "198.51.100.7", 26).unwrap(),
-            None
-        );
-        s.record_attempt(&failure(30, "alice", phone, true), Some(&t), KEEP)
-            .unwrap();
-        assert_eq!(
-            s.throttled_until("alice", "198.51.100.7", 31).unwrap(),
-            Some(130)
-        );
-        // Only that pair: other hosts, other users are not throttled.
-        assert_eq!(s.throttled_until("alice", "203.0.113.1", 31).unwrap(), None);
-        assert_eq!(s.throttled_until("bob", "198.51.100.7", 31).unwrap(), None);
-        // The lock ends by itself.
-        assert_eq!(
-            s.throttled_until("alice", "198.51.100.7", 130).unwrap(),
-            None
-        );
-        // Guesses too far apart start a new window.
-        s.record_attempt(&failure(200, "alice", None, true), Some(&t), KEEP)
-            .unwrap();
-        s.record_attempt(&failure(300, "alice", None, true), Some(&t), KEEP)
-            .unwrap();
-        s.record_attempt(&failure(400, "alice", None, true), Some(&t), KEEP)
-            .unwrap();
-        assert_eq!(s.throttled_until("alice", "", 401).unwrap(), None);
-        // unlock lifts it; a success clears the counter.
-        for at in [500, 501, 502] {
-            s.record_attempt(&failure(at, "alice", None, true), Some(&t), KEEP)
-                .unwrap();
-        }
-        assert!(s.throttled_until("alice", "", 503).unwrap().is_some());
-        assert_eq!(s.unlock("alice", Some("")).unwrap(), 1);
-        assert_eq!(s.throttled_until("alice", "", 503).unwrap(), None);
-        s.record_attempt(&failure(600, "alice", phone, true), Some(&t), KEEP)
-            .unwrap();
-        s.record_attempt(&failure(601, "alice", phone, true), Some(&t), KEEP)
-            .unwrap();
-        let ok = Attempt {
-            outcome: Outcome::Success,
-            ..failure(602, "alice", phone, false)
-        };
-        s.record_attempt(&ok, Some(&t), KEEP).unwrap();
-        s.record_attempt(&failure(603, "alice", phone, true), Some(&t), KEEP)
-            .unwrap();
-        assert_eq!(
-            s.throttled_until("alice", "198.51.100.7", 604).unwrap(),
-            None
-        );
     }
 
     #[test]
@@ -1047,39 +908,4 @@ mod tests {
         assert_eq!(left.len(), 11);
     }
 
-    #[test]
-    fn count_active_ignores_revoked_and_expired() {
-        let (_d, path) = temp();
-        let s = SqliteStore::init(&path).unwrap();
-        let a = s.create(&row("alice", "imap", "aaaaaa")).unwrap();
-        s.create(&NewRow {
-            expires: Some(50),
-            ..row("alice", "imap", "bbbbbb")
-        })
-        .unwrap();
-        s.create(&row("alice", "pop3", "cccccc")).unwrap();
-        assert_eq!(s.count_active("alice", 10).unwrap(), 3);
-        assert_eq!(s.count_active("alice", 50).unwrap(), 2);
-        s.revoke(&[a], Owner::Anyone, 60).unwrap();
-        assert_eq!(s.count_active("alice", 60).unwrap(), 1);
-        assert!(matches!(
-            s.create_limited(
-                &NewRow {
-                    created: 60,
-                    ..row("alice", "imap", "dddddd")
-                },
-                1
-            ),
-            Err(StoreError::Limit(1))
-        ));
-        s.create_limited(
-            &NewRow {
-                created: 60,
-                ..row("alice", "imap", "dddddd")
-            },
-            2,
-        )
-        .unwrap();
-        assert_eq!(s.count_active("alice", 60).unwrap(), 2);
-    }
 }
