@@ -18,35 +18,6 @@ use std::time::{Duration, Instant};
 use common::{Added, Sandbox, apppass_bin};
 use pam_apppass::code::Code;
 
-/// xorshift64*.
-struct Rng(u64);
-
-impl Rng {
-    fn seeded() -> Rng {
-        let seed = std::env::var("APPPASS_CRASH_SEED")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| {
-                let mut b = [0u8; 8];
-                getrandom::fill(&mut b).unwrap();
-                u64::from_le_bytes(b) | 1
-            });
-        println!("APPPASS_CRASH_SEED={seed}");
-        Rng(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 /// What became of one run of the CLI.
 enum Run {
     /// It exited on its own, with this status and output.
@@ -97,7 +68,7 @@ fn integrity(db: &Path) -> String {
 fn cli_killed_during_changes() {
     let s = Sandbox::new();
     s.simple_service("imap", "");
-    let mut rng = Rng::seeded();
+    let mut rng = support::Rng::seeded("APPPASS_CRASH_SEED");
 
     let add_time = usual(|| {
         let t = Instant::now();
@@ -126,8 +97,9 @@ fn cli_killed_during_changes() {
             .filter(|id| !revoked.contains(id))
             .collect();
         if i % 3 == 2 && !active.is_empty() {
-            let id = active[rng.below(active.len() as u64) as usize];
-            let after = Duration::from_micros(rng.below(revoke_time.as_micros() as u64 * 6 / 5));
+            let id = active[rng.below(active.len())];
+            let after =
+                Duration::from_micros(rng.below(revoke_time.as_micros() as usize * 6 / 5) as u64);
             match run_killed(&s.db, &s.conf, &["revoke", &id.to_string()], after) {
                 Run::Done(out) => {
                     assert!(
@@ -142,7 +114,8 @@ fn cli_killed_during_changes() {
             }
         } else {
             let user = format!("user{i}");
-            let after = Duration::from_micros(rng.below(add_time.as_micros() as u64 * 6 / 5));
+            let after =
+                Duration::from_micros(rng.below(add_time.as_micros() as usize * 6 / 5) as u64);
             let args = ["add", "--user", &user, "--service", "imap", "--json"];
             match run_killed(&s.db, &s.conf, &args, after) {
                 Run::Done(out) => {
@@ -231,7 +204,7 @@ fn cli_killed_during_changes() {
 #[test]
 fn init_killed_and_run_again() {
     let conf = tempfile::NamedTempFile::new().unwrap();
-    let mut rng = Rng::seeded();
+    let mut rng = support::Rng::seeded("APPPASS_CRASH_SEED");
     let dir = tempfile::tempdir().unwrap();
     let init_time = usual(|| {
         let db = dir.path().join(format!("warm{}/a.db", rng.next()));
@@ -245,7 +218,7 @@ fn init_killed_and_run_again() {
     let mut killed = 0;
     for i in 0..40 {
         let db = dir.path().join(format!("db{i}/apppass.db"));
-        let after = Duration::from_micros(rng.below(init_time.as_micros() as u64 * 6 / 5));
+        let after = Duration::from_micros(rng.below(init_time.as_micros() as usize * 6 / 5) as u64);
         if matches!(run_killed(&db, conf.path(), &["init"], after), Run::Killed) {
             killed += 1;
         }

@@ -672,35 +672,6 @@ fn unsafe_paths_are_refused_as_root() {
 // ---------------------------------------------------------------------------------------
 // Corrupt
 
-/// xorshift64*: reproducible damage from a printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn seeded() -> Rng {
-        let seed = std::env::var("APPPASS_FAULT_SEED")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| {
-                let mut b = [0u8; 8];
-                getrandom::fill(&mut b).unwrap();
-                u64::from_le_bytes(b) | 1
-            });
-        println!("damage seed: APPPASS_FAULT_SEED={seed}");
-        Rng(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// Damaged databases: bytes overwritten anywhere, a truncated file, a garbage WAL or WAL
 /// index. Whatever the damage, the module answers (no crash, no hang), a wrong password
 /// never logs in, and the CLI fails with a message rather than a panic.
@@ -728,7 +699,7 @@ fn corrupt_databases() {
             damaged.display()
         ),
     );
-    let mut rng = Rng::seeded();
+    let mut rng = support::Rng::seeded("APPPASS_FAULT_SEED");
     let mut rights = Vec::new();
     let try_variant = |what: String, bytes: &[u8], wal: Option<&[u8]>, shm: Option<&[u8]>| {
         for suffix in ["-wal", "-shm"] {

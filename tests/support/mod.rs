@@ -91,3 +91,34 @@ pub fn kill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// xorshift64*: reproducible randomness from a seed that is printed, and can be given
+/// back through the environment variable `var` to replay a failure.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn seeded(var: &str) -> Rng {
+        let seed = std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                let mut b = [0u8; 8];
+                getrandom::fill(&mut b).unwrap();
+                u64::from_le_bytes(b) | 1
+            });
+        println!("seed: {var}={seed}");
+        Rng(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % (n.max(1) as u64)) as usize
+    }
+}
