@@ -907,5 +907,4 @@ mod tests {
         assert!(left.iter().all(|e| e.time >= newest - 10), "{left:?}");
         assert_eq!(left.len(), 11);
     }
-
 }
