@@ -251,8 +251,9 @@ impl Session {
             // A setuid program takes its database and admin group from this file: only
             // root may be able to change it.
             if setuid && conf_path.exists() {
-                pam_apppass::trust::check_root_only(&conf_path)
-                    .map_err(|e| CliError::Denied(format!("refusing unsafe configuration: {e}")))?;
+                pam_apppass::trust::check_root_only(&conf_path).map_err(|e| {
+                    CliError::Denied(format!("refusing a configuration others can change: {e}"))
+                })?;
             }
             Config::load(&conf_path, explicit).map_err(CliError::Config)
         })?;

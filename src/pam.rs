@@ -104,7 +104,7 @@ pub enum LoginError {
     NoAppPasswords,
     /// Wrong, expired, revoked or out of scope.
     Denied { reason: Reason, id: Option<i64> },
-    /// The database cannot be used (missing, unsafe, corrupt, unknown schema, ...).
+    /// The database cannot be used (missing, changeable by others, corrupt, unknown schema, ...).
     Unavailable(String),
     /// libpam or the application failed us (no user, conversation error, ...).
     Host(Code),
@@ -374,8 +374,9 @@ fn load_config(host: &dyn Host, args: &ModuleArgs, as_root: bool) -> Result<Conf
     };
     // A configuration names the database: as root, only root may be able to change it.
     if as_root && (explicit || path.exists()) {
-        crate::trust::check_root_only(path)
-            .map_err(|e| LoginError::BadArgs(format!("refusing unsafe configuration: {e}")))?;
+        crate::trust::check_root_only(path).map_err(|e| {
+            LoginError::BadArgs(format!("refusing a configuration others can change: {e}"))
+        })?;
     }
     let loaded = Config::load(path, explicit).map_err(|e| LoginError::BadArgs(e.to_string()))?;
     for w in &loaded.warnings {

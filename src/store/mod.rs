@@ -253,7 +253,7 @@ impl fmt::Display for StoreError {
                     p.display()
                 )
             }
-            StoreError::Unsafe(why) => write!(f, "refusing unsafe database: {why}"),
+            StoreError::Unsafe(why) => write!(f, "refusing a database others can change: {why}"),
             StoreError::Corrupt(p, why) => {
                 write!(
                     f,
