@@ -44,6 +44,24 @@ fn snapshot() -> Snapshot {
     }
 }
 
+/// What a run of logins may not leave behind: a descriptor, a thread, a mapping, the
+/// module itself, or memory (glibc keeps some freed memory; a leak of even 1 KiB per
+/// login would show as 1 MiB).
+fn assert_nothing_left(before: Snapshot, after: Snapshot) {
+    assert_eq!(after.fds, before.fds, "descriptors leaked");
+    assert_eq!(after.threads, 1, "the module (or libpq) started a thread");
+    assert_eq!(after.maps, before.maps, "mappings left behind");
+    assert!(
+        !after.module_mapped,
+        "the module stayed mapped after pam_end"
+    );
+    assert!(
+        after.rss_kib - before.rss_kib < 1024,
+        "memory grew by {} KiB",
+        after.rss_kib - before.rss_kib
+    );
+}
+
 fn main() {
     const LOGINS: usize = 1000;
     let s = Sandbox::new();
@@ -93,19 +111,7 @@ fn main() {
         "{LOGINS} logins (+{} failures): before {before:?}, after {after:?}",
         LOGINS / 10
     );
-    assert_eq!(after.fds, before.fds, "descriptors leaked");
-    assert_eq!(after.threads, 1, "the module started a thread");
-    assert_eq!(after.maps, before.maps, "mappings left behind");
-    assert!(
-        !after.module_mapped,
-        "the module stayed mapped after pam_end"
-    );
-    // glibc keeps some freed memory; a leak of even 1 KiB per login would show as 1 MiB.
-    assert!(
-        after.rss_kib - before.rss_kib < 1024,
-        "memory grew by {} KiB",
-        after.rss_kib - before.rss_kib
-    );
+    assert_nothing_left(before, after);
     println!("test leaks ... ok");
     postgres_logins();
 }
@@ -200,17 +206,6 @@ fn postgres_logins() {
         !pinned.iter().any(|l| l.contains("libpq")),
         "libpq stayed mapped: {pinned:?}"
     );
-    assert_eq!(after.fds, before.fds, "descriptors leaked");
-    assert_eq!(after.threads, 1, "the module or libpq started a thread");
-    assert_eq!(after.maps, before.maps, "mappings left behind");
-    assert!(
-        !after.module_mapped,
-        "the module stayed mapped after pam_end"
-    );
-    assert!(
-        after.rss_kib - before.rss_kib < 1024,
-        "memory grew by {} KiB",
-        after.rss_kib - before.rss_kib
-    );
+    assert_nothing_left(before, after);
     println!("test leaks (postgresql) ... ok");
 }
