@@ -99,6 +99,24 @@ macro_rules! params {
     ($($v:expr),* $(,)?) => { &[$(P::from($v)),*] };
 }
 
+/// A credential from columns 0 to 8: id, user, service, label, hash, created, expires,
+/// revoked, last_used.
+fn credential(r: &[Option<String>]) -> Result<Credential, StoreError> {
+    Ok(Credential {
+        id: int(&r[0])?,
+        user: text(&r[1])?,
+        service: text(&r[2])?,
+        label: text(&r[3])?,
+        hash: text(&r[4])?,
+        dates: Dates {
+            created: int(&r[5])?,
+            expires: opt_int(&r[6])?,
+            revoked: opt_int(&r[7])?,
+            last_used: opt_int(&r[8])?,
+        },
+    })
+}
+
 fn unreadable(what: &str) -> StoreError {
     StoreError::Db(format!("unexpected {what} from PostgreSQL"))
 }
@@ -448,21 +466,10 @@ impl Store for PgStore {
                 params![q.user, q.selector, q.rhost],
             )?
             .ok_or_else(|| unreadable("empty lookup"))?;
-        let credential = match opt_int(&row[0])? {
+        // The LEFT JOIN's columns are NULL when no row matched.
+        let credential = match row[0] {
             None => None,
-            Some(id) => Some(Credential {
-                id,
-                user: text(&row[1])?,
-                service: text(&row[2])?,
-                label: text(&row[3])?,
-                hash: text(&row[4])?,
-                dates: Dates {
-                    created: int(&row[5])?,
-                    expires: opt_int(&row[6])?,
-                    revoked: opt_int(&row[7])?,
-                    last_used: opt_int(&row[8])?,
-                },
-            }),
+            Some(_) => Some(credential(&row)?),
         };
         Ok(Lookup {
             credential,
@@ -477,22 +484,7 @@ impl Store for PgStore {
                  FROM app_password WHERE selector = $1::text"#,
             params![selector],
         )?;
-        row.map(|r| {
-            Ok(Credential {
-                id: int(&r[0])?,
-                user: text(&r[1])?,
-                service: text(&r[2])?,
-                label: text(&r[3])?,
-                hash: text(&r[4])?,
-                dates: Dates {
-                    created: int(&r[5])?,
-                    expires: opt_int(&r[6])?,
-                    revoked: opt_int(&r[7])?,
-                    last_used: opt_int(&r[8])?,
-                },
-            })
-        })
-        .transpose()
+        row.map(|r| credential(&r)).transpose()
     }
 
     fn user_has_passwords(&self, user: &str) -> Result<bool, StoreError> {

@@ -332,6 +332,24 @@ fn listing(row: &rusqlite::Row<'_>) -> rusqlite::Result<Listing> {
     })
 }
 
+/// A credential from columns 0 to 8: id, user, service, label, hash, created, expires,
+/// revoked, last_used.
+fn credential(r: &rusqlite::Row<'_>) -> rusqlite::Result<Credential> {
+    Ok(Credential {
+        id: r.get(0)?,
+        user: r.get(1)?,
+        service: r.get(2)?,
+        label: r.get(3)?,
+        hash: r.get(4)?,
+        dates: Dates {
+            created: r.get(5)?,
+            expires: r.get(6)?,
+            revoked: r.get(7)?,
+            last_used: r.get(8)?,
+        },
+    })
+}
+
 fn event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
     Ok(Event {
         id: row.get(0)?,
@@ -364,21 +382,10 @@ impl Store for SqliteStore {
                    LEFT JOIN app_password AS p ON p.selector = ?2 AND p.user = ?1",
                 params![q.user, q.selector, q.rhost],
                 |r| {
+                    // The LEFT JOIN's columns are NULL when no row matched.
                     let credential = match r.get::<_, Option<i64>>(0)? {
                         None => None,
-                        Some(id) => Some(Credential {
-                            id,
-                            user: r.get(1)?,
-                            service: r.get(2)?,
-                            label: r.get(3)?,
-                            hash: r.get(4)?,
-                            dates: Dates {
-                                created: r.get(5)?,
-                                expires: r.get(6)?,
-                                revoked: r.get(7)?,
-                                last_used: r.get(8)?,
-                            },
-                        }),
+                        Some(_) => Some(credential(r)?),
                     };
                     let locked_until: Option<Timestamp> = r.get(10)?;
                     Ok(Lookup {
@@ -397,21 +404,7 @@ impl Store for SqliteStore {
                 "SELECT id, user, service, label, hash, created, expires, revoked, last_used
                    FROM app_password WHERE selector = ?1",
                 [selector],
-                |r| {
-                    Ok(Credential {
-                        id: r.get(0)?,
-                        user: r.get(1)?,
-                        service: r.get(2)?,
-                        label: r.get(3)?,
-                        hash: r.get(4)?,
-                        dates: Dates {
-                            created: r.get(5)?,
-                            expires: r.get(6)?,
-                            revoked: r.get(7)?,
-                            last_used: r.get(8)?,
-                        },
-                    })
-                },
+                credential,
             )
             .optional()
             .map_err(db_err)
