@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use common::Sandbox;
 use pam_apppass::code::Code;
-use pam_apppass::ffi::client::{self, Attempt};
 use support::{helper, helper_role};
 
 /// How long the login processes run.
@@ -39,15 +38,7 @@ fn helper_login_worker() {
         })
         .collect();
     let login = |user: &str, password: &str, rhost: &str| {
-        client::authenticate(&Attempt {
-            confdir: &confdir,
-            service: "imap",
-            user: user.as_bytes(),
-            password: password.as_bytes(),
-            rhost: Some(rhost),
-        })
-        .unwrap()
-        .code
+        common::login_in(&confdir, "imap", user, password.as_bytes(), Some(rhost)).code
     };
     let (mut ok, mut guesses) = (0, 0);
     let mut failures = Vec::new();

@@ -28,7 +28,6 @@ use std::time::Instant;
 
 use common::{Sandbox, require};
 use pam_apppass::code::Code;
-use pam_apppass::ffi::client::{self, Attempt};
 use support::{CHEAP, have, insert_row};
 
 const ROLE: &str = "APPPASS_LEAK_WORKER";
@@ -244,14 +243,13 @@ fn worker() {
     let last = wrong.pop().unwrap();
     wrong.push(if last == '2' { '3' } else { '2' });
     let login = |user: &str, password: &str, rhost: &str| {
-        client::authenticate(&Attempt {
-            confdir: Path::new(&confdir),
-            service: "imap",
-            user: user.as_bytes(),
-            password: password.as_bytes(),
-            rhost: Some(rhost),
-        })
-        .unwrap()
+        common::login_in(
+            Path::new(&confdir),
+            "imap",
+            user,
+            password.as_bytes(),
+            Some(rhost),
+        )
         .code
     };
     // Warm-up: libpam's, glibc's and the checker's one-time allocations and descriptors

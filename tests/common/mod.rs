@@ -171,20 +171,32 @@ impl Sandbox {
         password: &[u8],
         rhost: Option<&str>,
     ) -> Outcome {
-        client::authenticate(&Attempt {
-            confdir: &self.confdir,
-            service,
-            user: user.as_bytes(),
-            password,
-            rhost,
-        })
-        .unwrap()
+        login_in(&self.confdir, service, user, password, rhost)
     }
 
     pub fn code(&self, service: &str, user: &str, password: &str) -> Code {
         self.login(service, user, password.as_bytes(), Some("192.0.2.1"))
             .code
     }
+}
+
+/// One login through libpam, with the service file from `confdir` (for child processes,
+/// which have the directory but not the [`Sandbox`]).
+pub fn login_in(
+    confdir: &Path,
+    service: &str,
+    user: &str,
+    password: &[u8],
+    rhost: Option<&str>,
+) -> Outcome {
+    client::authenticate(&Attempt {
+        confdir,
+        service,
+        user: user.as_bytes(),
+        password,
+        rhost,
+    })
+    .unwrap()
 }
 
 /// Lines the real syslog daemon wrote to /var/log/auth.log (Debian's rsyslog).
