@@ -46,8 +46,12 @@ need_test_prereqs() {
         missing=$(missing_packages $TEST_PACKAGES)
         [ -z "$missing" ] || echo "Missing Debian packages (tests that need them will skip, or fail under CI):$missing" >&2
     fi
-    if [ ! -S /dev/log ] && [ "$(id -u)" = 0 ] && command -v rsyslogd >/dev/null; then
+    # A socket left by a daemon that has gone (a restored machine, a killed session)
+    # still exists but refuses every message: ask logger whether anyone answers.
+    if ! logger --socket-errors=on -p authpriv.debug -t apppass-test "syslog probe" 2>/dev/null &&
+        [ "$(id -u)" = 0 ] && command -v rsyslogd >/dev/null; then
         echo "== Starting rsyslogd (no syslog daemon was listening on /dev/log)"
+        rm -f /dev/log /run/rsyslogd.pid
         rsyslogd
         i=0
         while [ ! -S /dev/log ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done

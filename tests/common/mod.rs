@@ -209,7 +209,11 @@ pub const AUTH_LOG: &str = "/var/log/auth.log";
 impl AuthLog {
     /// Starts watching; `None` (or a failure under CI) when no syslog daemon listens.
     pub fn open() -> Option<AuthLog> {
-        let present = Path::new("/dev/log").exists() && Path::new(AUTH_LOG).exists();
+        // A socket left by a daemon that has gone still exists: connect to know.
+        let listening = std::os::unix::net::UnixDatagram::unbound()
+            .and_then(|s| s.connect("/dev/log"))
+            .is_ok();
+        let present = listening && Path::new(AUTH_LOG).exists();
         if !require(
             present,
             "a syslog daemon writing /var/log/auth.log (rsyslog)",
