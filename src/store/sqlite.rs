@@ -276,14 +276,17 @@ fn configure(conn: Connection, purpose: Purpose) -> rusqlite::Result<Connection>
             // cost more than the lookup.
             conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
             // Losing the last usage record on power loss is acceptable; a slow login is not.
-            conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA trusted_schema = OFF")?;
+            conn.execute_batch("PRAGMA synchronous = NORMAL")?;
         }
         Purpose::Admin => {
             conn.busy_timeout(ADMIN_BUSY_TIMEOUT)?;
             // A revoke reported done must survive a power cut.
-            conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA trusted_schema = OFF")?;
+            conn.execute_batch("PRAGMA synchronous = FULL")?;
         }
     }
+    // PRAGMA trusted_schema = OFF without a statement to compile: every login pays for
+    // each one.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
     Ok(conn)
 }
 
@@ -787,6 +790,18 @@ mod tests {
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn connections_distrust_the_schema_and_sync_for_their_purpose() {
+        let (_d, path) = temp();
+        drop(SqliteStore::init(&path).unwrap());
+        for (purpose, synchronous) in [(Purpose::Login, 1), (Purpose::Admin, 2)] {
+            let s = SqliteStore::open(&path, purpose, false).unwrap();
+            let get = |name| read_pragma::<i64>(&s.conn, &path, name).unwrap();
+            assert_eq!(get("trusted_schema"), 0, "{purpose:?}");
+            assert_eq!(get("synchronous"), synchronous, "{purpose:?}");
+        }
     }
 
     #[test]
