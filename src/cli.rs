@@ -288,14 +288,16 @@ impl Session {
         result
     }
 
-    /// Opens the database and runs `f` on it, with the powers the database needs.
+    /// Opens the database for `purpose` and runs `f` on it, with the powers the database
+    /// needs.
     fn with_store<T>(
         &self,
+        purpose: Purpose,
         f: impl FnOnce(&dyn Store) -> Result<T, CliError>,
     ) -> Result<T, CliError> {
         self.privileged(|| {
             let as_root = ffi::uids().1 == 0;
-            let store = store::open(&self.db, &self.config.connect, Purpose::Admin, as_root)?;
+            let store = store::open(&self.db, &self.config.connect, purpose, as_root)?;
             f(&*store)
         })
     }
@@ -477,7 +479,7 @@ fn add(s: &Session, a: AddArgs, out: &mut impl Write) -> Result<(), CliError> {
             created: now,
             expires,
         };
-        let created = s.with_store(|store| {
+        let created = s.with_store(Purpose::Admin, |store| {
             Ok(match s.config.max_passwords {
                 Some(max) => store.create_limited(&row, usize::try_from(max).unwrap_or(usize::MAX)),
                 None => store.create(&row),
@@ -549,7 +551,7 @@ fn list(s: &Session, a: ListArgs, out: &mut impl Write) -> Result<(), CliError> 
     } else {
         Owner::User(user)
     };
-    let rows = s.with_store(|store| Ok(store.list(owner)?))?;
+    let rows = s.with_store(Purpose::Read, |store| Ok(store.list(owner)?))?;
     let now = time::now();
     let idle = s.config.idle_expiry;
     if a.json {
@@ -692,7 +694,9 @@ fn revoke(s: &Session, a: RevokeArgs, out: &mut impl Write) -> Result<(), CliErr
         if let Some(svc) = &a.service {
             policy::check_service(svc).map_err(CliError::Usage)?;
         }
-        let n = s.with_store(|store| Ok(store.revoke_all(user, a.service.as_deref(), now)?))?;
+        let n = s.with_store(Purpose::Admin, |store| {
+            Ok(store.revoke_all(user, a.service.as_deref(), now)?)
+        })?;
         s.audit(&format!(
             "app passwords revoked: count={n} user={} service={}",
             field(user),
@@ -704,7 +708,9 @@ fn revoke(s: &Session, a: RevokeArgs, out: &mut impl Write) -> Result<(), CliErr
             .unwrap_or_default();
         return writeln!(out, "Revoked {n} app password(s) of {user}{scope}.").map_err(io_err);
     }
-    let results = s.with_store(|store| Ok(store.revoke(&a.ids, s.owner(), now)?))?;
+    let results = s.with_store(Purpose::Admin, |store| {
+        Ok(store.revoke(&a.ids, s.owner(), now)?)
+    })?;
     let mut missing = Vec::new();
     for (id, outcome) in results {
         match outcome {
@@ -739,7 +745,7 @@ fn log(s: &Session, a: LogArgs, out: &mut impl Write) -> Result<(), CliError> {
     } else {
         Owner::User(user)
     };
-    let events = s.with_store(|store| Ok(store.events(owner, a.limit)?))?;
+    let events = s.with_store(Purpose::Read, |store| Ok(store.events(owner, a.limit)?))?;
     if a.json {
         let items: Vec<_> = events.iter().map(event_json).collect();
         return writeln!(out, "{}", serde_json::Value::Array(items)).map_err(io_err);
@@ -787,7 +793,9 @@ fn event_json(e: &Event) -> serde_json::Value {
 
 fn unlock(s: &Session, a: UnlockArgs, out: &mut impl Write) -> Result<(), CliError> {
     let user = s.target(a.user.as_deref())?;
-    let n = s.with_store(|store| Ok(store.unlock(user, a.rhost.as_deref())?))?;
+    let n = s.with_store(Purpose::Admin, |store| {
+        Ok(store.unlock(user, a.rhost.as_deref())?)
+    })?;
     s.audit(&format!(
         "throttling lifted: user={} rhost={}",
         field(user),

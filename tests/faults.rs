@@ -311,9 +311,8 @@ fn need_root_and(tools: &[&str]) -> bool {
     require(is_root(), "root (mounts, chattr)") && tools.iter().all(|t| require(have(t), t))
 }
 
-/// Everything a login should do against a database it can read but not write. The CLI
-/// may refuse even to read it (it says why, and the admin needs to know); it must not
-/// pretend to change it.
+/// Everything a login should do against a database it can read but not write; the CLI
+/// reports what it holds, and refuses to change it, saying why.
 fn read_but_not_write(s: &Sandbox, pw: &common::Added, what: &str) {
     assert_eq!(
         login(s, "imap", "alice", &pw.password),
@@ -332,10 +331,16 @@ fn read_but_not_write(s: &Sandbox, pw: &common::Added, what: &str) {
     );
     let out = s.apppass(&["add", "--user", "alice", "--service", "imap"]);
     assert_cli_failed(&out, &["readonly", "unable to open"]);
+    let out = s.apppass(&["revoke", "--user", "alice", "--all"]);
+    assert_cli_failed(&out, &["readonly", "unable to open"]);
     let out = s.apppass(&["list", "--all"]);
-    if !out.status.success() {
-        assert_cli_failed(&out, &["unable to open"]);
-    }
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && listed.contains("alice") && !listed.contains("revoked"),
+        "{what}: apppass list: {out:?}"
+    );
+    let out = s.apppass(&["log", "--user", "alice"]);
+    assert!(out.status.success(), "{what}: apppass log: {out:?}");
 }
 
 #[test]

@@ -23,6 +23,9 @@ pub enum Purpose {
     Login,
     /// The CLI: changes that must survive a crash once reported done.
     Admin,
+    /// The CLI's reports (`list`, `log`): reads only, so, like a login, they go on
+    /// reading a database that can be read but not written (a read-only mount).
+    Read,
 }
 
 /// Opens an existing, initialised database. With `as_root` (a module or CLI running as

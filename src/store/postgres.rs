@@ -245,7 +245,7 @@ impl PgStore {
         }
         let timeout = match purpose {
             Purpose::Login => connect.query_timeout,
-            Purpose::Admin => connect.query_timeout.max(ADMIN_MIN_QUERY_TIMEOUT),
+            Purpose::Admin | Purpose::Read => connect.query_timeout.max(ADMIN_MIN_QUERY_TIMEOUT),
         };
         // The server gives up on a statement when the client would.
         let options = format!(
@@ -259,7 +259,7 @@ impl PgStore {
             .map_or(NO_PASSFILE.into(), |p| p.display().to_string());
         let application = match purpose {
             Purpose::Login => "pam_apppass",
-            Purpose::Admin => "apppass",
+            Purpose::Admin | Purpose::Read => "apppass",
         };
         // In order: defaults the connection string may override, the string itself
         // (expanded), then what apppass decides.

@@ -109,11 +109,11 @@ impl SqliteStore {
         // Setting up the connection reads the file (PRAGMA synchronous needs the schema).
         let conn = match open_raw(path, purpose) {
             Ok(conn) => conn,
-            // Logins go on on a read-only mount or a full disk (see open_immutable). The
-            // CLI does not: its admin needs to see the problem, and its changes could not
-            // be made anyway.
+            // Logins and reports go on on a read-only mount or a full disk (see
+            // open_immutable). The CLI's changes do not: they could not be made anyway,
+            // and its admin needs to see why.
             Err(e)
-                if purpose == Purpose::Login
+                if purpose != Purpose::Admin
                     && wal_index_unavailable(&e)
                     && !wal_has_frames(path) =>
             {
@@ -278,7 +278,9 @@ fn configure(conn: Connection, purpose: Purpose) -> rusqlite::Result<Connection>
             // Losing the last usage record on power loss is acceptable; a slow login is not.
             conn.execute_batch("PRAGMA synchronous = NORMAL")?;
         }
-        Purpose::Admin => {
+        // A report writes nothing, unless it is the first to open a database of an older
+        // schema and migrates it: that must be as durable as any change.
+        Purpose::Admin | Purpose::Read => {
             conn.busy_timeout(ADMIN_BUSY_TIMEOUT)?;
             // A revoke reported done must survive a power cut.
             conn.execute_batch("PRAGMA synchronous = FULL")?;
