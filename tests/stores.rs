@@ -7,8 +7,8 @@ mod pg;
 
 use pam_apppass::policy::Throttle;
 use pam_apppass::store::{
-    self, Attempt, Connect, Location, LookupQuery, NewRow, Outcome, Owner, Purpose, Retention,
-    Revoked, Store, StoreError,
+    self, Attempt, Connect, KEPT_INACTIVE, Location, LookupQuery, NewRow, Outcome, Owner, Purpose,
+    Retention, Revoked, Store, StoreError,
 };
 use pam_apppass::time::Timestamp;
 
@@ -399,6 +399,49 @@ fn count_active_ignores_revoked_and_expired(db: &Db) {
     assert_eq!(s.list(Owner::User("alice")).unwrap().len(), 4);
 }
 
+fn inactive_rows_are_bounded_per_user(db: &Db) {
+    let s = db.init();
+    let n = usize::try_from(KEPT_INACTIVE).unwrap();
+    let selectors: Vec<String> = (0..n + 10).map(|i| format!("s{i:05}")).collect();
+    let kept = s.create(&row("alice", "imap", "keepme")).unwrap();
+    let mut dead = Vec::new();
+    for (i, sel) in selectors.iter().enumerate() {
+        // Half revoked, half expired: both are inactive.
+        let expires = (i % 2 == 1).then_some(150);
+        let id = s
+            .create(&NewRow {
+                expires,
+                ..row("alice", "imap", sel)
+            })
+            .unwrap();
+        if expires.is_none() {
+            s.revoke(&[id], Owner::Anyone, 150).unwrap();
+        }
+        dead.push(id);
+    }
+    s.create(&row("bob", "imap", "bobbob")).unwrap();
+    s.revoke_all("bob", None, 150).unwrap();
+    // An addition once they are inactive drops the oldest beyond the bound, and only
+    // those: the active password, the newest inactive ones and other users' stay.
+    let added = s
+        .create(&NewRow {
+            created: 200,
+            ..row("alice", "imap", "newone")
+        })
+        .unwrap();
+    let left: Vec<i64> = s
+        .list(Owner::User("alice"))
+        .unwrap()
+        .iter()
+        .map(|l| l.id)
+        .collect();
+    let mut want = vec![kept];
+    want.extend_from_slice(&dead[dead.len() - n..]);
+    want.push(added);
+    assert_eq!(left, want);
+    assert_eq!(s.list(Owner::User("bob")).unwrap().len(), 1);
+}
+
 type Case = fn(&Db);
 
 const CASES: &[(&str, Case)] = &[
@@ -423,6 +466,10 @@ const CASES: &[(&str, Case)] = &[
     (
         "count_active_ignores_revoked_and_expired",
         count_active_ignores_revoked_and_expired,
+    ),
+    (
+        "inactive_rows_are_bounded_per_user",
+        inactive_rows_are_bounded_per_user,
     ),
 ];
 

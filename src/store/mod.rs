@@ -56,6 +56,11 @@ pub fn init(
     })
 }
 
+/// How many revoked or expired app passwords a user keeps (for `apppass list`): adding
+/// one drops that user's older ones. Without a bound, anyone allowed to add app
+/// passwords could grow the database without end by adding and revoking over and over.
+pub const KEPT_INACTIVE: i64 = 100;
+
 /// What the login path needs of one app password. Never printed whole: `hash` is secret
 /// enough to be kept out of logs.
 #[derive(Clone, PartialEq, Eq)]
@@ -338,7 +343,8 @@ pub trait Store {
         throttle: Option<&Throttle>,
         keep: Retention,
     ) -> Result<(), StoreError>;
-    /// Stores a new app password; returns its id.
+    /// Stores a new app password; returns its id. Drops the user's oldest revoked or
+    /// expired app passwords beyond the newest [`KEPT_INACTIVE`].
     fn create(&self, row: &NewRow<'_>) -> Result<i64, StoreError>;
     /// Like `create`, unless the user already has `max` active app passwords (counted
     /// and created in one transaction, so two at once cannot both slip in).

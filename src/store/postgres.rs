@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    Attempt, Connect, Conninfo, Credential, Event, Listing, Lookup, LookupQuery, NewRow, Outcome,
-    Owner, Purpose, Retention, Revoked, Store, StoreError,
+    Attempt, Connect, Conninfo, Credential, Event, KEPT_INACTIVE, Listing, Lookup, LookupQuery,
+    NewRow, Outcome, Owner, Purpose, Retention, Revoked, Store, StoreError,
 };
 use crate::ffi::pq::{self, PqError, Rows};
 use crate::policy::{Dates, Throttle};
@@ -599,16 +599,24 @@ impl Store for PgStore {
                 row.expires
             ],
         );
-        match result {
+        let id = match result {
             Ok(rows) => rows
                 .rows
                 .first()
-                .map_or(Err(unreadable("INSERT result")), |r| int(&r[0])),
+                .map_or(Err(unreadable("INSERT result")), |r| int(&r[0]))?,
             Err(PqError::Query { sqlstate, .. }) if sqlstate == UNIQUE_VIOLATION => {
-                Err(StoreError::SelectorTaken)
+                return Err(StoreError::SelectorTaken);
             }
-            Err(e) => Err(self.err(e)),
-        }
+            Err(e) => return Err(self.err(e)),
+        };
+        self.query(
+            r#"DELETE FROM app_password WHERE id IN (
+                   SELECT id FROM app_password
+                    WHERE "user" = $1::text AND (revoked IS NOT NULL OR expires <= $2::bigint)
+                    ORDER BY id DESC OFFSET $3::bigint)"#,
+            params![row.user, row.created, KEPT_INACTIVE],
+        )?;
+        Ok(id)
     }
 
     fn create_limited(&self, row: &NewRow<'_>, max: usize) -> Result<i64, StoreError> {

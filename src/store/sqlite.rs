@@ -9,8 +9,8 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
 use super::{
-    Attempt, Credential, Event, Listing, Lookup, LookupQuery, NewRow, Outcome, Owner, Retention,
-    Revoked, Store, StoreError,
+    Attempt, Credential, Event, KEPT_INACTIVE, Listing, Lookup, LookupQuery, NewRow, Outcome,
+    Owner, Retention, Revoked, Store, StoreError,
 };
 use crate::policy::{Dates, Throttle};
 use crate::time::Timestamp;
@@ -549,16 +549,26 @@ impl Store for SqliteStore {
                 row.expires
             ],
         );
-        match result {
-            Ok(_) => Ok(self.conn.last_insert_rowid()),
+        let id = match result {
+            Ok(_) => self.conn.last_insert_rowid(),
             Err(e)
                 if e.sqlite_extended_error_code()
                     == Some(rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE) =>
             {
-                Err(StoreError::SelectorTaken)
+                return Err(StoreError::SelectorTaken);
             }
-            Err(e) => Err(db_err(e)),
-        }
+            Err(e) => return Err(db_err(e)),
+        };
+        self.conn
+            .execute(
+                "DELETE FROM app_password WHERE id IN (
+                     SELECT id FROM app_password
+                      WHERE user = ?1 AND (revoked IS NOT NULL OR expires <= ?2)
+                      ORDER BY id DESC LIMIT -1 OFFSET ?3)",
+                params![row.user, row.created, KEPT_INACTIVE],
+            )
+            .map_err(db_err)?;
+        Ok(id)
     }
 
     fn create_limited(&self, row: &NewRow<'_>, max: usize) -> Result<i64, StoreError> {
