@@ -1,5 +1,6 @@
 # Sourced by scripts/demo and scripts/test: what building apppass needs from Debian.
-BUILD_PACKAGES="gcc pkg-config libpam0g-dev libsqlite3-dev"
+# (SQLite is compiled in, with gcc; libsqlite3-dev only for --no-default-features.)
+BUILD_PACKAGES="gcc pkg-config libpam0g-dev"
 
 # Prints the packages of "$@" that are not installed.
 missing_packages() {
