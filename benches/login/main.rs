@@ -83,6 +83,18 @@ fn main() {
         return;
     }
     let o = opts();
+    // A server (sshd, Dovecot's auth worker) loads the module and what it links around
+    // every login. With SQLite built in (the default), this process and the module each
+    // have their own and nothing stays loaded between logins; a build against the
+    // system's libsqlite3 keeps it loaded here, and its rows would leave that load out.
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    if maps.contains("libsqlite3.so") {
+        eprintln!(
+            "bench: warning: built against the system's libsqlite3 (--no-default-features), \
+             which stays loaded in this process: the login rows leave out loading it, \
+             which each login in a server pays (about 0.6 ms here)"
+        );
+    }
     let params = HashParams::default();
     let work = tempfile::Builder::new()
         .prefix("apppass-bench")
@@ -314,10 +326,9 @@ fn main() {
         o.rounds,
         cases.len()
     );
-    let mut server = LoginServer::start(&confdir);
     for round in 0..=o.rounds {
         for case in cases.iter_mut() {
-            let ms = case.run(&mut server, round);
+            let ms = case.run(&confdir, round);
             // Round 0 warms caches and is not counted.
             if round > 0 {
                 case.samples.push(ms);
@@ -429,7 +440,7 @@ impl Case {
         }
     }
 
-    fn run(&self, server: &mut LoginServer, round: usize) -> f64 {
+    fn run(&self, confdir: &Path, round: usize) -> f64 {
         match &self.kind {
             Kind::Floor { password, hash } => {
                 let c = Candidate::parse(password.as_bytes()).unwrap();
@@ -443,8 +454,17 @@ impl Case {
                 password,
                 expect,
             } => {
-                let (code, ms) = server.login(service, user, password, "192.0.2.1");
-                assert_eq!(code, expect.name(), "{}", self.name);
+                let (ms, out) = time(|| {
+                    client::authenticate(&Attempt {
+                        confdir,
+                        service,
+                        user: user.as_bytes(),
+                        password: password.as_bytes(),
+                        rhost: Some("192.0.2.1"),
+                    })
+                    .unwrap()
+                });
+                assert_eq!(out.code, *expect, "{}", self.name);
                 ms
             }
             Kind::Naive { password, hashes } => {
@@ -490,71 +510,6 @@ fn module_path() -> PathBuf {
         .max()
         .map(|(_, p)| p)
         .unwrap_or_else(|| panic!("{} not built", candidates[0].display()))
-}
-
-/// Logins through `pamlogin --serve` (examples/pamlogin.rs): a process that, like sshd's
-/// or Dovecot's auth worker, has libpam loaded and not SQLite, so that each login pays
-/// for loading and unloading libsqlite3 with the module, as it does in those servers
-/// (this benchmark's own process has libsqlite3 loaded for good: the floor and the
-/// setup use it). It times each login from `pam_start` to `pam_end`.
-struct LoginServer {
-    child: std::process::Child,
-    requests: std::process::ChildStdin,
-    answers: std::io::BufReader<std::process::ChildStdout>,
-}
-
-impl LoginServer {
-    fn start(confdir: &Path) -> LoginServer {
-        let exe = std::env::current_exe().unwrap();
-        let path = exe
-            .parent()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .join("examples/pamlogin");
-        let mut child = Command::new(&path)
-            .arg("--serve")
-            .arg(confdir)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{}: {e} (build it with `cargo build --release --example pamlogin`; \
-                     scripts/bench does)",
-                    path.display()
-                )
-            });
-        let requests = child.stdin.take().unwrap();
-        let answers = std::io::BufReader::new(child.stdout.take().unwrap());
-        LoginServer {
-            child,
-            requests,
-            answers,
-        }
-    }
-
-    /// One login; the PAM result's name and the milliseconds it took.
-    fn login(&mut self, service: &str, user: &str, password: &str, rhost: &str) -> (String, f64) {
-        use std::io::{BufRead, Write};
-        writeln!(self.requests, "{service}\t{user}\t{rhost}\t{password}").unwrap();
-        self.requests.flush().unwrap();
-        let mut line = String::new();
-        self.answers.read_line(&mut line).unwrap();
-        let (code, ms) = line
-            .trim_end()
-            .split_once(' ')
-            .unwrap_or_else(|| panic!("pamlogin --serve answered {line:?}"));
-        (code.to_string(), ms.parse().unwrap())
-    }
-}
-
-impl Drop for LoginServer {
-    fn drop(&mut self) {
-        // It waits for its next request; nothing is lost by stopping it.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn self_command(role: &str) -> Command {
