@@ -1,8 +1,9 @@
 //! The login benchmark: apppass through the real libpam, side by side in one run with the
 //! floor (one bare argon2id verification at the same parameters), the peers (pam_userdb,
 //! pam_pwdfile with yescrypt), the naive "verify every hash" design, and the C reference
-//! argon2. Every figure is a median of samples taken in interleaved rounds, so that the
-//! noise of a shared machine falls on all of them alike; ratios are what to read.
+//! argon2. Every figure is a median of samples taken in interleaved rounds, each in a fresh
+//! order, so that the noise of a shared machine and the order of cases fall on all of them
+//! alike; ratios are what to read.
 //!
 //! Run with `scripts/bench` (which installs the peers and fetches the C reference's
 //! source) or `cargo bench --bench login -- [--rounds N] [--json PATH] [--svg PATH]`.
@@ -326,8 +327,15 @@ fn main() {
         o.rounds,
         cases.len()
     );
+    let mut order: Vec<usize> = (0..cases.len()).collect();
+    let mut rng = stats::SplitMix(0x0061_7070_7061_7373);
     for round in 0..=o.rounds {
-        for case in cases.iter_mut() {
+        // Each round in a fresh order: what ran just before a case (a login whose module
+        // text is still in the caches, or a hash that evicted it) must not always favour
+        // the same ones. The seed is fixed, so runs are comparable.
+        rng.shuffle(&mut order);
+        for &i in &order {
+            let case = &mut cases[i];
             let ms = case.run(&confdir, round);
             // Round 0 warms caches and is not counted.
             if round > 0 {
