@@ -38,7 +38,7 @@ struct Opts {
 
 fn opts() -> Opts {
     let mut o = Opts {
-        rounds: 31,
+        rounds: 61,
         json: None,
         svg: None,
         throughput_secs: 4.0,
