@@ -816,6 +816,37 @@ mod tests {
         }
     }
 
+    /// The built-in SQLite is built as .cargo/config.toml says: without extension
+    /// loading and the parts apppass does not use.
+    #[cfg(feature = "bundled-sqlite")]
+    #[test]
+    fn built_in_sqlite_lacks_what_apppass_does_not_use() {
+        let conn = Connection::open_in_memory().unwrap();
+        let mut st = conn.prepare("PRAGMA compile_options").unwrap();
+        let options: Vec<String> = st
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        for absent in [
+            "ENABLE_FTS3",
+            "ENABLE_FTS5",
+            "ENABLE_RTREE",
+            "ENABLE_LOAD_EXTENSION",
+        ] {
+            assert!(
+                !options.iter().any(|o| o.starts_with(absent)),
+                "{absent}: {options:?}"
+            );
+        }
+        for present in ["OMIT_LOAD_EXTENSION", "OMIT_JSON", "DQS=0", "THREADSAFE=1"] {
+            assert!(
+                options.iter().any(|o| o == present),
+                "{present}: {options:?}"
+            );
+        }
+    }
+
     #[test]
     fn open_refuses_what_is_not_ours() {
         let (d, path) = temp();
