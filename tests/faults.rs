@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::{Sandbox, is_root, require};
 use pam_apppass::code::Code;
-use support::{CHEAP, have, helper, helper_role, insert_row, kill};
+use support::{CHEAP, have, helper, helper_role, insert_row, kill, wrong_secret};
 
 /// Longer than any login may take, whatever the database does: the read timeout is 2 s
 /// and the record's 0.5 s. Not a speed claim; a hang detector.
@@ -44,14 +44,6 @@ fn login(s: &Sandbox, service: &str, user: &str, password: &str) -> Code {
     let took = started.elapsed();
     assert!(took < NO_HANG, "a login took {took:?}");
     code
-}
-
-/// `password` with its last character changed: the selector still names its row.
-fn wrong_secret(password: &str) -> String {
-    let mut w = password.to_string();
-    let last = w.pop().unwrap();
-    w.push(if last == '2' { '3' } else { '2' });
-    w
 }
 
 fn use_count(s: &Sandbox, id: i64) -> i64 {

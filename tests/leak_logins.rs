@@ -39,13 +39,7 @@ fn main() {
         worker();
         return;
     }
-    // cargo passes libtest's flags and filters: a filter naming another test means this
-    // one was not asked for.
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    if !filters.is_empty() && !filters.iter().any(|f| "leak_logins".contains(f.as_str())) {
+    if !common::asked_for("leak_logins") {
         return;
     }
     let s = Sandbox::new();

@@ -40,7 +40,7 @@ use std::process::Command;
 use common::{Sandbox, require};
 use pam_apppass::code::Code;
 use pam_apppass::secret::{HashParams, NewPassword};
-use support::have;
+use support::{have, wrong_secret};
 
 const TOLERANCE: f64 = 1.02;
 /// Set (to the request) in the child that logs in once under callgrind.
@@ -55,26 +55,13 @@ struct Kind {
     want: Code,
 }
 
-fn wrong_secret(password: &str) -> String {
-    let mut w = password.to_string();
-    let last = w.pop().unwrap();
-    w.push(if last == '2' { '3' } else { '2' });
-    w
-}
-
 fn main() {
     if let Ok(request) = std::env::var(ROLE) {
         login_once(&request);
         return;
     }
-    // cargo passes libtest's flags and filters: a filter naming another test means this
-    // one was not asked for.
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
     let name = "failures_do_the_same_work";
-    if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+    if !common::asked_for(name) {
         return;
     }
     if !require(have("valgrind"), "valgrind (Debian package valgrind)") {

@@ -13,6 +13,8 @@ mod pg;
 mod report;
 mod setup;
 mod stats;
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,6 +26,7 @@ use pam_apppass::secret::{self, Candidate, HashParams};
 
 use report::{Check, Report, Row};
 use stats::{Samples, time};
+use support::wrong_secret;
 
 const ROLE: &str = "APPPASS_BENCH_ROLE";
 
@@ -169,12 +172,6 @@ fn main() {
     // The cases measured in every round.
     let solo_hash = hashes_of(&large_db, "solo")[0].clone();
     let forty_hashes = hashes_of(&large_db, "forty");
-    let wrong_secret = |pw: &str| {
-        let mut w = pw.to_string();
-        let last = w.pop().unwrap();
-        w.push(if last == '2' { '3' } else { '2' });
-        w
-    };
     let unknown_selector = {
         let other = secret::NewPassword::generate().unwrap();
         other.display().to_string()
@@ -328,7 +325,7 @@ fn main() {
         cases.len()
     );
     let mut order: Vec<usize> = (0..cases.len()).collect();
-    let mut rng = stats::SplitMix(0x0061_7070_7061_7373);
+    let mut rng = support::Rng::fixed(0x0061_7070_7061_7373);
     for round in 0..=o.rounds {
         // Each round in a fresh order: what ran just before a case (a login whose module
         // text is still in the caches, or a hash that evicted it) must not always favour

@@ -12,6 +12,17 @@ use pam_apppass::code::Code;
 use pam_apppass::ffi::client::{self, Attempt, Outcome};
 
 /// Under CI a missing prerequisite is a failure; elsewhere the test says what it skipped.
+/// For a test binary with its own main (harness = false), whether the test `name` was
+/// asked for: cargo passes libtest's flags and filters, and a filter naming another test
+/// means this one was not.
+pub fn asked_for(name: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+}
+
 pub fn require(ok: bool, what: &str) -> bool {
     if ok {
         return true;

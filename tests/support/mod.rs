@@ -1,6 +1,6 @@
 //! Helpers of the fault, abuse, concurrency and timing tests (tests/faults.rs,
-//! tests/crash.rs, tests/concurrency.rs, tests/timing.rs, tests/valgrind_logins.rs), on
-//! top of tests/common.
+//! tests/crash.rs, tests/concurrency.rs, tests/timing.rs, tests/leak_logins.rs), on
+//! top of tests/common, and of the benchmark (benches/login).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -92,6 +92,15 @@ pub fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// `password` with its last character changed to another of the alphabet: the selector
+/// still names its row, the secret is wrong.
+pub fn wrong_secret(password: &str) -> String {
+    let mut w = password.to_string();
+    let last = w.pop().unwrap();
+    w.push(if last == '2' { '3' } else { '2' });
+    w
+}
+
 /// xorshift64*: reproducible randomness from a seed that is printed, and can be given
 /// back through the environment variable `var` to replay a failure.
 pub struct Rng(u64);
@@ -110,6 +119,12 @@ impl Rng {
         Rng(seed)
     }
 
+    /// From a fixed seed, for what must come out the same on every run.
+    pub fn fixed(seed: u64) -> Rng {
+        // xorshift's state must not be zero.
+        Rng(seed | 1)
+    }
+
     pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
@@ -120,5 +135,12 @@ impl Rng {
     /// A number in `0..n` (0 when `n` is 0).
     pub fn below(&mut self, n: usize) -> usize {
         (self.next() % (n.max(1) as u64)) as usize
+    }
+
+    /// Fisher-Yates.
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            v.swap(i, self.below(i + 1));
+        }
     }
 }
