@@ -2,6 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::Rng;
+
 /// Samples of one measured thing, in milliseconds.
 #[derive(Debug, Clone, Default)]
 pub struct Samples(pub Vec<f64>);
@@ -43,6 +45,20 @@ impl Samples {
     pub fn len(&self) -> usize {
         self.0.len()
     }
+}
+
+/// A 95% interval for `median(a) / median(b)`: the percentile bootstrap, each set
+/// resampled on its own. On a shared machine one run's ratio moves by a few percent;
+/// this says how many.
+pub fn ratio_interval(a: &Samples, b: &Samples, rng: &mut Rng) -> (f64, f64) {
+    const RESAMPLES: usize = 1000;
+    if a.0.is_empty() || b.0.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let mut resample =
+        |s: &Samples| Samples((0..s.0.len()).map(|_| s.0[rng.below(s.0.len())]).collect()).median();
+    let ratios = Samples((0..RESAMPLES).map(|_| resample(a) / resample(b)).collect());
+    (ratios.percentile(2.5), ratios.percentile(97.5))
 }
 
 /// Milliseconds `f` took.
