@@ -39,6 +39,8 @@ struct Opts {
     throughput_secs: f64,
     fresh_processes: usize,
     large_rows: usize,
+    /// argon2id parameters of every hash in the run, the module's and the CLI's included.
+    params: HashParams,
 }
 
 fn opts() -> Opts {
@@ -51,6 +53,7 @@ fn opts() -> Opts {
         // slowest: one process the machine stalled must not decide a target alone.
         fresh_processes: 101,
         large_rows: 1_000_000,
+        params: HashParams::default(),
     };
     let quick = |o: &mut Opts| {
         o.rounds = 7;
@@ -77,11 +80,15 @@ fn opts() -> Opts {
                     .expect("--rounds N")
             }
             "--json" => o.json = args.next().map(PathBuf::from),
+            "--argon2-memory" => o.params.m_kib = number(args.next(), "--argon2-memory KiB"),
+            "--argon2-time" => o.params.t = number(args.next(), "--argon2-time N"),
+            "--argon2-lanes" => o.params.p = number(args.next(), "--argon2-lanes N"),
             "--svg" => o.svg = args.next().map(PathBuf::from),
             "--quick" => quick(&mut o),
             "--help" | "-h" => {
                 println!(
-                    "usage: cargo bench --bench login -- [--quick] [--rounds N] [--json PATH] [--svg PATH]"
+                    "usage: cargo bench --bench login -- [--quick] [--rounds N] [--json PATH] [--svg PATH]\n\
+                     \x20      [--argon2-memory KiB] [--argon2-time N] [--argon2-lanes N]"
                 );
                 std::process::exit(0);
             }
@@ -91,7 +98,18 @@ fn opts() -> Opts {
             }
         }
     }
+    if let Err(e) = o.params.validate() {
+        eprintln!("bench: {e}");
+        std::process::exit(2);
+    }
     o
+}
+
+fn number(value: Option<String>, usage: &str) -> u32 {
+    value.and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+        eprintln!("bench: {usage}");
+        std::process::exit(2);
+    })
 }
 
 fn main() {
@@ -112,7 +130,7 @@ fn main() {
              which each login in a server pays (about 0.6 ms here)"
         );
     }
-    let params = HashParams::default();
+    let params = o.params;
     let work = tempfile::Builder::new()
         .prefix("apppass-bench")
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -136,11 +154,24 @@ fn main() {
     let module = module_path();
     let service =
         |name: &str, line: String| std::fs::write(confdir.join(name), line + "\n").unwrap();
+    // Other parameters than the defaults go to the module and the CLI the way an
+    // administrator gives them, in a configuration file: the module's unknown-user and
+    // unknown-selector logins then hash at those parameters too.
+    let params_conf = setup::params_conf(params);
+    let conf = (!params_conf.is_empty()).then(|| {
+        let path = dir.join("apppass.conf");
+        std::fs::write(&path, &params_conf).unwrap();
+        path
+    });
+    let conf_arg = conf
+        .as_ref()
+        .map(|c| format!(" conf={}", c.display()))
+        .unwrap_or_default();
     for (name, db) in [("apppass-1k", &small_db), ("apppass-large", &large_db)] {
         service(
             name,
             format!(
-                "auth required {} db={} service=imap",
+                "auth required {} db={} service=imap{conf_arg}",
                 module.display(),
                 db.display()
             ),
@@ -263,7 +294,7 @@ fn main() {
         }
     };
     if let Some(cluster) = &cluster {
-        let (conf, login) = setup::postgres(cluster, dir, &real);
+        let (conf, login) = setup::postgres(cluster, dir, &real, &params_conf);
         service(
             "apppass-pg",
             format!(
@@ -381,7 +412,7 @@ fn main() {
     );
     report.hashes = hashes(dir, &solo_hash, &people.solo.password, o.fresh_processes);
     eprintln!("bench: the CLI on the {large_name}-row database ...");
-    report.cli = cli(&large_db, people.cli_user);
+    report.cli = cli(&large_db, conf.as_deref(), people.cli_user);
 
     report.check(&large_name);
     print!("{}", report.table());
@@ -753,13 +784,16 @@ fn reference_binaries(dir: &Path) -> Vec<(String, PathBuf)> {
 }
 
 /// `apppass add` and `apppass list` for a user with forty app passwords.
-fn cli(db: &Path, user: &str) -> Vec<(String, Samples)> {
+fn cli(db: &Path, conf: Option<&Path>, user: &str) -> Vec<(String, Samples)> {
     let bin = env!("CARGO_BIN_EXE_apppass");
     let (mut add, mut list) = (Samples::default(), Samples::default());
     for _ in 0..11 {
         let (ms, out) = time(|| {
-            Command::new(bin)
-                .arg("--db")
+            let mut c = Command::new(bin);
+            if let Some(conf) = conf {
+                c.arg("--config").arg(conf);
+            }
+            c.arg("--db")
                 .arg(db)
                 .args(["add", "--user", user, "--service", "imap", "--json"])
                 .output()

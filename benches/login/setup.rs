@@ -30,6 +30,7 @@ pub struct People {
 /// The real rows, hashed once and written into each database.
 pub struct RealRows {
     rows: Vec<(String, String, String, String)>, // user, selector, hash, password
+    params: HashParams,
 }
 
 impl RealRows {
@@ -52,7 +53,7 @@ impl RealRows {
         for _ in 0..40 {
             add("clibench");
         }
-        RealRows { rows }
+        RealRows { rows, params }
     }
 
     fn selectors(&self) -> std::collections::HashSet<String> {
@@ -71,7 +72,7 @@ pub fn database(dir: &Path, name: &str, total: usize, real: &RealRows) -> (PathB
     let people = real_rows(&store, real);
     drop(store);
 
-    let filler_hash = secret::dummy_hash(HashParams::default()).unwrap();
+    let filler_hash = secret::dummy_hash(real.params).unwrap();
     let taken = real.selectors();
     let mut conn = rusqlite::Connection::open(&path).unwrap();
     conn.pragma_update(None, "synchronous", "OFF").unwrap();
@@ -146,13 +147,22 @@ fn real_rows(store: &dyn Store, real: &RealRows) -> People {
 /// The same real rows in a PostgreSQL database of `cluster` (made with `apppass init`'s
 /// code as the administrators' role, then roles.sql); returns the configuration file and
 /// the module's connection string for a PAM line.
-pub fn postgres(cluster: &crate::pg::Cluster, dir: &Path, real: &RealRows) -> (PathBuf, String) {
+pub fn postgres(
+    cluster: &crate::pg::Cluster,
+    dir: &Path,
+    real: &RealRows,
+    params_conf: &str,
+) -> (PathBuf, String) {
     use pam_apppass::store::{self, Connect, Location};
     let db = cluster.create_database();
     let passfile = dir.join("apppass.pgpass");
     cluster.passfile(&passfile, &[crate::pg::ADMIN, crate::pg::LOGIN]);
     let conf = dir.join("apppass-pg.conf");
-    std::fs::write(&conf, format!("db_passfile = {}\n", passfile.display())).unwrap();
+    std::fs::write(
+        &conf,
+        format!("db_passfile = {}\n{params_conf}", passfile.display()),
+    )
+    .unwrap();
     let connect = Connect {
         passfile: Some(passfile),
         ..Connect::default()
@@ -163,6 +173,17 @@ pub fn postgres(cluster: &crate::pg::Cluster, dir: &Path, real: &RealRows) -> (P
     drop(store);
     cluster.grant_login_role(&db);
     (conf, cluster.uri(crate::pg::LOGIN, &db))
+}
+
+/// The configuration lines for `params`: none for the defaults.
+pub fn params_conf(params: HashParams) -> String {
+    if params == HashParams::default() {
+        return String::new();
+    }
+    format!(
+        "argon2_memory = {}\nargon2_time = {}\nargon2_lanes = {}\n",
+        params.m_kib, params.t, params.p
+    )
 }
 
 /// `n` as a selector: six characters of the password alphabet.
