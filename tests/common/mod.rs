@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use pam_apppass::code::Code;
 use pam_apppass::ffi::client::{self, Attempt, Outcome};
 
-/// Under CI a missing prerequisite is a failure; elsewhere the test says what it skipped.
 /// For a test binary with its own main (harness = false), whether the test `name` was
 /// asked for: cargo passes libtest's flags and filters, and a filter naming another test
 /// means this one was not.
@@ -23,6 +22,7 @@ pub fn asked_for(name: &str) -> bool {
     filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
 }
 
+/// Under CI a missing prerequisite is a failure; elsewhere the test says what it skipped.
 pub fn require(ok: bool, what: &str) -> bool {
     if ok {
         return true;
