@@ -123,7 +123,7 @@ impl SqliteStore {
         };
         // Two plain pragmas: one SELECT of the pragma_* functions compiles a virtual
         // table each, five times the instructions (68,000 against 12,500), every login.
-        let version = read_pragma(&conn, path, "user_version")?;
+        let version = schema_version(&conn, path)?;
         let app_id: i64 = read_pragma(&conn, path, "application_id")?;
         if version == 0 {
             return Err(StoreError::Uninitialised(path.to_path_buf()));
