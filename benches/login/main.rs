@@ -377,12 +377,12 @@ fn main() {
         rng.shuffle(&mut order);
         for &i in &order {
             let case = &mut cases[i];
-            // Round 0 only warms up: a case measured in one round of several sits it out.
+            // Round 0 warms caches and is not counted; a case measured in one round of
+            // several sits it out.
             if round % case.every != 1 % case.every {
                 continue;
             }
             let ms = case.run(&confdir, round);
-            // Round 0 warms caches and is not counted.
             if round > 0 {
                 case.samples.push(ms);
             }
