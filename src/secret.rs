@@ -7,8 +7,10 @@
 use std::fmt;
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
-use argon2::{Algorithm, Argon2, Params, Version};
-use zeroize::Zeroizing;
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use zeroize::{Zeroize, Zeroizing};
+
+mod argon2id;
 
 /// The characters an app password is made of: lowercase letters and digits, without the
 /// ones people confuse on a phone screen (0/o, 1/l/i).
@@ -192,28 +194,47 @@ impl fmt::Debug for Candidate {
 }
 
 fn hash_with_salt(password: &[u8], salt: &[u8], params: HashParams) -> Result<String, SecretError> {
-    let p = params.to_argon2()?;
-    let blocks = p.block_count();
-    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, p);
     let mut out = Zeroizing::new([0u8; HASH_LEN]);
-    compute(&argon, blocks, password, salt, &mut out[..])?;
+    compute(&params.to_argon2()?, password, salt, &mut out[..])?;
     phc_string(salt, &out[..], params)
 }
 
 /// One argon2id computation, in a fresh [`crate::ffi::Arena`] when the system gives one
-/// (see there why), else in memory from the allocator.
-fn compute(
-    argon: &Argon2<'_>,
-    blocks: usize,
-    input: &[u8],
-    salt: &[u8],
-    out: &mut [u8],
-) -> Result<(), SecretError> {
-    match crate::ffi::Arena::new(blocks) {
-        Some(mut arena) => argon.hash_password_into_with_memory(input, salt, out, arena.blocks()),
-        None => argon.hash_password_into(input, salt, out),
-    }
-    .map_err(|_| SecretError::Hashing)
+/// (see there why), else in memory from the allocator; with [`argon2id`] where the CPU
+/// has AVX2, else with the argon2 crate.
+fn compute(params: &Params, input: &[u8], salt: &[u8], out: &mut [u8]) -> Result<(), SecretError> {
+    let blocks = params.block_count();
+    let mut arena = crate::ffi::Arena::new(blocks);
+    let mut heap = Vec::new();
+    let memory = match &mut arena {
+        Some(arena) => arena.blocks(),
+        None => {
+            heap = vec![Block::new(); blocks];
+            &mut heap[..]
+        }
+    };
+    let result = match crate::ffi::blamka::avx2() {
+        Some(compress) => {
+            let input = argon2id::Input {
+                password: input,
+                salt,
+                secret: &[],
+                data: &[],
+            };
+            let cost = argon2id::Cost {
+                m_kib: params.m_cost(),
+                t: params.t_cost(),
+                p: params.p_cost(),
+            };
+            argon2id::hash(&input, cost, out, memory, compress).map_err(|_| SecretError::Hashing)
+        }
+        None => Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+            .hash_password_into_with_memory(input, salt, out, memory)
+            .map_err(|_| SecretError::Hashing),
+    };
+    // The arena goes back to the kernel, which zeroes it; the heap stays in this process.
+    heap.iter_mut().for_each(Zeroize::zeroize);
+    result
 }
 
 fn phc_string(salt: &[u8], output: &[u8], params: HashParams) -> Result<String, SecretError> {
@@ -253,13 +274,11 @@ pub fn verify(candidate: Option<&Candidate>, phc: &str) -> Result<bool, SecretEr
     let salt = parsed.salt.as_ref().ok_or(SecretError::BadHash)?;
     let expected = parsed.hash.as_ref().ok_or(SecretError::BadHash)?;
     let mut out = Zeroizing::new(vec![0u8; expected.len()]);
-    let blocks = params.block_count();
-    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
     let input: &[u8] = match candidate {
         Some(c) => c.bytes(),
         None => &[0u8; PASSWORD_LEN],
     };
-    compute(&argon, blocks, input, salt, &mut out)?;
+    compute(&params, input, salt, &mut out)?;
     Ok(constant_time_eq(&out, expected.as_bytes()) && candidate.is_some())
 }
 

@@ -1,6 +1,7 @@
 //! The only `unsafe` in apppass: the module's entry points, libpam calls the bindings
 //! crate does not wrap, ([`client`]) the application side of PAM for tests, the demo
-//! and the benchmark, and ([`pq`]) libpq, loaded only for a PostgreSQL database.
+//! and the benchmark, ([`pq`]) libpq, loaded only for a PostgreSQL database, the memory
+//! argon2 works in ([`Arena`]), and ([`blamka`]) its compression in AVX2 instructions.
 //!
 //! Every entry point catches panics, silences Rust's default panic message (it would go
 //! to the host's stderr) and answers with a PAM code: never PAM_ABORT, which tells the
@@ -19,6 +20,7 @@ use zeroize::Zeroizing;
 use crate::pam::{Host, Level};
 use crate::time::Timestamp;
 
+pub mod blamka;
 pub mod client;
 pub mod pq;
 

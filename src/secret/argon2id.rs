@@ -1,0 +1,396 @@
+//! Argon2id, version 0x13 (RFC 9106), computed in memory the caller provides with a
+//! compression function the caller chooses: [`crate::ffi::blamka`]'s AVX2 one.
+//!
+//! The argon2 crate still checks parameters and reads and writes PHC strings, and
+//! computes the hash where the CPU has no AVX2. The tests hold this to the crate and to
+//! RFC 9106's test vector, so that a hash stays verifiable by any implementation.
+
+use argon2::Block;
+use blake2::Blake2b512;
+use blake2::Blake2bVarCore;
+use blake2::digest::Digest;
+use blake2::digest::block_api::{UpdateCore, VariableOutputCore};
+use blake2::digest::block_buffer::LazyBuffer;
+use zeroize::Zeroize;
+
+use crate::ffi::blamka::Compress;
+
+const SYNC_POINTS: usize = 4;
+const VERSION: u32 = 0x13;
+/// Argon2's type number for argon2id.
+const ARGON2ID: u32 = 2;
+const WORDS: usize = 128;
+
+/// What is hashed: the password and salt, and the optional secret key and associated
+/// data of RFC 9106 (apppass uses neither; the test vector does).
+pub struct Input<'a> {
+    pub password: &'a [u8],
+    pub salt: &'a [u8],
+    pub secret: &'a [u8],
+    pub data: &'a [u8],
+}
+
+/// Cost parameters, already checked by `argon2::Params` (m ≥ 8p, t ≥ 1, p ≥ 1).
+#[derive(Clone, Copy)]
+pub struct Cost {
+    pub m_kib: u32,
+    pub t: u32,
+    pub p: u32,
+}
+
+impl Cost {
+    fn lanes(&self) -> usize {
+        self.p as usize
+    }
+
+    fn segment_length(&self) -> usize {
+        let m = (self.m_kib as usize).max(2 * SYNC_POINTS * self.lanes());
+        m / (self.lanes() * SYNC_POINTS)
+    }
+
+    fn lane_length(&self) -> usize {
+        self.segment_length() * SYNC_POINTS
+    }
+
+    /// Blocks of memory the computation uses: m rounded down to a multiple of 4p.
+    pub fn block_count(&self) -> usize {
+        self.lane_length() * self.lanes()
+    }
+}
+
+/// Why a computation could not run: parameters that `argon2::Params` would refuse, or
+/// memory or output of the wrong size. Never a panic.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadInput;
+
+/// Fills `out` with argon2id of `input` at `cost`, in `memory` (at least
+/// [`Cost::block_count`] blocks; their contents do not matter).
+pub fn hash(
+    input: &Input<'_>,
+    cost: Cost,
+    out: &mut [u8],
+    memory: &mut [Block],
+    compress: Compress,
+) -> Result<(), BadInput> {
+    if cost.p == 0 || cost.t == 0 || out.len() < 4 || u32::try_from(out.len()).is_err() {
+        return Err(BadInput);
+    }
+    let memory = memory.get_mut(..cost.block_count()).ok_or(BadInput)?;
+    let mut h0 = initial_hash(input, cost, out.len())?;
+    let lane_length = cost.lane_length();
+    let mut bytes = [0u8; 1024];
+    for lane in 0..cost.lanes() {
+        for column in 0..2u32 {
+            let lane_bytes = u32::try_from(lane).map_err(|_| BadInput)?.to_le_bytes();
+            h_prime(&mut bytes, &[&h0, &column.to_le_bytes(), &lane_bytes]);
+            let block = &mut memory[lane * lane_length + column as usize];
+            for (word, chunk) in block.as_mut().iter_mut().zip(bytes.chunks_exact(8)) {
+                *word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+            }
+        }
+    }
+    h0.zeroize();
+    for pass in 0..cost.t as usize {
+        for slice in 0..SYNC_POINTS {
+            for lane in 0..cost.lanes() {
+                fill_segment(memory, cost, pass, slice, lane, compress);
+            }
+        }
+    }
+    let mut last = memory[lane_length - 1];
+    for lane in 1..cost.lanes() {
+        last ^= &memory[lane * lane_length + lane_length - 1];
+    }
+    for (chunk, word) in bytes.chunks_exact_mut(8).zip(last.as_ref()) {
+        chunk.copy_from_slice(&word.to_le_bytes());
+    }
+    h_prime(out, &[&bytes]);
+    bytes.zeroize();
+    last.as_mut().zeroize();
+    Ok(())
+}
+
+/// H0: BLAKE2b-512 of the parameters and inputs, each with its length.
+fn initial_hash(input: &Input<'_>, cost: Cost, out_len: usize) -> Result<[u8; 64], BadInput> {
+    let len = |b: &[u8]| {
+        u32::try_from(b.len())
+            .map(u32::to_le_bytes)
+            .map_err(|_| BadInput)
+    };
+    let mut h = Blake2b512::new();
+    let out_len = u32::try_from(out_len).map_err(|_| BadInput)?;
+    for word in [cost.p, out_len, cost.m_kib, cost.t, VERSION, ARGON2ID] {
+        h.update(word.to_le_bytes());
+    }
+    for part in [input.password, input.salt, input.secret, input.data] {
+        h.update(len(part)?);
+        h.update(part);
+    }
+    let mut h0 = [0u8; 64];
+    h0.copy_from_slice(&h.finalize());
+    Ok(h0)
+}
+
+/// H', the variable-length hash: BLAKE2b of the length and input, chained in 32-byte
+/// steps for outputs longer than 64 bytes.
+fn h_prime(out: &mut [u8], inputs: &[&[u8]]) {
+    let len = u32::try_from(out.len()).unwrap_or(u32::MAX).to_le_bytes();
+    if out.len() <= 64 {
+        let mut all = vec![&len[..]];
+        all.extend_from_slice(inputs);
+        blake2b_var(out, &all);
+        return;
+    }
+    let mut h = Blake2b512::new();
+    h.update(len);
+    for part in inputs {
+        h.update(part);
+    }
+    let mut v: [u8; 64] = h.finalize().into();
+    out[..32].copy_from_slice(&v[..32]);
+    let mut at = 32;
+    while out.len() - at > 64 {
+        v = Blake2b512::digest(v).into();
+        out[at..at + 32].copy_from_slice(&v[..32]);
+        at += 32;
+    }
+    blake2b_var(&mut out[at..], &[&v]);
+    v.zeroize();
+}
+
+/// BLAKE2b with an output of `out.len()` (1 to 64) bytes.
+fn blake2b_var(out: &mut [u8], inputs: &[&[u8]]) {
+    let Ok(mut h) = Blake2bVarCore::new(out.len()) else {
+        return;
+    };
+    let mut buffer = LazyBuffer::new(&[]);
+    for part in inputs {
+        buffer.digest_blocks(part, |blocks| h.update_blocks(blocks));
+    }
+    let mut full = Default::default();
+    h.finalize_variable_core(&mut buffer, &mut full);
+    out.copy_from_slice(&full[..out.len()]);
+    full.zeroize();
+}
+
+/// One segment of one lane in one pass: RFC 9106, sections 3.2 to 3.4.
+fn fill_segment(
+    memory: &mut [Block],
+    cost: Cost,
+    pass: usize,
+    slice: usize,
+    lane: usize,
+    compress: Compress,
+) {
+    let segment_length = cost.segment_length();
+    let lane_length = cost.lane_length();
+    // argon2id: the first half of the first pass takes its references from a counter
+    // (data-independent), the rest from the previous block.
+    let independent = pass == 0 && slice < SYNC_POINTS / 2;
+    let zero = Block::new();
+    let mut input = Block::new();
+    let mut addresses = Block::new();
+    if independent {
+        input.as_mut()[..6].copy_from_slice(&[
+            pass as u64,
+            lane as u64,
+            slice as u64,
+            cost.block_count() as u64,
+            u64::from(cost.t),
+            u64::from(ARGON2ID),
+        ]);
+    }
+    let next_addresses = |input: &mut Block, addresses: &mut Block| {
+        input.as_mut()[6] += 1;
+        let mut once = Block::new();
+        compress(&zero, input, &mut once, false);
+        compress(&zero, &once, addresses, false);
+    };
+    // The first two blocks of each lane come from H0.
+    let first = if pass == 0 && slice == 0 { 2 } else { 0 };
+    if first == 2 && independent {
+        next_addresses(&mut input, &mut addresses);
+    }
+    let lane_start = lane * lane_length;
+    for index in first..segment_length {
+        let column = slice * segment_length + index;
+        let previous = lane_start + (column + lane_length - 1) % lane_length;
+        let pseudo_random = if independent {
+            if index % WORDS == 0 {
+                next_addresses(&mut input, &mut addresses);
+            }
+            addresses.as_ref()[index % WORDS]
+        } else {
+            memory[previous].as_ref()[0]
+        };
+        let ref_lane = if pass == 0 && slice == 0 {
+            lane
+        } else {
+            ((pseudo_random >> 32) as usize) % cost.lanes()
+        };
+        let same_lane = ref_lane == lane;
+        // The blocks this one may refer to: finished segments, and in its own lane the
+        // blocks before it but the previous one.
+        let area = if pass == 0 {
+            if slice == 0 || same_lane {
+                column - 1
+            } else {
+                slice * segment_length - usize::from(index == 0)
+            }
+        } else if same_lane {
+            lane_length - segment_length + index - 1
+        } else {
+            lane_length - segment_length - usize::from(index == 0)
+        };
+        let x = pseudo_random & 0xffff_ffff;
+        let x = (x * x) >> 32;
+        let relative = area - 1 - ((area as u64 * x) >> 32) as usize;
+        let start = if pass == 0 || slice == SYNC_POINTS - 1 {
+            0
+        } else {
+            (slice + 1) * segment_length
+        };
+        let reference = ref_lane * lane_length + (start + relative) % lane_length;
+        let current = lane_start + column;
+        let (prev, refb, next) = three(memory, previous, reference, current);
+        compress(prev, refb, next, pass > 0);
+    }
+    addresses.as_mut().zeroize();
+}
+
+/// Two blocks to read and a third, always different from both, to write.
+fn three(memory: &mut [Block], a: usize, b: usize, current: usize) -> (&Block, &Block, &mut Block) {
+    let (before, rest) = memory.split_at_mut(current);
+    let (next, after) = rest.split_at_mut(1);
+    let pick = |i: usize| -> &Block {
+        if i < current {
+            &before[i]
+        } else {
+            &after[i - current - 1]
+        }
+    };
+    (pick(a), pick(b), &mut next[0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use argon2::{Algorithm, Argon2, Params, Version};
+
+    fn compress() -> Compress {
+        crate::ffi::blamka::avx2().expect("this test needs a CPU with AVX2")
+    }
+
+    fn ours(input: &Input<'_>, cost: Cost, out_len: usize) -> Vec<u8> {
+        let mut memory = vec![Block::new(); cost.block_count()];
+        let mut out = vec![0u8; out_len];
+        hash(input, cost, &mut out, &mut memory, compress()).unwrap();
+        out
+    }
+
+    fn has_avx2() -> bool {
+        let has = crate::ffi::blamka::avx2().is_some();
+        // CI's machines have AVX2: there, this code must be tested, never skipped.
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        assert!(has || !ci, "no AVX2 under CI");
+        has
+    }
+
+    /// RFC 9106, section 5.3.
+    #[test]
+    fn rfc_9106_test_vector() {
+        if !has_avx2() {
+            return;
+        }
+        let input = Input {
+            password: &[0x01; 32],
+            salt: &[0x02; 16],
+            secret: &[0x03; 8],
+            data: &[0x04; 12],
+        };
+        let tag = ours(
+            &input,
+            Cost {
+                m_kib: 32,
+                t: 3,
+                p: 4,
+            },
+            32,
+        );
+        let want = "0d640df58d78766c08c037a34a8b53c9d01ef0452d75b65eb52520e96b01e659";
+        let got: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(got, want);
+    }
+
+    /// The same bytes as the argon2 crate, over memory sizes, passes, lanes, output
+    /// lengths (short, 64, and past 64 where H' chains) and input lengths.
+    #[test]
+    fn agrees_with_the_argon2_crate() {
+        if !has_avx2() {
+            return;
+        }
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for case in 0..48 {
+            let p = (next() % 4 + 1) as u32;
+            let m_kib = 8 * p + (next() % 300) as u32;
+            let t = (next() % 3 + 1) as u32;
+            let out_len = [4, 16, 32, 64, 65, 100][case % 6];
+            let password: Vec<u8> = (0..next() % 40).map(|_| next() as u8).collect();
+            let salt: Vec<u8> = (0..8 + next() % 24).map(|_| next() as u8).collect();
+            let input = Input {
+                password: &password,
+                salt: &salt,
+                secret: &[],
+                data: &[],
+            };
+            let params = Params::new(m_kib, t, p, Some(out_len)).unwrap();
+            let mut want = vec![0u8; out_len];
+            Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+                .hash_password_into(&password, &salt, &mut want)
+                .unwrap();
+            assert_eq!(
+                ours(&input, Cost { m_kib, t, p }, out_len),
+                want,
+                "m={m_kib} t={t} p={p} out={out_len}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_compute() {
+        let input = Input {
+            password: b"x",
+            salt: b"saltsalt",
+            secret: &[],
+            data: &[],
+        };
+        let cost = Cost {
+            m_kib: 64,
+            t: 1,
+            p: 1,
+        };
+        let compress: Compress = |_, _, _, _| {};
+        let mut small = vec![Block::new(); 63];
+        assert_eq!(
+            hash(&input, cost, &mut [0u8; 32], &mut small, compress),
+            Err(BadInput)
+        );
+        let mut memory = vec![Block::new(); 64];
+        for bad in [Cost { t: 0, ..cost }, Cost { p: 0, ..cost }] {
+            assert_eq!(
+                hash(&input, bad, &mut [0u8; 32], &mut memory, compress),
+                Err(BadInput)
+            );
+        }
+        assert_eq!(
+            hash(&input, cost, &mut [0u8; 3], &mut memory, compress),
+            Err(BadInput)
+        );
+    }
+}
