@@ -38,7 +38,7 @@ need_build_prereqs() {
 # client, libpq5) for the PostgreSQL store's tests, which start a private cluster; the
 # leak checkers of tests/leak_logins.rs (valgrind, gcc's libasan8) and chattr (e2fsprogs)
 # and mount (util-linux) for tests/faults.rs.
-TEST_PACKAGES="rsyslog libpam-modules dovecot-imapd dovecot-pop3d dovecot-submissiond openssh-server openssh-client sshpass curl fail2ban postgresql postgresql-client libpq5 valgrind libasan8 e2fsprogs util-linux"
+TEST_PACKAGES="rsyslog libpam-modules dovecot-imapd dovecot-pop3d dovecot-submissiond openssh-server openssh-client sshpass curl fail2ban postgresql postgresql-client libpq5 valgrind libasan8 e2fsprogs util-linux libargon2-dev"
 
 need_test_prereqs() {
     if [ "$(id -u)" = 0 ]; then
