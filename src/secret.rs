@@ -209,7 +209,11 @@ fn compute(params: &Params, input: &[u8], salt: &[u8], out: &mut [u8]) -> Result
     let memory = match &mut arena {
         Some(arena) => arena.blocks(),
         None => {
-            heap = vec![Block::new(); blocks];
+            // Fallible: a stored hash may ask for more memory than the machine has, and
+            // that must be an error, not an abort inside the host.
+            heap.try_reserve_exact(blocks)
+                .map_err(|_| SecretError::Hashing)?;
+            heap.resize(blocks, Block::new());
             &mut heap[..]
         }
     };
