@@ -203,6 +203,17 @@ fn hash_with_salt(password: &[u8], salt: &[u8], params: HashParams) -> Result<St
 /// (see there why), else in memory from the allocator; with [`argon2id`] where the CPU
 /// has AVX2, else with the argon2 crate.
 fn compute(params: &Params, input: &[u8], salt: &[u8], out: &mut [u8]) -> Result<(), SecretError> {
+    compute_with(crate::ffi::blamka::avx2(), params, input, salt, out)
+}
+
+/// [`compute`] with the compression chosen by the caller: `None` for the argon2 crate.
+fn compute_with(
+    compress: Option<crate::ffi::blamka::Compress>,
+    params: &Params,
+    input: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> Result<(), SecretError> {
     let blocks = params.block_count();
     let mut arena = crate::ffi::Arena::new(blocks);
     let mut heap = Vec::new();
@@ -217,7 +228,7 @@ fn compute(params: &Params, input: &[u8], salt: &[u8], out: &mut [u8]) -> Result
             &mut heap[..]
         }
     };
-    let result = match crate::ffi::blamka::avx2() {
+    let result = match compress {
         Some(compress) => {
             let input = argon2id::Input {
                 password: input,
@@ -414,6 +425,23 @@ mod tests {
             .unwrap();
         let two = pw.hash(FAST).unwrap();
         assert_ne!(hash, two, "salts must differ");
+    }
+
+    /// Both ways of computing argon2id give the same bytes: apppass's own with AVX2, and
+    /// the argon2 crate for CPUs without it (the first is also held to RFC 9106 and the
+    /// crate in argon2id's own tests).
+    #[test]
+    fn both_computations_agree() {
+        let Some(avx2) = crate::ffi::blamka::avx2() else {
+            return;
+        };
+        for (m, t, p) in [(64, 1, 1), (19456, 2, 1), (1024, 3, 4)] {
+            let params = Params::new(m, t, p, Some(HASH_LEN)).unwrap();
+            let (mut ours, mut theirs) = ([0u8; HASH_LEN], [0u8; HASH_LEN]);
+            compute_with(Some(avx2), &params, b"password", b"saltsaltsalt", &mut ours).unwrap();
+            compute_with(None, &params, b"password", b"saltsaltsalt", &mut theirs).unwrap();
+            assert_eq!(ours, theirs, "m={m} t={t} p={p}");
+        }
     }
 
     #[test]
