@@ -140,20 +140,12 @@ fn compress_avx2(prev: &Block, reference: &Block, next: &mut Block, xor: bool) {
     let r: [__m256i; 32] =
         std::array::from_fn(|k| _mm256_xor_si256(load(prev, k), load(reference, k)));
     let mut q = r;
-    // Spelled out: the compiler does not unroll these loops itself, and unrolled they
-    // keep the block in registers and the stack instead of reloading through an index.
-    row(&mut q, 0);
-    row(&mut q, 1);
-    row(&mut q, 2);
-    row(&mut q, 3);
-    row(&mut q, 4);
-    row(&mut q, 5);
-    row(&mut q, 6);
-    row(&mut q, 7);
-    columns(&mut q, 0);
-    columns(&mut q, 1);
-    columns(&mut q, 2);
-    columns(&mut q, 3);
+    for i in 0..8 {
+        row(&mut q, i);
+    }
+    for j in 0..4 {
+        columns(&mut q, j);
+    }
     for k in 0..32 {
         let v = _mm256_xor_si256(q[k], r[k]);
         let v = if xor {
