@@ -236,12 +236,7 @@ fn compute_with(
                 secret: &[],
                 data: &[],
             };
-            let cost = argon2id::Cost {
-                m_kib: params.m_cost(),
-                t: params.t_cost(),
-                p: params.p_cost(),
-            };
-            argon2id::hash(&input, cost, out, memory, compress).map_err(|_| SecretError::Hashing)
+            argon2id::hash(&input, params, out, memory, compress).map_err(|_| SecretError::Hashing)
         }
         None => Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
             .hash_password_into_with_memory(input, salt, out, memory)

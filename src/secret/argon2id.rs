@@ -5,7 +5,7 @@
 //! computes the hash where the CPU has no AVX2. The tests hold this to the crate and to
 //! RFC 9106's test vector, so that a hash stays verifiable by any implementation.
 
-use argon2::Block;
+use argon2::{Block, Params};
 use blake2::Blake2b512;
 use blake2::Blake2bVarCore;
 use blake2::digest::Digest;
@@ -30,56 +30,38 @@ pub struct Input<'a> {
     pub data: &'a [u8],
 }
 
-/// Cost parameters, already checked by `argon2::Params` (m ≥ 8p, t ≥ 1, p ≥ 1).
-#[derive(Clone, Copy)]
-pub struct Cost {
-    pub m_kib: u32,
-    pub t: u32,
-    pub p: u32,
+/// Blocks per lane and per segment: the argon2 crate's `Params::block_count` (m
+/// rounded down to a multiple of 4p, at least 8p) split over the lanes and sync points.
+fn lane_length(params: &Params) -> usize {
+    params.block_count() / params.p_cost() as usize
 }
 
-impl Cost {
-    fn lanes(&self) -> usize {
-        self.p as usize
-    }
-
-    fn segment_length(&self) -> usize {
-        let m = (self.m_kib as usize).max(2 * SYNC_POINTS * self.lanes());
-        m / (self.lanes() * SYNC_POINTS)
-    }
-
-    fn lane_length(&self) -> usize {
-        self.segment_length() * SYNC_POINTS
-    }
-
-    /// Blocks of memory the computation uses: m rounded down to a multiple of 4p.
-    pub fn block_count(&self) -> usize {
-        self.lane_length() * self.lanes()
-    }
+fn segment_length(params: &Params) -> usize {
+    lane_length(params) / SYNC_POINTS
 }
 
-/// Why a computation could not run: parameters that `argon2::Params` would refuse, or
-/// memory or output of the wrong size. Never a panic.
+/// Why a computation could not run: memory or output of the wrong size. Never a panic.
 #[derive(Debug, PartialEq, Eq)]
 pub struct BadInput;
 
-/// Fills `out` with argon2id of `input` at `cost`, in `memory` (at least
-/// [`Cost::block_count`] blocks; their contents do not matter).
+/// Fills `out` with argon2id of `input` at `params` (whose output length is `out`'s),
+/// in `memory` (at least `params.block_count()` blocks; their contents do not matter).
 pub fn hash(
     input: &Input<'_>,
-    cost: Cost,
+    params: &Params,
     out: &mut [u8],
     memory: &mut [Block],
     compress: Compress,
 ) -> Result<(), BadInput> {
-    if cost.p == 0 || cost.t == 0 || out.len() < 4 || u32::try_from(out.len()).is_err() {
+    if out.len() < 4 || u32::try_from(out.len()).is_err() {
         return Err(BadInput);
     }
-    let memory = memory.get_mut(..cost.block_count()).ok_or(BadInput)?;
-    let mut h0 = initial_hash(input, cost, out.len())?;
-    let lane_length = cost.lane_length();
+    let memory = memory.get_mut(..params.block_count()).ok_or(BadInput)?;
+    let mut h0 = initial_hash(input, params, out.len())?;
+    let lanes = params.p_cost() as usize;
+    let lane_length = lane_length(params);
     let mut bytes = [0u8; 1024];
-    for lane in 0..cost.lanes() {
+    for lane in 0..lanes {
         for column in 0..2u32 {
             let lane_bytes = u32::try_from(lane).map_err(|_| BadInput)?.to_le_bytes();
             h_prime(&mut bytes, &[&h0, &column.to_le_bytes(), &lane_bytes]);
@@ -90,15 +72,15 @@ pub fn hash(
         }
     }
     h0.zeroize();
-    for pass in 0..cost.t as usize {
+    for pass in 0..params.t_cost() as usize {
         for slice in 0..SYNC_POINTS {
-            for lane in 0..cost.lanes() {
-                fill_segment(memory, cost, pass, slice, lane, compress);
+            for lane in 0..lanes {
+                fill_segment(memory, params, pass, slice, lane, compress);
             }
         }
     }
     let mut last = memory[lane_length - 1];
-    for lane in 1..cost.lanes() {
+    for lane in 1..lanes {
         last ^= &memory[lane * lane_length + lane_length - 1];
     }
     for (chunk, word) in bytes.chunks_exact_mut(8).zip(last.as_ref()) {
@@ -111,7 +93,7 @@ pub fn hash(
 }
 
 /// H0: BLAKE2b-512 of the parameters and inputs, each with its length.
-fn initial_hash(input: &Input<'_>, cost: Cost, out_len: usize) -> Result<[u8; 64], BadInput> {
+fn initial_hash(input: &Input<'_>, params: &Params, out_len: usize) -> Result<[u8; 64], BadInput> {
     let len = |b: &[u8]| {
         u32::try_from(b.len())
             .map(u32::to_le_bytes)
@@ -119,7 +101,14 @@ fn initial_hash(input: &Input<'_>, cost: Cost, out_len: usize) -> Result<[u8; 64
     };
     let mut h = Blake2b512::new();
     let out_len = u32::try_from(out_len).map_err(|_| BadInput)?;
-    for word in [cost.p, out_len, cost.m_kib, cost.t, VERSION, ARGON2ID] {
+    for word in [
+        params.p_cost(),
+        out_len,
+        params.m_cost(),
+        params.t_cost(),
+        VERSION,
+        ARGON2ID,
+    ] {
         h.update(word.to_le_bytes());
     }
     for part in [input.password, input.salt, input.secret, input.data] {
@@ -176,14 +165,14 @@ fn blake2b_var(out: &mut [u8], inputs: &[&[u8]]) {
 /// One segment of one lane in one pass: RFC 9106, sections 3.2 to 3.4.
 fn fill_segment(
     memory: &mut [Block],
-    cost: Cost,
+    params: &Params,
     pass: usize,
     slice: usize,
     lane: usize,
     compress: Compress,
 ) {
-    let segment_length = cost.segment_length();
-    let lane_length = cost.lane_length();
+    let segment_length = segment_length(params);
+    let lane_length = lane_length(params);
     // argon2id: the first half of the first pass takes its references from a counter
     // (data-independent), the rest from the previous block.
     let independent = pass == 0 && slice < SYNC_POINTS / 2;
@@ -195,8 +184,8 @@ fn fill_segment(
             pass as u64,
             lane as u64,
             slice as u64,
-            cost.block_count() as u64,
-            u64::from(cost.t),
+            params.block_count() as u64,
+            u64::from(params.t_cost()),
             u64::from(ARGON2ID),
         ]);
     }
@@ -226,7 +215,7 @@ fn fill_segment(
         let ref_lane = if pass == 0 && slice == 0 {
             lane
         } else {
-            ((pseudo_random >> 32) as usize) % cost.lanes()
+            ((pseudo_random >> 32) as usize) % params.p_cost() as usize
         };
         let same_lane = ref_lane == lane;
         // The blocks this one may refer to: finished segments, and in its own lane the
@@ -275,16 +264,16 @@ fn three(memory: &mut [Block], a: usize, b: usize, current: usize) -> (&Block, &
 #[cfg(test)]
 mod tests {
     use super::*;
-    use argon2::{Algorithm, Argon2, Params, Version};
+    use argon2::{Algorithm, Argon2, Version};
 
     fn compress() -> Compress {
         crate::ffi::blamka::avx2().expect("this test needs a CPU with AVX2")
     }
 
-    fn ours(input: &Input<'_>, cost: Cost, out_len: usize) -> Vec<u8> {
-        let mut memory = vec![Block::new(); cost.block_count()];
+    fn ours(input: &Input<'_>, params: &Params, out_len: usize) -> Vec<u8> {
+        let mut memory = vec![Block::new(); params.block_count()];
         let mut out = vec![0u8; out_len];
-        hash(input, cost, &mut out, &mut memory, compress()).unwrap();
+        hash(input, params, &mut out, &mut memory, compress()).unwrap();
         out
     }
 
@@ -308,15 +297,7 @@ mod tests {
             secret: &[0x03; 8],
             data: &[0x04; 12],
         };
-        let tag = ours(
-            &input,
-            Cost {
-                m_kib: 32,
-                t: 3,
-                p: 4,
-            },
-            32,
-        );
+        let tag = ours(&input, &Params::new(32, 3, 4, Some(32)).unwrap(), 32);
         let want = "0d640df58d78766c08c037a34a8b53c9d01ef0452d75b65eb52520e96b01e659";
         let got: String = tag.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(got, want);
@@ -351,11 +332,11 @@ mod tests {
             };
             let params = Params::new(m_kib, t, p, Some(out_len)).unwrap();
             let mut want = vec![0u8; out_len];
-            Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
                 .hash_password_into(&password, &salt, &mut want)
                 .unwrap();
             assert_eq!(
-                ours(&input, Cost { m_kib, t, p }, out_len),
+                ours(&input, &params, out_len),
                 want,
                 "m={m_kib} t={t} p={p} out={out_len}"
             );
@@ -370,26 +351,19 @@ mod tests {
             secret: &[],
             data: &[],
         };
-        let cost = Cost {
-            m_kib: 64,
-            t: 1,
-            p: 1,
-        };
+        let params = Params::new(64, 1, 1, None).unwrap();
         let compress: Compress = |_, _, _, _| {};
         let mut small = vec![Block::new(); 63];
         assert_eq!(
-            hash(&input, cost, &mut [0u8; 32], &mut small, compress),
+            hash(&input, &params, &mut [0u8; 32], &mut small, compress),
             Err(BadInput)
         );
+        // No pass or no lane cannot reach `hash`: its parameters are `argon2::Params`.
+        assert!(Params::new(64, 0, 1, None).is_err());
+        assert!(Params::new(64, 1, 0, None).is_err());
         let mut memory = vec![Block::new(); 64];
-        for bad in [Cost { t: 0, ..cost }, Cost { p: 0, ..cost }] {
-            assert_eq!(
-                hash(&input, bad, &mut [0u8; 32], &mut memory, compress),
-                Err(BadInput)
-            );
-        }
         assert_eq!(
-            hash(&input, cost, &mut [0u8; 3], &mut memory, compress),
+            hash(&input, &params, &mut [0u8; 3], &mut memory, compress),
             Err(BadInput)
         );
     }
