@@ -593,16 +593,14 @@ fn throughput(
     secs: f64,
 ) -> report::Throughput {
     let normalised = password.replace('-', "");
-    let run = |n: usize, what: &str| -> f64 {
+    let login = [confdir.to_str().unwrap(), service, user, password];
+    let hash = [phc, normalised.as_str()];
+    let run = |n: usize, role: &str, args: &[&str]| -> f64 {
         let children: Vec<_> = (0..n)
             .map(|_| {
-                let mut c = self_command(what);
-                if what == "worker" {
-                    c.args([confdir.to_str().unwrap(), service, user, password]);
-                } else {
-                    c.args([phc, normalised.as_str()]);
-                }
-                c.arg(secs.to_string())
+                self_command(role)
+                    .args(args)
+                    .arg(secs.to_string())
                     .stdout(std::process::Stdio::piped())
                     .spawn()
                     .unwrap()
@@ -624,10 +622,10 @@ fn throughput(
     // Five alternations, so that one window in which the machine's other vCPU was taken
     // does not decide the figure (with three, one run in five came out at 1.57 x).
     for _ in 0..5 {
-        s[0].push(run(1, "worker"));
-        s[1].push(run(2, "worker"));
-        s[2].push(run(1, "hash-worker"));
-        s[3].push(run(2, "hash-worker"));
+        s[0].push(run(1, "worker", &login));
+        s[1].push(run(2, "worker", &login));
+        s[2].push(run(1, "hash-worker", &hash));
+        s[3].push(run(2, "hash-worker", &hash));
     }
     report::Throughput {
         one: s[0].median(),
@@ -841,6 +839,18 @@ fn login_once(args: &[String]) -> Code {
     .code
 }
 
+/// Runs `once` over and over for `secs` seconds and prints how many times it ran.
+fn count_for(secs: &str, mut once: impl FnMut()) {
+    let secs: f64 = secs.parse().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(secs);
+    let mut n = 0u64;
+    while std::time::Instant::now() < deadline {
+        once();
+        n += 1;
+    }
+    println!("{n}");
+}
+
 /// What the benchmark runs in child processes: fresh processes for first verifications,
 /// memory peaks, and concurrent login workers.
 fn child(role: &str, args: &[String]) {
@@ -870,25 +880,11 @@ fn child(role: &str, args: &[String]) {
         "hash-worker" => {
             // hash-worker PHC NORMALISED-PASSWORD SECS: bare verifications, counted.
             let candidate = Candidate::parse(args[1].as_bytes()).unwrap();
-            let secs: f64 = args[2].parse().unwrap();
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(secs);
-            let mut n = 0u64;
-            while std::time::Instant::now() < deadline {
-                assert!(secret::verify(Some(&candidate), &args[0]).unwrap());
-                n += 1;
-            }
-            println!("{n}");
+            count_for(&args[2], || {
+                assert!(secret::verify(Some(&candidate), &args[0]).unwrap())
+            });
         }
-        "worker" => {
-            let secs: f64 = args[4].parse().unwrap();
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(secs);
-            let mut n = 0u64;
-            while std::time::Instant::now() < deadline {
-                assert_eq!(login_once(args), Code::SUCCESS);
-                n += 1;
-            }
-            println!("{n}");
-        }
+        "worker" => count_for(&args[4], || assert_eq!(login_once(args), Code::SUCCESS)),
         "memory" => {
             // Tell the sampling parent where anonymous memory stands, let it see this
             // state, then log in once with the peak reset to what is resident now.
