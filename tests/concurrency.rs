@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::Sandbox;
 use pam_apppass::code::Code;
-use support::{helper, helper_role};
+use support::{helper, helper_role, wrong_secret};
 
 /// How long the login processes run.
 const RUN_FOR: Duration = Duration::from_secs(8);
@@ -47,9 +47,7 @@ fn helper_login_worker() {
     while started.elapsed() < RUN_FOR {
         let (user, password) = &passwords[i % passwords.len()];
         if i % 5 == 4 {
-            let mut wrong = password.clone();
-            let last = wrong.pop().unwrap();
-            wrong.push(if last == '2' { '3' } else { '2' });
+            let wrong = wrong_secret(password);
             let rhost = format!("198.51.{worker}.{}", i % 250);
             let code = login(user, &wrong, &rhost);
             if code == Code::AUTH_ERR {

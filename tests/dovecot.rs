@@ -4,6 +4,7 @@
 
 mod common;
 mod e2e;
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use e2e::{
     Dovecot, DovecotSetup, Expected, Host, Mail, TestUser, World, assert_last_use, check_syslog,
     fail2ban_ips, fresh_ip, listed, mail_login, sorted,
 };
+use support::wrong_secret;
 
 fn prerequisites() -> bool {
     e2e::have(&[
@@ -34,14 +36,6 @@ fn login(d: &Dovecot, proto: Mail, user: &str, password: &str, accepted: bool) -
         attempt.assert_refused(proto);
     }
     ip
-}
-
-/// An app password with its last character changed: this user's selector, wrong secret.
-fn mistyped(password: &str) -> String {
-    let mut p = password.to_string();
-    let last = p.pop().unwrap();
-    p.push(if last == '2' { '3' } else { '2' });
-    p
 }
 
 /// Waits until `deadline` has passed: an app password made with `--expires 1s` has then
@@ -95,7 +89,7 @@ fn app_passwords_only() {
     }
 
     // A wrong one.
-    let ip = login(&d, Mail::Imap, u, &mistyped(&imap.password), false);
+    let ip = login(&d, Mail::Imap, u, &wrong_secret(&imap.password), false);
     expected.push(Expected::failure(
         &ip,
         u,

@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use common::{Sandbox, require};
 use pam_apppass::code::Code;
-use support::{CHEAP, have, insert_row};
+use support::{CHEAP, have, insert_row, wrong_secret};
 
 const ROLE: &str = "APPPASS_LEAK_WORKER";
 /// The exit status both checkers are told to use when they find something.
@@ -233,9 +233,7 @@ fn worker() {
     let confdir = PathBuf::from(std::env::var_os("APPPASS_CONFDIR").unwrap());
     let password = std::env::var("APPPASS_PASSWORD").unwrap();
     let logins: usize = std::env::var("APPPASS_LOGINS").unwrap().parse().unwrap();
-    let mut wrong = password.clone();
-    let last = wrong.pop().unwrap();
-    wrong.push(if last == '2' { '3' } else { '2' });
+    let wrong = wrong_secret(&password);
     let login = |user: &str, password: &str, rhost: &str| {
         common::login_in(
             Path::new(&confdir),

@@ -2,11 +2,13 @@
 //! in a temporary directory, against a database made with the real CLI.
 
 mod common;
+mod support;
 
 use std::os::unix::fs::PermissionsExt;
 
 use common::{AuthLog, Sandbox, is_root, require, unique};
 use pam_apppass::code::Code;
+use support::wrong_secret;
 
 #[test]
 fn right_password_in_every_spelling() {
@@ -39,9 +41,7 @@ fn wrong_other_user_other_service() {
     let alice_pop = s.add("alice", "pop3", &[]);
     assert_eq!(s.code("imap", "alice", &alice.password), Code::SUCCESS);
     // Wrong: one character changed in the secret part, or another password altogether.
-    let mut wrong = alice.password.clone();
-    let last = wrong.pop().unwrap();
-    wrong.push(if last == '2' { '3' } else { '2' });
+    let wrong = wrong_secret(&alice.password);
     assert_eq!(s.code("imap", "alice", &wrong), Code::AUTH_ERR);
     assert_eq!(
         s.code("imap", "alice", "correct horse battery staple"),

@@ -7,6 +7,7 @@
 mod common;
 mod e2e;
 mod pg;
+mod support;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use common::{Sandbox, require};
 use pam_apppass::code::Code;
 use pg::{ADMIN, Cluster, LOGIN};
+use support::wrong_secret;
 
 /// The timeouts the tests configure (db_connect_timeout, db_query_timeout).
 const TIMEOUT: Duration = Duration::from_secs(1);
@@ -97,13 +99,6 @@ fn service(s: &Sandbox, cluster: &Cluster, db: &str, name: &str, control: &str, 
     );
 }
 
-fn mistyped(password: &str) -> String {
-    let mut p = password.to_string();
-    let last = p.pop().unwrap();
-    p.push(if last == '2' { '3' } else { '2' });
-    p
-}
-
 fn json(out: &std::process::Output) -> serde_json::Value {
     assert!(
         out.status.success(),
@@ -137,7 +132,7 @@ fn logins_through_libpam_with_the_module_role() {
         assert_eq!(s.code("imap", "alice", &form), Code::SUCCESS, "{form}");
     }
     assert_eq!(
-        s.code("imap", "alice", &mistyped(&pw.password)),
+        s.code("imap", "alice", &wrong_secret(&pw.password)),
         Code::AUTH_ERR
     );
     assert_eq!(s.code("imap", "alice", "account password"), Code::AUTH_ERR);
@@ -192,7 +187,7 @@ fn logins_through_libpam_with_the_module_role() {
     assert!(log.as_array().unwrap().iter().all(|e| e["user"] == "alice"));
 
     // Throttling per (user, host): three guesses from one host lock only that host.
-    let guess = mistyped(&pw.password);
+    let guess = wrong_secret(&pw.password);
     for _ in 0..3 {
         let out = s.login("imap", "alice", guess.as_bytes(), Some("198.51.100.66"));
         assert_eq!(out.code, Code::AUTH_ERR);
@@ -332,7 +327,7 @@ fn server_down_or_hung_is_authinfo_unavail_within_the_timeout() {
     let bound = 3 * TIMEOUT;
     assert_eq!(s.code("imap", "alice", &pw.password), Code::SUCCESS);
     assert_eq!(
-        s.code("fallback", "alice", &mistyped(&pw.password)),
+        s.code("fallback", "alice", &wrong_secret(&pw.password)),
         Code::AUTH_ERR
     );
 
@@ -419,7 +414,7 @@ fn two_hosts_one_store() {
     assert_eq!(on(&a, &from_b.password), Code::AUTH_ERR);
     // Throttling is shared too: guesses on one host count on the other.
     let fresh = a.add("alice", "imap", &[]);
-    let guess = mistyped(&fresh.password);
+    let guess = wrong_secret(&fresh.password);
     for h in [&a, &b, &a, &b, &a, &b, &a, &b, &a, &b] {
         assert_eq!(on(h, &guess), Code::AUTH_ERR);
     }
@@ -556,7 +551,7 @@ fn dovecot_login_on_postgresql() {
     let ip = e2e::fresh_ip();
     e2e::mail_login(&d, e2e::Mail::Imap, u, &pw.password, &ip).assert_in(e2e::Mail::Imap);
     let wrong = e2e::fresh_ip();
-    e2e::mail_login(&d, e2e::Mail::Imap, u, &mistyped(&pw.password), &wrong)
+    e2e::mail_login(&d, e2e::Mail::Imap, u, &wrong_secret(&pw.password), &wrong)
         .assert_refused(e2e::Mail::Imap);
     e2e::assert_last_use(&world, pw.id, &ip, "imap", 1);
     // Revoked on the database: refused at the next login.

@@ -5,6 +5,7 @@
 
 mod common;
 mod e2e;
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use e2e::{
     Expected, Host, Sshd, TestUser, World, assert_last_use, authorize_key, check_syslog,
     fail2ban_ips, fresh_ip, listed, sorted, ssh_key, ssh_password,
 };
+use support::wrong_secret;
 
 /// Both ways sshd hands a password to PAM.
 const METHODS: [&str; 2] = ["password", "keyboard-interactive"];
@@ -27,13 +29,6 @@ fn prerequisites() -> bool {
         "useradd",
         "fail2ban-regex",
     ])
-}
-
-fn mistyped(password: &str) -> String {
-    let mut p = password.to_string();
-    let last = p.pop().unwrap();
-    p.push(if last == '2' { '3' } else { '2' });
-    p
 }
 
 #[test]
@@ -96,7 +91,7 @@ fn shipped_file_takes_app_passwords_keys_and_the_account_password() {
         &sshd,
         "keyboard-interactive",
         u,
-        &mistyped(&sftp.password),
+        &wrong_secret(&sftp.password),
         &ip,
     )
     .assert_refused();

@@ -1,6 +1,7 @@
-//! Helpers of the fault, abuse, concurrency and timing tests (tests/faults.rs,
-//! tests/crash.rs, tests/concurrency.rs, tests/timing.rs, tests/leak_logins.rs), on
-//! top of tests/common, and of the benchmark (benches/login).
+//! Helpers on top of tests/common: of the fault, abuse, concurrency and timing tests
+//! (tests/faults.rs, tests/crash.rs, tests/concurrency.rs, tests/timing.rs,
+//! tests/leak_logins.rs), of the benchmark (benches/login), and the one wrong-secret
+//! spelling every test that logs in with a mistyped password uses.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
