@@ -36,8 +36,9 @@ need_build_prereqs() {
 # admins read them), PAM modules to stack with, and the real servers and clients of the
 # end-to-end tests (Dovecot, OpenSSH, curl, sshpass) and fail2ban; PostgreSQL (server,
 # client, libpq5) for the PostgreSQL store's tests, which start a private cluster; the
-# leak checkers of tests/leak_logins.rs (valgrind, gcc's libasan8) and chattr (e2fsprogs)
-# and mount (util-linux) for tests/faults.rs.
+# leak checkers of tests/leak_logins.rs (valgrind, gcc's libasan8), chattr (e2fsprogs)
+# and mount (util-linux) for tests/faults.rs, and Debian's libargon2 (libargon2-dev),
+# which tests/argon2_interop.rs has verify what apppass hashes.
 TEST_PACKAGES="rsyslog libpam-modules dovecot-imapd dovecot-pop3d dovecot-submissiond openssh-server openssh-client sshpass curl fail2ban postgresql postgresql-client libpq5 valgrind libasan8 e2fsprogs util-linux libargon2-dev"
 
 need_test_prereqs() {
