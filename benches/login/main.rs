@@ -8,6 +8,8 @@
 //! Run with `scripts/bench` (which installs the peers and fetches the C reference's
 //! source) or `cargo bench --bench login -- [--rounds N] [--json PATH] [--svg PATH]`.
 
+#[path = "../../tests/common/mod.rs"]
+mod common;
 #[path = "../../tests/pg/mod.rs"]
 mod pg;
 mod report;

@@ -40,12 +40,23 @@ pub fn is_root() -> bool {
 
 /// A name no other test (or earlier run) uses, for PAM service names and markers.
 pub fn unique(prefix: &str) -> String {
-    let mut b = [0u8; 6];
+    format!("{prefix}-{}", random_hex(6))
+}
+
+/// `n` random bytes in hex: names and throwaway passwords.
+pub fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
     getrandom::fill(&mut b).unwrap();
-    format!(
-        "{prefix}-{}",
-        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-    )
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A loopback TCP port nobody listens on now, for a server of the test's own.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn apppass_bin() -> PathBuf {

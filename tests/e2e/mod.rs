@@ -14,7 +14,7 @@
 #![allow(dead_code)]
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::{self, AuthLog, Sandbox, require, unique};
+use crate::common::{self, AuthLog, Sandbox, free_port, require, unique};
 
 /// This source tree (for the shipped pam.d/ and fail2ban/ files).
 pub fn repo() -> PathBuf {
@@ -296,14 +296,6 @@ pub fn with_module_path(text: &str, module: &Path) -> String {
 
 // ---------------------------------------------------------------------------------------
 // Servers.
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A server process of the test's own, stopped by its pid (SIGTERM, so that Dovecot's
 /// master takes its children with it) when dropped, also when the test fails.

@@ -9,11 +9,12 @@
 //! database and runs the CLI; `apppass_login` gets what sql/postgres/roles.sql grants.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::common::{free_port, is_root, random_hex};
 
 /// The newest PostgreSQL server installed (Debian: /usr/lib/postgresql/VERSION/bin).
 pub fn server_bin() -> Option<PathBuf> {
@@ -31,24 +32,6 @@ pub fn server_bin() -> Option<PathBuf> {
         .collect();
     found.sort();
     found.pop().map(|(_, b)| b)
-}
-
-fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    getrandom::fill(&mut b).unwrap();
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn is_root() -> bool {
-    pam_apppass::ffi::uids().1 == 0
 }
 
 pub const ADMIN: &str = "apppass_admin";
