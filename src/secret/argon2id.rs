@@ -125,9 +125,7 @@ fn initial_hash(input: &Input<'_>, params: &Params, out_len: usize) -> Result<[u
 fn h_prime(out: &mut [u8], inputs: &[&[u8]]) {
     let len = u32::try_from(out.len()).unwrap_or(u32::MAX).to_le_bytes();
     if out.len() <= 64 {
-        let mut all = vec![&len[..]];
-        all.extend_from_slice(inputs);
-        blake2b_var(out, &all);
+        blake2b_var(out, std::iter::once(&len[..]).chain(inputs.iter().copied()));
         return;
     }
     let mut h = Blake2b512::new();
@@ -143,12 +141,12 @@ fn h_prime(out: &mut [u8], inputs: &[&[u8]]) {
         out[at..at + 32].copy_from_slice(&v[..32]);
         at += 32;
     }
-    blake2b_var(&mut out[at..], &[&v]);
+    blake2b_var(&mut out[at..], [&v[..]]);
     v.zeroize();
 }
 
 /// BLAKE2b with an output of `out.len()` (1 to 64) bytes.
-fn blake2b_var(out: &mut [u8], inputs: &[&[u8]]) {
+fn blake2b_var<'a>(out: &mut [u8], inputs: impl IntoIterator<Item = &'a [u8]>) {
     let Ok(mut h) = Blake2bVarCore::new(out.len()) else {
         return;
     };
