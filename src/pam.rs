@@ -455,16 +455,10 @@ fn quoted(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::{HashParams, NewPassword};
+    use crate::secret::{FAST, NewPassword};
     use crate::store::NewRow;
     use crate::store::sqlite::SqliteStore;
     use std::cell::RefCell;
-
-    const FAST: HashParams = HashParams {
-        m_kib: 64,
-        t: 1,
-        p: 1,
-    };
 
     /// A scripted application: what libpam would hand the module.
     struct TestHost {

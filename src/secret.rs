@@ -301,16 +301,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
+/// Cheap parameters for the unit tests here and in [`crate::pam`]: they check logic, not
+/// cost.
+#[cfg(test)]
+pub(crate) const FAST: HashParams = HashParams {
+    m_kib: 64,
+    t: 1,
+    p: 1,
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Cheap parameters: these tests check logic, not cost.
-    const FAST: HashParams = HashParams {
-        m_kib: 64,
-        t: 1,
-        p: 1,
-    };
 
     #[test]
     fn generated_passwords_use_the_alphabet_and_group_by_four() {
