@@ -62,8 +62,8 @@ pub fn hash(
     let lane_length = lane_length(params);
     let mut bytes = [0u8; 1024];
     for lane in 0..lanes {
+        let lane_bytes = u32::try_from(lane).map_err(|_| BadInput)?.to_le_bytes();
         for column in 0..2u32 {
-            let lane_bytes = u32::try_from(lane).map_err(|_| BadInput)?.to_le_bytes();
             h_prime(&mut bytes, &[&h0, &column.to_le_bytes(), &lane_bytes]);
             let block = &mut memory[lane * lane_length + column as usize];
             for (word, chunk) in block.as_mut().iter_mut().zip(bytes.chunks_exact(8)) {
@@ -124,25 +124,25 @@ fn initial_hash(input: &Input<'_>, params: &Params, out_len: usize) -> Result<[u
 /// steps for outputs longer than 64 bytes.
 fn h_prime(out: &mut [u8], inputs: &[&[u8]]) {
     let len = u32::try_from(out.len()).unwrap_or(u32::MAX).to_le_bytes();
+    let parts = std::iter::once(&len[..]).chain(inputs.iter().copied());
     if out.len() <= 64 {
-        blake2b_var(out, std::iter::once(&len[..]).chain(inputs.iter().copied()));
+        blake2b_var(out, parts);
         return;
     }
-    let mut h = Blake2b512::new();
-    h.update(len);
-    for part in inputs {
-        h.update(part);
-    }
-    let mut v: [u8; 64] = h.finalize().into();
+    let mut v = [0u8; 64];
+    blake2b_var(&mut v, parts);
     out[..32].copy_from_slice(&v[..32]);
     let mut at = 32;
+    let mut previous = [0u8; 64];
     while out.len() - at > 64 {
-        v = Blake2b512::digest(v).into();
+        previous = v;
+        blake2b_var(&mut v, [&previous[..]]);
         out[at..at + 32].copy_from_slice(&v[..32]);
         at += 32;
     }
     blake2b_var(&mut out[at..], [&v[..]]);
     v.zeroize();
+    previous.zeroize();
 }
 
 /// BLAKE2b with an output of `out.len()` (1 to 64) bytes.
