@@ -34,6 +34,7 @@ impl Row {
     }
 }
 
+#[derive(Default)]
 pub struct Throughput {
     pub one: f64,
     pub two: f64,
@@ -97,12 +98,7 @@ impl Report {
             rounds,
             large_rows,
             rows: Vec::new(),
-            throughput: Throughput {
-                one: 0.0,
-                two: 0.0,
-                hash_one: 0.0,
-                hash_two: 0.0,
-            },
+            throughput: Throughput::default(),
             memory: Memory {
                 anon_kib: 0.0,
                 rss_kib: 0.0,
