@@ -60,7 +60,6 @@ fn run_killed(db: &Path, conf: &Path, args: &[&str], after: Duration) -> Run {
 struct Window {
     took: Vec<Duration>,
     draws: usize,
-    measuring: bool,
 }
 
 impl Window {
@@ -68,7 +67,6 @@ impl Window {
         Window {
             took: (0..5).map(|_| run()).collect(),
             draws: 0,
-            measuring: false,
         }
     }
 
@@ -81,16 +79,20 @@ impl Window {
     /// When to kill the next run.
     fn draw(&mut self, rng: &mut support::Rng) -> Duration {
         self.draws += 1;
-        self.measuring = self.draws % 8 == 0;
-        if self.measuring {
+        if self.measuring() {
             return Duration::from_secs(60);
         }
         Duration::from_micros(rng.below(self.usual().as_micros() as usize * 6 / 5) as u64)
     }
 
+    /// Whether the last draw let the command run to its end.
+    fn measuring(&self) -> bool {
+        self.draws % 8 == 0
+    }
+
     /// The last run drawn for finished, in `took`.
     fn finished(&mut self, took: Duration) {
-        if self.measuring {
+        if self.measuring() {
             self.took.push(took);
         }
     }
