@@ -9,7 +9,7 @@ mod support;
 use std::path::PathBuf;
 use std::process::Command;
 
-use pam_apppass::secret::{HashParams, NewPassword};
+use apppass_core::secret::{HashParams, NewPassword};
 
 /// `benches/login/argon2_ref.c` built against libargon2 (package libargon2-dev).
 fn reference() -> Option<PathBuf> {

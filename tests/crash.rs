@@ -286,7 +286,7 @@ fn init_killed_and_run_again() {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, pam_apppass::store::sqlite::SCHEMA_VERSION);
+        assert_eq!(version, apppass_core::store::sqlite::SCHEMA_VERSION);
     }
     println!("init killed {killed} times of {runs}");
     assert!(killed >= 10, "init was killed only {killed} times");

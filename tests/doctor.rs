@@ -8,9 +8,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use apppass_core::store::sqlite::SCHEMA_VERSION;
 use common::{Sandbox, apppass_bin};
 use e2e::World;
-use pam_apppass::store::sqlite::SCHEMA_VERSION;
 
 struct Doctor {
     code: i32,

@@ -596,7 +596,7 @@ fn fifo_instead_of_database() {
 /// root): refused at once, not read forever.
 #[test]
 fn fifo_instead_of_database_without_root_checks() {
-    use pam_apppass::store::sqlite::{Purpose, SqliteStore};
+    use apppass_core::store::sqlite::{Purpose, SqliteStore};
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("fifo.db");
     support::run_ok(Command::new("mkfifo").arg(&fifo));

@@ -8,11 +8,11 @@
 mod common;
 mod pg;
 
+use apppass_core::secret::{HashParams, NewPassword};
+use apppass_core::store::sqlite::{Purpose, SqliteStore};
+use apppass_core::store::{NewRow, Store};
 use common::Sandbox;
 use pam_apppass::code::Code;
-use pam_apppass::secret::{HashParams, NewPassword};
-use pam_apppass::store::sqlite::{Purpose, SqliteStore};
-use pam_apppass::store::{NewRow, Store};
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 struct Snapshot {

@@ -20,14 +20,14 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
+use apppass_core::args;
+use apppass_core::config::Config;
+use apppass_core::policy::Throttle;
+use apppass_core::secret::{self, ALPHABET, Candidate, MAX_INPUT_LEN, NewPassword, PASSWORD_LEN};
+use apppass_core::store::Location;
+use apppass_core::time;
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Params, Version};
-use pam_apppass::args;
-use pam_apppass::config::Config;
-use pam_apppass::policy::Throttle;
-use pam_apppass::secret::{self, ALPHABET, Candidate, MAX_INPUT_LEN, NewPassword, PASSWORD_LEN};
-use pam_apppass::store::Location;
-use pam_apppass::time;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
@@ -157,7 +157,7 @@ fn check_arg(raw: &[u8], parsed: &Result<args::ModuleArgs, args::ArgError>) {
         }
         ("service", Some("*"), Ok(_)) => panic!("service=* accepted"),
         ("service", Some(v), Ok(_)) => {
-            assert!(pam_apppass::policy::check_service(v).is_ok(), "{v:?}")
+            assert!(apppass_core::policy::check_service(v).is_ok(), "{v:?}")
         }
         ("debug", None, Ok(a)) => assert!(a.debug),
         _ => {}
@@ -625,8 +625,8 @@ fn client_user() -> impl Strategy<Value = Vec<u8>> {
 /// in this sandbox (`throttle_failures = 0`): guesses are not the subject here.
 #[test]
 fn module_logins() {
+    use pam_apppass::client::{Attempt, authenticate};
     use pam_apppass::code::Code;
-    use pam_apppass::ffi::client::{Attempt, authenticate};
     let s = common::Sandbox::new();
     std::fs::write(&s.conf, "throttle_failures = 0\n").unwrap();
     s.simple_service("imap", "");

@@ -5,12 +5,12 @@
 mod common;
 mod pg;
 
-use pam_apppass::policy::Throttle;
-use pam_apppass::store::{
+use apppass_core::policy::Throttle;
+use apppass_core::store::{
     self, Attempt, Connect, KEPT_INACTIVE, Location, LookupQuery, NewRow, Outcome, Owner, Purpose,
     Retention, Revoked, Store, StoreError,
 };
-use pam_apppass::time::Timestamp;
+use apppass_core::time::Timestamp;
 
 /// A database for one case: where it is and how to reach it.
 struct Db {

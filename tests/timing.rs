@@ -37,9 +37,9 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use apppass_core::secret::{HashParams, NewPassword};
 use common::{Sandbox, require};
 use pam_apppass::code::Code;
-use pam_apppass::secret::{HashParams, NewPassword};
 use support::{have, wrong_secret};
 
 const TOLERANCE: f64 = 1.02;

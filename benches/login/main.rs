@@ -21,10 +21,10 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use apppass_core::secret::{self, Candidate, HashParams};
 use argon2::PasswordVerifier;
+use pam_apppass::client::{self, Attempt};
 use pam_apppass::code::Code;
-use pam_apppass::ffi::client::{self, Attempt};
-use pam_apppass::secret::{self, Candidate, HashParams};
 
 use report::{Check, Report, Row};
 use stats::{Samples, time};
@@ -687,7 +687,7 @@ fn hashes(dir: &Path, phc: &str, password: &str, fresh: usize) -> Vec<report::Ha
         impls.push((which.to_string(), c));
     }
     for (label, bin) in reference_binaries(dir) {
-        let mut c = Command::new(bin);
+        let mut c = Command::new(&bin);
         c.args(["steady", phc, &normalised]);
         impls.push((label, c));
     }
@@ -794,11 +794,11 @@ fn reference_binaries(dir: &Path) -> Vec<(String, PathBuf)> {
 
 /// `apppass add` and `apppass list` for a user with forty app passwords.
 fn cli(db: &Path, conf: Option<&Path>, user: &str) -> Vec<(String, Samples)> {
-    let bin = env!("CARGO_BIN_EXE_apppass");
+    let bin = common::apppass_bin();
     let (mut add, mut list) = (Samples::default(), Samples::default());
     for _ in 0..11 {
         let (ms, out) = time(|| {
-            let mut c = Command::new(bin);
+            let mut c = Command::new(&bin);
             if let Some(conf) = conf {
                 c.arg("--config").arg(conf);
             }
@@ -811,7 +811,7 @@ fn cli(db: &Path, conf: Option<&Path>, user: &str) -> Vec<(String, Samples)> {
         assert!(out.status.success());
         add.push(ms);
         let (ms, out) = time(|| {
-            Command::new(bin)
+            Command::new(&bin)
                 .arg("--db")
                 .arg(db)
                 .args(["list", "--user", user])

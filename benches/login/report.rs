@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use pam_apppass::secret::HashParams;
+use apppass_core::secret::HashParams;
 use serde_json::json;
 
 use crate::stats::{self, Samples};

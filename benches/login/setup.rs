@@ -5,9 +5,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use pam_apppass::secret::{self, ALPHABET, HashParams, NewPassword, SELECTOR_LEN};
-use pam_apppass::store::sqlite::SqliteStore;
-use pam_apppass::store::{NewRow, Owner, Store};
+use apppass_core::secret::{self, ALPHABET, HashParams, NewPassword, SELECTOR_LEN};
+use apppass_core::store::sqlite::SqliteStore;
+use apppass_core::store::{NewRow, Owner, Store};
 
 /// A real app password: its id and the text a person would type.
 #[derive(Debug, Clone)]
@@ -153,7 +153,7 @@ pub fn postgres(
     real: &RealRows,
     params_conf: &str,
 ) -> (PathBuf, String) {
-    use pam_apppass::store::{self, Connect, Location};
+    use apppass_core::store::{self, Connect, Location};
     let db = cluster.create_database();
     let passfile = dir.join("apppass.pgpass");
     cluster.passfile(&passfile, &[crate::pg::ADMIN, crate::pg::LOGIN]);

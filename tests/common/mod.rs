@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use pam_apppass::client::{self, Attempt, Outcome};
 use pam_apppass::code::Code;
-use pam_apppass::ffi::client::{self, Attempt, Outcome};
 
 /// For a test binary with its own main (harness = false), whether the test `name` was
 /// asked for: cargo passes libtest's flags and filters, and a filter naming another test
@@ -35,7 +35,7 @@ pub fn require(ok: bool, what: &str) -> bool {
 }
 
 pub fn is_root() -> bool {
-    pam_apppass::ffi::uids().1 == 0
+    pam_apppass::uids().1 == 0
 }
 
 /// A name no other test (or earlier run) uses, for PAM service names and markers.
@@ -59,14 +59,37 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-pub fn apppass_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_apppass"))
+/// The directory cargo builds the workspace's binaries and the module into: the one
+/// above this test's own executable (`target/debug/deps/..`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    if deps.file_name().is_some_and(|n| n == "deps") {
+        deps.parent().unwrap().to_path_buf()
+    } else {
+        deps.to_path_buf()
+    }
 }
 
-/// The module cargo built next to the binary (`cargo build`), or in `deps/` (where
+/// A binary of the workspace (`cargo build --workspace` builds them; scripts/test does).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let path = target_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run cargo build --workspace first (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+pub fn apppass_bin() -> PathBuf {
+    workspace_bin("apppass")
+}
+
+/// The module cargo built next to the binaries (`cargo build`), or in `deps/` (where
 /// `cargo test` alone leaves it).
 pub fn built_module() -> PathBuf {
-    let dir = apppass_bin().parent().unwrap().to_path_buf();
+    let dir = target_dir();
     let candidates = [
         dir.join("libpam_apppass.so"),
         dir.join("deps/libpam_apppass.so"),

@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
-use pam_apppass::secret::{HashParams, NewPassword};
-use pam_apppass::store::sqlite::{Purpose, SqliteStore};
-use pam_apppass::store::{NewRow, Store};
+use apppass_core::secret::{HashParams, NewPassword};
+use apppass_core::store::sqlite::{Purpose, SqliteStore};
+use apppass_core::store::{NewRow, Store};
 
 /// argon2id's cheapest parameters: for tests where the cost of a hash is not the point.
 pub const CHEAP: HashParams = HashParams {

@@ -21,8 +21,14 @@ const APPLICATION_ID: i64 = 0x4150_5053;
 /// Numbered migrations; the number is the `PRAGMA user_version` a database has once the
 /// file is applied.
 const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../../sql/sqlite/0001_app_password.sql")),
-    (2, include_str!("../../sql/sqlite/0002_audit_throttle.sql")),
+    (
+        1,
+        include_str!("../../../../sql/sqlite/0001_app_password.sql"),
+    ),
+    (
+        2,
+        include_str!("../../../../sql/sqlite/0002_audit_throttle.sql"),
+    ),
 ];
 
 /// The schema version this build reads and writes.
@@ -104,7 +110,7 @@ impl SqliteStore {
             Ok(_) => {}
         }
         if require_root_only {
-            crate::trust::check_root_only(path).map_err(StoreError::Unsafe)?;
+            apppass_proto::trust::check_root_only(path).map_err(StoreError::Unsafe)?;
         }
         // Setting up the connection reads the file (PRAGMA synchronous needs the schema).
         let conn = match open_raw(path, purpose) {

@@ -1,6 +1,6 @@
 //! The PostgreSQL store: a database shared by several hosts, schema from
 //! `sql/postgres/` migrations, reached through libpq loaded on demand
-//! ([`crate::ffi::pq`]). The same semantics as [`super::sqlite`]: one lookup by selector,
+//! ([`apppass_pq`]). The same semantics as [`super::sqlite`]: one lookup by selector,
 //! the "has any password" check only when no row matched, a login's record in one
 //! transaction, the CLI's changes in transactions.
 //!
@@ -13,17 +13,20 @@ use super::{
     Attempt, Connect, Conninfo, Credential, Event, KEPT_INACTIVE, Listing, Lookup, LookupQuery,
     NewRow, Outcome, Owner, Purpose, Retention, Revoked, Store, StoreError,
 };
-use crate::ffi::pq::{self, PqError, Rows};
 use crate::policy::{Dates, Throttle};
 use crate::time::Timestamp;
+use apppass_pq::{self as pq, PqError, Rows};
 
 /// Numbered migrations, as in SQLite; the number is `apppass_schema.version` once the
 /// file is applied.
 const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../../sql/postgres/0001_app_password.sql")),
+    (
+        1,
+        include_str!("../../../../sql/postgres/0001_app_password.sql"),
+    ),
     (
         2,
-        include_str!("../../sql/postgres/0002_audit_throttle.sql"),
+        include_str!("../../../../sql/postgres/0002_audit_throttle.sql"),
     ),
 ];
 
@@ -177,7 +180,7 @@ fn check_passfile(path: &Path, as_root: bool) -> Result<(), StoreError> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).map_err(|e| StoreError::Io(path.to_path_buf(), e))?;
     if as_root {
-        crate::trust::check_root_only(path).map_err(StoreError::Unsafe)?;
+        apppass_proto::trust::check_root_only(path).map_err(StoreError::Unsafe)?;
     }
     if !meta.is_file() {
         return Err(StoreError::Passfile(

@@ -1,7 +1,6 @@
-//! The only `unsafe` in apppass: the module's entry points, libpam calls the bindings
-//! crate does not wrap, ([`client`]) the application side of PAM for tests, the demo
-//! and the benchmark, ([`pq`]) libpq, loaded only for a PostgreSQL database, the memory
-//! argon2 works in ([`Arena`]), and ([`blamka`]) its compression in AVX2 instructions.
+//! pam_apppass.so: the module's entry points, libpam calls the bindings crate does not
+//! wrap, ([`client`]) the application side of PAM for tests, the demo and the
+//! benchmark, and the few libc calls the CLI makes.
 //!
 //! Every entry point catches panics, silences Rust's default panic message (it would go
 //! to the host's stderr) and answers with a PAM code: never PAM_ABORT, which tells the
@@ -17,12 +16,12 @@ use pam::items::{RHost, RUser, Service, Tty};
 use pam::module::PamHandle;
 use zeroize::Zeroizing;
 
-use crate::pam::{Host, Level};
-use crate::time::Timestamp;
+use crate::login::{Host, Level};
+use apppass_core::time::Timestamp;
 
-pub mod blamka;
 pub mod client;
-pub mod pq;
+pub mod code;
+pub mod login;
 
 const PAM_AUTHTOK: c_int = 6;
 
@@ -96,7 +95,7 @@ fn contain(f: impl FnOnce() -> Code) -> Code {
             if let Err(again) = std::panic::catch_unwind(AssertUnwindSafe(|| drop(payload))) {
                 std::mem::forget(again);
             }
-            crate::pam::LoginError::Internal.code()
+            crate::login::LoginError::Internal.code()
         }
     }
 }
@@ -134,7 +133,7 @@ pub unsafe extern "C" fn pam_sm_authenticate(
     guard(pamh, |host| {
         // SAFETY: libpam's argc/argv, valid for the duration of this call.
         let argv = unsafe { args(argc, argv) };
-        crate::pam::authenticate(host, &argv)
+        crate::login::authenticate(host, &argv)
     })
 }
 
@@ -243,7 +242,7 @@ impl Host for LibPam {
     }
 
     fn now(&self) -> Timestamp {
-        crate::time::now()
+        apppass_core::time::now()
     }
 }
 
@@ -251,89 +250,6 @@ impl Host for LibPam {
 pub fn uids() -> (u32, u32) {
     // SAFETY: getuid and geteuid cannot fail and touch no memory.
     unsafe { (libc::getuid(), libc::geteuid()) }
-}
-
-/// Memory for one argon2 computation, mapped fresh and unmapped after use.
-///
-/// Asked for as transparent huge pages and populated in one call: faulting in 19 MiB
-/// page by page costs a third of a verification in a process that has not hashed
-/// before (every sshd login). Unmapping hands the memory back at once (nothing stays in
-/// the host's heap), and the kernel zeroes it before anyone else sees it.
-pub struct Arena {
-    base: *mut libc::c_void,
-    len: usize,
-    blocks: *mut argon2::Block,
-    count: usize,
-}
-
-const HUGE_PAGE: usize = 2 << 20;
-const PAGE: usize = 4096;
-/// `MADV_POPULATE_WRITE` (Linux 5.14); older kernels refuse it and fault pages in lazily.
-const MADV_POPULATE_WRITE: c_int = 23;
-
-impl Arena {
-    /// Maps `count` blocks; `None` if the system refuses (the caller then allocates).
-    pub fn new(count: usize) -> Option<Arena> {
-        let bytes = count.checked_mul(std::mem::size_of::<argon2::Block>())?;
-        let keep = bytes.checked_next_multiple_of(PAGE)?;
-        // Room to start on a huge-page boundary.
-        let len = keep.checked_add(HUGE_PAGE)?;
-        // SAFETY: an anonymous private mapping of our own; no existing memory is touched.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return None;
-        }
-        let start = (base as usize).next_multiple_of(HUGE_PAGE);
-        let head = start - base as usize;
-        let tail = len - head - keep;
-        // SAFETY: head and tail are page-aligned parts of the mapping just made, outside
-        // [start, start + keep). Trimming them keeps the last partial huge page from being
-        // backed by a whole one (up to 2 MiB more resident for nothing).
-        unsafe {
-            if head > 0 {
-                libc::munmap(base, head);
-            }
-            if tail > 0 {
-                libc::munmap((start + keep) as *mut libc::c_void, tail);
-            }
-        }
-        let blocks = start as *mut argon2::Block;
-        // SAFETY: [start, start + keep) is what remains mapped. Both calls are advice: if
-        // refused, the memory is still valid, only slower to touch.
-        unsafe {
-            libc::madvise(blocks.cast(), keep, libc::MADV_HUGEPAGE);
-            libc::madvise(blocks.cast(), keep, MADV_POPULATE_WRITE);
-        }
-        Some(Arena {
-            base: start as *mut libc::c_void,
-            len: keep,
-            blocks,
-            count,
-        })
-    }
-
-    /// The blocks, zeroed (fresh anonymous memory).
-    pub fn blocks(&mut self) -> &mut [argon2::Block] {
-        // SAFETY: `count` blocks from a page-aligned (so Block-aligned) start inside our
-        // mapping, zero-initialised (a valid Block), borrowed mutably through `self`.
-        unsafe { std::slice::from_raw_parts_mut(self.blocks, self.count) }
-    }
-}
-
-impl Drop for Arena {
-    fn drop(&mut self) {
-        // SAFETY: exactly the mapping made in `new`, unmapped once.
-        unsafe { libc::munmap(self.base, self.len) };
-    }
 }
 
 /// The login name of `uid`, from the password database (NSS).

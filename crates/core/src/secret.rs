@@ -7,10 +7,8 @@
 use std::fmt;
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
-use argon2::{Algorithm, Argon2, Block, Params, Version};
-use zeroize::{Zeroize, Zeroizing};
-
-mod argon2id;
+use argon2::{Algorithm, Params, Version};
+use zeroize::Zeroizing;
 
 /// The characters an app password is made of: lowercase letters and digits, without the
 /// ones people confuse on a phone screen (0/o, 1/l/i).
@@ -199,52 +197,9 @@ fn hash_with_salt(password: &[u8], salt: &[u8], params: HashParams) -> Result<St
     phc_string(salt, &out[..], params)
 }
 
-/// One argon2id computation, in a fresh [`crate::ffi::Arena`] when the system gives one
-/// (see there why), else in memory from the allocator; with [`argon2id`] where the CPU
-/// has AVX2, else with the argon2 crate.
+/// One argon2id computation ([`apppass_argon2::compute`]).
 fn compute(params: &Params, input: &[u8], salt: &[u8], out: &mut [u8]) -> Result<(), SecretError> {
-    compute_with(crate::ffi::blamka::avx2(), params, input, salt, out)
-}
-
-/// [`compute`] with the compression chosen by the caller: `None` for the argon2 crate.
-fn compute_with(
-    compress: Option<crate::ffi::blamka::Compress>,
-    params: &Params,
-    input: &[u8],
-    salt: &[u8],
-    out: &mut [u8],
-) -> Result<(), SecretError> {
-    let blocks = params.block_count();
-    let mut arena = crate::ffi::Arena::new(blocks);
-    let mut heap = Vec::new();
-    let memory = match &mut arena {
-        Some(arena) => arena.blocks(),
-        None => {
-            // Fallible: a stored hash may ask for more memory than the machine has, and
-            // that must be an error, not an abort inside the host.
-            heap.try_reserve_exact(blocks)
-                .map_err(|_| SecretError::Hashing)?;
-            heap.resize(blocks, Block::new());
-            &mut heap[..]
-        }
-    };
-    let result = match compress {
-        Some(compress) => {
-            let input = argon2id::Input {
-                password: input,
-                salt,
-                secret: &[],
-                data: &[],
-            };
-            argon2id::hash(&input, params, out, memory, compress).map_err(|_| SecretError::Hashing)
-        }
-        None => Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
-            .hash_password_into_with_memory(input, salt, out, memory)
-            .map_err(|_| SecretError::Hashing),
-    };
-    // The arena goes back to the kernel, which zeroes it; the heap stays in this process.
-    heap.iter_mut().for_each(Zeroize::zeroize);
-    result
+    apppass_argon2::compute(params, input, salt, out).map_err(|_| SecretError::Hashing)
 }
 
 fn phc_string(salt: &[u8], output: &[u8], params: HashParams) -> Result<String, SecretError> {
@@ -301,7 +256,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// Cheap parameters for the unit tests here and in [`crate::pam`]: they check logic, not
+/// Cheap parameters for the unit tests: they check logic, not
 /// cost.
 #[cfg(test)]
 pub(crate) const FAST: HashParams = HashParams {
@@ -417,28 +372,11 @@ mod tests {
         assert!(hash.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{hash}");
         // Another implementation (the argon2 crate's own verifier) accepts it.
         use argon2::PasswordVerifier;
-        Argon2::default()
+        argon2::Argon2::default()
             .verify_password(&pw.chars[..], hash.as_str())
             .unwrap();
         let two = pw.hash(FAST).unwrap();
         assert_ne!(hash, two, "salts must differ");
-    }
-
-    /// Both ways of computing argon2id give the same bytes: apppass's own with AVX2, and
-    /// the argon2 crate for CPUs without it (the first is also held to RFC 9106 and the
-    /// crate in argon2id's own tests).
-    #[test]
-    fn both_computations_agree() {
-        let Some(avx2) = crate::ffi::blamka::avx2() else {
-            return;
-        };
-        for (m, t, p) in [(64, 1, 1), (19456, 2, 1), (1024, 3, 4)] {
-            let params = Params::new(m, t, p, Some(HASH_LEN)).unwrap();
-            let (mut ours, mut theirs) = ([0u8; HASH_LEN], [0u8; HASH_LEN]);
-            compute_with(Some(avx2), &params, b"password", b"saltsaltsalt", &mut ours).unwrap();
-            compute_with(None, &params, b"password", b"saltsaltsalt", &mut theirs).unwrap();
-            assert_eq!(ours, theirs, "m={m} t={t} p={p}");
-        }
     }
 
     #[test]

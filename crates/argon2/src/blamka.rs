@@ -1,5 +1,5 @@
 //! Argon2's compression function G (RFC 9106, section 3.5) in AVX2 instructions, for
-//! [`crate::secret`]'s argon2id on CPUs that have them.
+//! apppass-core's's argon2id on CPUs that have them.
 //!
 //! The argon2 crate leaves G to the compiler's auto-vectorisation, which handles the
 //! row rounds well and the column rounds (two words from each of eight rows) poorly: in

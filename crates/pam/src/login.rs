@@ -1,5 +1,5 @@
 //! The module's logic, free of libpam so it can be tested alone: arguments, store
-//! lookup, one verification, usage record, outcome. [`crate::ffi`] supplies the real
+//! lookup, one verification, usage record, outcome. [`crate`] supplies the real
 //! [`Host`]; every failure becomes a PAM return code in [`LoginError::code`], and nowhere
 //! else.
 
@@ -9,14 +9,14 @@ use std::path::Path;
 use crate::code::Code;
 use zeroize::Zeroizing;
 
-use crate::args::{self, ModuleArgs};
-use crate::config::{self, Config};
-use crate::policy::{self, Status};
-use crate::secret::{self, Candidate};
-use crate::store::{
+use apppass_core::args::{self, ModuleArgs};
+use apppass_core::config::{self, Config};
+use apppass_core::policy::{self, Status};
+use apppass_core::secret::{self, Candidate};
+use apppass_core::store::{
     self, Attempt, Credential, Lookup, LookupQuery, Outcome, Purpose, Retention, Store, StoreError,
 };
-use crate::time::Timestamp;
+use apppass_core::time::Timestamp;
 
 /// Syslog priorities the module uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -374,7 +374,7 @@ fn load_config(host: &dyn Host, args: &ModuleArgs, as_root: bool) -> Result<Conf
     };
     // A configuration names the database: as root, only root may be able to change it.
     if as_root && (explicit || path.exists()) {
-        crate::trust::check_root_only(path).map_err(|e| {
+        apppass_proto::trust::check_root_only(path).map_err(|e| {
             LoginError::BadArgs(format!("refusing a configuration others can change: {e}"))
         })?;
     }
@@ -455,9 +455,16 @@ fn quoted(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::{FAST, NewPassword};
-    use crate::store::NewRow;
-    use crate::store::sqlite::SqliteStore;
+    use apppass_core::secret::{HashParams, NewPassword};
+
+    /// Cheap parameters: these tests check logic, not cost.
+    const FAST: HashParams = HashParams {
+        m_kib: 64,
+        t: 1,
+        p: 1,
+    };
+    use apppass_core::store::NewRow;
+    use apppass_core::store::sqlite::SqliteStore;
     use std::cell::RefCell;
 
     /// A scripted application: what libpam would hand the module.
@@ -601,7 +608,7 @@ mod tests {
             );
         }
         let store = SqliteStore::open(Path::new(&f.db), Purpose::Admin, false).unwrap();
-        let l = &store.list(crate::store::Owner::Anyone).unwrap()[0];
+        let l = &store.list(apppass_core::store::Owner::Anyone).unwrap()[0];
         assert_eq!(
             (
                 l.use_count,
@@ -705,7 +712,7 @@ mod tests {
         let f = fixture("imap", None);
         let store = SqliteStore::open(Path::new(&f.db), Purpose::Admin, false).unwrap();
         store
-            .revoke(&[f.id], crate::store::Owner::Anyone, 5)
+            .revoke(&[f.id], apppass_core::store::Owner::Anyone, 5)
             .unwrap();
         expect_denied(
             &f,
@@ -834,7 +841,9 @@ mod tests {
         run(&f, "alice", f.password.as_bytes(), "pop3");
         run(&f, "mallory", f.password.as_bytes(), "imap");
         let store = SqliteStore::open(Path::new(&f.db), Purpose::Admin, false).unwrap();
-        let events = store.events(crate::store::Owner::Anyone, 10).unwrap();
+        let events = store
+            .events(apppass_core::store::Owner::Anyone, 10)
+            .unwrap();
         let seen: Vec<(&str, &str, Option<&str>, Option<i64>)> = events
             .iter()
             .map(|e| {

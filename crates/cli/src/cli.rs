@@ -10,16 +10,16 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
-use pam_apppass::config::{self, Config};
-use pam_apppass::ffi;
-use pam_apppass::pam::field;
-use pam_apppass::policy::{self, Status};
-use pam_apppass::secret::NewPassword;
-use pam_apppass::store::{
+use apppass_core::config::{self, Config};
+use apppass_core::policy::{self, Status};
+use apppass_core::secret::NewPassword;
+use apppass_core::store::{
     self, Event, Listing, Location, NewRow, Owner, Purpose, Retention, Revoked, Store, StoreError,
 };
-use pam_apppass::time::{self, Timestamp};
+use apppass_core::time::{self, Timestamp};
+use clap::{Args, Parser, Subcommand};
+use pam_apppass as ffi;
+use pam_apppass::login::field;
 use serde_json::json;
 
 /// Exit codes, documented in apppass(1).
@@ -160,7 +160,7 @@ struct DoctorArgs {
     #[arg(long, value_name = "PATH")]
     file: Option<PathBuf>,
     /// Directory of PAM service files
-    #[arg(long, value_name = "DIR", default_value = pam_apppass::doctor::PAM_DIR)]
+    #[arg(long, value_name = "DIR", default_value = crate::doctor::PAM_DIR)]
     pam_dir: PathBuf,
 }
 
@@ -251,7 +251,7 @@ impl Session {
             // A setuid program takes its database and admin group from this file: only
             // root may be able to change it.
             if setuid && conf_path.exists() {
-                pam_apppass::trust::check_root_only(&conf_path).map_err(|e| {
+                apppass_proto::trust::check_root_only(&conf_path).map_err(|e| {
                     CliError::Denied(format!("refusing a configuration others can change: {e}"))
                 })?;
             }
@@ -667,7 +667,7 @@ fn print_table(
 }
 
 fn doctor(a: &DoctorArgs, out: &mut impl Write) -> Result<(), CliError> {
-    use pam_apppass::doctor::{self, Level};
+    use crate::doctor::{self, Level};
     let options = doctor::Options {
         pam_dir: a.pam_dir.clone(),
         service: a.service.clone(),

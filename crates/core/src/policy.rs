@@ -3,12 +3,9 @@
 
 use crate::time::Timestamp;
 
-/// The scope of an app password that opens every service.
-pub const ANY_SERVICE: &str = "*";
+pub use apppass_proto::names::{ANY_SERVICE, check_service, check_user};
 /// Longest label, in characters.
 pub const MAX_LABEL_CHARS: usize = 100;
-/// Longest user or service name, in bytes.
-const MAX_NAME_LEN: usize = 255;
 
 /// Whether an app password scoped to `scope` may open `service`. Scope belongs to the row
 /// that was verified, never to "any row of the user".
@@ -86,39 +83,6 @@ impl Status {
     }
 }
 
-/// A service name as PAM and Dovecot spell them (`imap`, `sshd`, `smtp`), or `*`.
-pub fn check_service(name: &str) -> Result<(), String> {
-    if name == ANY_SERVICE {
-        return Ok(());
-    }
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "bad service name {name:?}: use letters, digits, '.', '_' and '-' (or '*' for every service)"
-        ))
-    }
-}
-
-/// A user name: what PAM_USER may hold (a login name, or an address for virtual mail
-/// users), without spaces or control characters.
-pub fn check_user(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && !name.starts_with('-')
-        && name.chars().all(|c| !c.is_whitespace() && !c.is_control());
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("bad user name {name:?}"))
-    }
-}
-
 /// A label: free text for people, one line.
 pub fn check_label(label: &str) -> Result<(), String> {
     if label.chars().count() > MAX_LABEL_CHARS {
@@ -185,19 +149,7 @@ mod tests {
     }
 
     #[test]
-    fn names() {
-        for ok in ["imap", "pop3", "sshd-apppass", "smtp.submission", "*"] {
-            assert!(check_service(ok).is_ok(), "{ok}");
-        }
-        for bad in ["", "im ap", "imap\n", "a/b", "**"] {
-            assert!(check_service(bad).is_err(), "{bad:?}");
-        }
-        for ok in ["alice", "alice@example.org", "d.o_e-1"] {
-            assert!(check_user(ok).is_ok(), "{ok}");
-        }
-        for bad in ["", "al ice", "bob\n", "-rf"] {
-            assert!(check_user(bad).is_err(), "{bad:?}");
-        }
+    fn labels() {
         assert!(check_label("Thunderbird on the laptop ✓").is_ok());
         assert!(check_label("a\nb").is_err());
         assert!(check_label(&"x".repeat(101)).is_err());

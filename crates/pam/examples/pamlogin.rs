@@ -9,8 +9,8 @@ use std::io::BufRead;
 use std::path::Path;
 use std::process::ExitCode;
 
+use pam_apppass::client::{self, Attempt};
 use pam_apppass::code::Code;
-use pam_apppass::ffi::client::{self, Attempt};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

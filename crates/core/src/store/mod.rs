@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use crate::policy::{Dates, Throttle};
 use crate::time::Timestamp;
-use crate::trust::Untrusted;
+use apppass_proto::trust::Untrusted;
 
 pub mod location;
 pub mod postgres;

@@ -14,10 +14,10 @@ use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::args;
-use crate::config::{self, Config};
-use crate::policy::{self, Status};
-use crate::store::{self, Location, Owner, Purpose};
+use apppass_core::args;
+use apppass_core::config::{self, Config};
+use apppass_core::policy::{self, Status};
+use apppass_core::store::{self, Location, Owner, Purpose};
 
 /// The module's file name in PAM configurations.
 pub const MODULE: &str = "pam_apppass.so";
@@ -956,7 +956,7 @@ fn check_database(
     };
     let conf_exists = conf_path.exists();
     if opts.as_root && (explicit || conf_exists) {
-        if let Err(e) = crate::trust::check_root_only(&conf_path) {
+        if let Err(e) = apppass_proto::trust::check_root_only(&conf_path) {
             report.push(
                 Level::Problem,
                 format!(
@@ -1015,7 +1015,7 @@ fn check_database(
             );
             return;
         }
-        match crate::trust::check_root_only(path) {
+        match apppass_proto::trust::check_root_only(path) {
             Ok(()) => report.push(
                 Level::Ok,
                 "database: owned by root and writable by root only, like every directory above it",
@@ -1044,7 +1044,7 @@ fn check_database(
     let version = store.schema_version().unwrap_or_default();
     match store.list(Owner::Anyone) {
         Ok(rows) => {
-            let now = crate::time::now();
+            let now = apppass_core::time::now();
             for scope in scopes {
                 let active = rows
                     .iter()

@@ -1,5 +1,5 @@
 //! Argon2id, version 0x13 (RFC 9106), computed in memory the caller provides with a
-//! compression function the caller chooses: [`crate::ffi::blamka`]'s AVX2 one.
+//! compression function the caller chooses: [`crate::blamka`]'s AVX2 one.
 //!
 //! The argon2 crate still checks parameters and reads and writes PHC strings, and
 //! computes the hash where the CPU has no AVX2. The tests hold this to the crate and to
@@ -13,7 +13,7 @@ use blake2::digest::block_api::{UpdateCore, VariableOutputCore};
 use blake2::digest::block_buffer::LazyBuffer;
 use zeroize::Zeroize;
 
-use crate::ffi::blamka::Compress;
+use crate::blamka::Compress;
 
 const SYNC_POINTS: usize = 4;
 const VERSION: u32 = 0x13;
@@ -265,7 +265,7 @@ mod tests {
     use argon2::{Algorithm, Argon2, Version};
 
     fn compress() -> Compress {
-        crate::ffi::blamka::avx2().expect("this test needs a CPU with AVX2")
+        crate::blamka::avx2().expect("this test needs a CPU with AVX2")
     }
 
     fn ours(input: &Input<'_>, params: &Params, out_len: usize) -> Vec<u8> {
@@ -276,7 +276,7 @@ mod tests {
     }
 
     fn has_avx2() -> bool {
-        let has = crate::ffi::blamka::avx2().is_some();
+        let has = crate::blamka::avx2().is_some();
         // CI's machines have AVX2: there, this code must be tested, never skipped.
         let ci = std::env::var("CI").is_ok_and(|v| v == "true");
         assert!(has || !ci, "no AVX2 under CI");

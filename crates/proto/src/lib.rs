@@ -1,0 +1,20 @@
+//! What apppassd and its clients share: the protocol ([`wire`], [`message`]), the small
+//! synchronous client every front uses ([`client`]), the configuration file's shape and
+//! the few settings a client reads ([`conf`]), names ([`names`]), and the ownership
+//! checks a root process makes of the files it trusts ([`trust`]).
+//!
+//! The PAM module links this crate and almost nothing else: it runs inside sshd.
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod conf;
+pub mod message;
+pub mod names;
+pub mod trust;
+pub mod wire;
+
+pub use client::{Client, ClientError};
+pub use message::{
+    AddRequest, Added, AuthAnswer, AuthRequest, ErrorKind, EventInfo, Identity, PasswordInfo,
+    Reason, Request, Response, RevokeOutcome, Status,
+};

@@ -1,0 +1,898 @@
+//! The messages: what a client may ask ([`Request`]) and what apppassd answers
+//! ([`Response`]), each with its encoding. One request, one answer (a backup answers
+//! with chunks, then [`Response::Done`]).
+
+use std::fmt;
+
+use zeroize::Zeroizing;
+
+use crate::wire::{Decoder, Encoder, WireError};
+
+/// Why a login did not succeed, as syslog's `reason=` field says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The input cannot be an app password (length, characters): often the account
+    /// password typed where an app password belongs.
+    NotAppPassword,
+    /// Shaped like an app password, but no such password of this user.
+    UnknownPassword,
+    /// The password's selector is this user's, the rest is wrong.
+    WrongPassword,
+    Expired,
+    /// Unused for longer than the configured `idle_expiry`.
+    Idle,
+    Revoked,
+    /// Right password, but scoped to another service.
+    WrongService,
+    /// Too many guesses from this remote host for this user: refused without checking.
+    Throttled,
+}
+
+impl Reason {
+    const ALL: [Reason; 8] = [
+        Reason::NotAppPassword,
+        Reason::UnknownPassword,
+        Reason::WrongPassword,
+        Reason::Expired,
+        Reason::Idle,
+        Reason::Revoked,
+        Reason::WrongService,
+        Reason::Throttled,
+    ];
+
+    /// Whether this failure could be someone guessing: only these count toward
+    /// throttling. Input that is not an app password cannot succeed whatever it is, and
+    /// expired, revoked or out-of-scope passwords were right (a stale device, not a
+    /// guesser).
+    pub fn is_guess(self) -> bool {
+        matches!(self, Reason::WrongPassword | Reason::UnknownPassword)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::NotAppPassword => "not_app_password",
+            Reason::UnknownPassword => "unknown_password",
+            Reason::WrongPassword => "wrong_password",
+            Reason::Expired => "expired",
+            Reason::Idle => "idle",
+            Reason::Revoked => "revoked",
+            Reason::WrongService => "wrong_service",
+            Reason::Throttled => "throttled",
+        }
+    }
+
+    fn code(self) -> u8 {
+        Reason::ALL.iter().position(|r| *r == self).unwrap_or(0) as u8 + 1
+    }
+
+    fn from_code(code: u8) -> Result<Reason, WireError> {
+        usize::from(code)
+            .checked_sub(1)
+            .and_then(|i| Reason::ALL.get(i).copied())
+            .ok_or(WireError::Malformed("unknown reason"))
+    }
+}
+
+/// A login to check: what the PAM module gathered from its host.
+pub struct AuthRequest {
+    /// PAM_USER, as the host gave it (not always UTF-8).
+    pub user: Vec<u8>,
+    /// The scope to check: the module's `service=`, else PAM_SERVICE.
+    pub service: String,
+    /// PAM_RHOST, PAM_TTY, PAM_RUSER and the login name of the host's terminal: for
+    /// the log line and the usage record only, never for a decision.
+    pub rhost: Option<String>,
+    pub tty: Option<String>,
+    pub ruser: Option<String>,
+    pub logname: Option<String>,
+    /// The password typed. Wiped when dropped.
+    pub password: Zeroizing<Vec<u8>>,
+    /// How long the client waits for the answer: past that, apppassd drops the request
+    /// instead of hashing for nobody.
+    pub timeout_ms: u32,
+}
+
+impl fmt::Debug for AuthRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthRequest")
+            .field("user", &String::from_utf8_lossy(&self.user))
+            .field("service", &self.service)
+            .field("rhost", &self.rhost)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A new app password to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddRequest {
+    /// Whose (`None`: the caller's own).
+    pub user: Option<String>,
+    pub service: String,
+    pub label: String,
+    /// As the person wrote it: a duration (`90d`) or an ISO 8601 date (`None`: the
+    /// configured default). apppassd reads it, so that "now" is the daemon's.
+    pub expires: Option<String>,
+}
+
+/// What a client may ask.
+#[derive(Debug)]
+pub enum Request {
+    /// Check a password (the PAM module).
+    Authenticate(AuthRequest),
+    /// The daemon's health and who it takes the caller to be.
+    Status,
+    Add(AddRequest),
+    /// App passwords of `user` (`None`: the caller's), or of everyone with `all`.
+    List {
+        user: Option<String>,
+        all: bool,
+    },
+    Revoke {
+        ids: Vec<i64>,
+    },
+    /// Every active app password of `user` (`None`: the caller's), for `service` only if given.
+    RevokeAll {
+        user: Option<String>,
+        service: Option<String>,
+    },
+    /// The newest `limit` audit events of `user` (`None`: the caller's), or everyone's.
+    Log {
+        user: Option<String>,
+        all: bool,
+        limit: u32,
+    },
+    /// Lift throttling of `user` (`None`: the caller), from `rhost` only if given.
+    Unlock {
+        user: Option<String>,
+        rhost: Option<String>,
+    },
+    /// An online copy of the whole store (root only), in chunks.
+    Backup,
+}
+
+mod kind {
+    pub const AUTHENTICATE: u8 = 1;
+    pub const STATUS: u8 = 2;
+    pub const ADD: u8 = 3;
+    pub const LIST: u8 = 4;
+    pub const REVOKE: u8 = 5;
+    pub const REVOKE_ALL: u8 = 6;
+    pub const LOG: u8 = 7;
+    pub const UNLOCK: u8 = 8;
+    pub const BACKUP: u8 = 9;
+
+    pub const AUTH: u8 = 64;
+    pub const ERROR: u8 = 65;
+    pub const STATUS_INFO: u8 = 66;
+    pub const ADDED: u8 = 67;
+    pub const PASSWORDS: u8 = 68;
+    pub const REVOKED: u8 = 69;
+    pub const COUNT: u8 = 70;
+    pub const EVENTS: u8 = 71;
+    pub const CHUNK: u8 = 72;
+    pub const DONE: u8 = 73;
+}
+
+impl Request {
+    /// The request's name, for logs and counters.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Authenticate(_) => "authenticate",
+            Request::Status => "status",
+            Request::Add(_) => "add",
+            Request::List { .. } => "list",
+            Request::Revoke { .. } => "revoke",
+            Request::RevokeAll { .. } => "revoke-all",
+            Request::Log { .. } => "log",
+            Request::Unlock { .. } => "unlock",
+            Request::Backup => "backup",
+        }
+    }
+
+    /// The body of this request's frame (wiped when dropped).
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let mut e;
+        match self {
+            Request::Authenticate(a) => {
+                e = Encoder::new(kind::AUTHENTICATE);
+                e.bytes(&a.user)
+                    .str(&a.service)
+                    .opt_str(a.rhost.as_deref())
+                    .opt_str(a.tty.as_deref())
+                    .opt_str(a.ruser.as_deref())
+                    .opt_str(a.logname.as_deref())
+                    .bytes(&a.password)
+                    .u32(a.timeout_ms);
+            }
+            Request::Status => e = Encoder::new(kind::STATUS),
+            Request::Add(a) => {
+                e = Encoder::new(kind::ADD);
+                e.opt_str(a.user.as_deref())
+                    .str(&a.service)
+                    .str(&a.label)
+                    .opt_str(a.expires.as_deref());
+            }
+            Request::List { user, all } => {
+                e = Encoder::new(kind::LIST);
+                e.opt_str(user.as_deref()).bool(*all);
+            }
+            Request::Revoke { ids } => {
+                e = Encoder::new(kind::REVOKE);
+                e.len(ids.len());
+                for id in ids {
+                    e.i64(*id);
+                }
+            }
+            Request::RevokeAll { user, service } => {
+                e = Encoder::new(kind::REVOKE_ALL);
+                e.opt_str(user.as_deref()).opt_str(service.as_deref());
+            }
+            Request::Log { user, all, limit } => {
+                e = Encoder::new(kind::LOG);
+                e.opt_str(user.as_deref()).bool(*all).u32(*limit);
+            }
+            Request::Unlock { user, rhost } => {
+                e = Encoder::new(kind::UNLOCK);
+                e.opt_str(user.as_deref()).opt_str(rhost.as_deref());
+            }
+            Request::Backup => e = Encoder::new(kind::BACKUP),
+        }
+        e.finish()
+    }
+
+    /// Reads a request body. Whatever the bytes, the answer is a request or an error
+    /// that says what was wrong; nothing panics (tests/properties.rs and the fuzz
+    /// target in fuzz/ hold it to that).
+    pub fn decode(body: &[u8]) -> Result<Request, WireError> {
+        let (k, mut d) = Decoder::new(body)?;
+        let request = match k {
+            kind::AUTHENTICATE => Request::Authenticate(AuthRequest {
+                user: d.bytes()?.to_vec(),
+                service: d.string()?,
+                rhost: d.opt_string()?,
+                tty: d.opt_string()?,
+                ruser: d.opt_string()?,
+                logname: d.opt_string()?,
+                password: Zeroizing::new(d.bytes()?.to_vec()),
+                timeout_ms: d.u32()?,
+            }),
+            kind::STATUS => Request::Status,
+            kind::ADD => Request::Add(AddRequest {
+                user: d.opt_string()?,
+                service: d.string()?,
+                label: d.string()?,
+                expires: d.opt_string()?,
+            }),
+            kind::LIST => Request::List {
+                user: d.opt_string()?,
+                all: d.bool()?,
+            },
+            kind::REVOKE => {
+                let n = d.len(8)?;
+                let mut ids = Vec::with_capacity(n);
+                for _ in 0..n {
+                    ids.push(d.i64()?);
+                }
+                Request::Revoke { ids }
+            }
+            kind::REVOKE_ALL => Request::RevokeAll {
+                user: d.opt_string()?,
+                service: d.opt_string()?,
+            },
+            kind::LOG => Request::Log {
+                user: d.opt_string()?,
+                all: d.bool()?,
+                limit: d.u32()?,
+            },
+            kind::UNLOCK => Request::Unlock {
+                user: d.opt_string()?,
+                rhost: d.opt_string()?,
+            },
+            kind::BACKUP => Request::Backup,
+            _ => return Err(WireError::Malformed("unknown request")),
+        };
+        d.finish()?;
+        Ok(request)
+    }
+}
+
+/// The answer to [`Request::Authenticate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthAnswer {
+    /// An active app password of this user whose scope is this service (or `*`).
+    Success { id: i64, label: String },
+    /// Refused, and why; `id` when the password named one of the user's.
+    Denied { reason: Reason, id: Option<i64> },
+    /// The user has no app passwords at all: the next module decides.
+    NoAppPasswords,
+}
+
+/// What kind of failure an [`Response::Error`] is: clients map it to their own
+/// vocabulary (a PAM code, an exit status, an HTTP status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Not a request this daemon understands (malformed, unknown, other version).
+    BadRequest,
+    /// A value that is not acceptable (a bad service name, an expiry in the past).
+    Usage,
+    /// The caller may not do this.
+    Denied,
+    /// No such app password (or not the caller's).
+    NotFound,
+    /// A limit of the policy (too many app passwords).
+    Limit,
+    /// The store cannot be used now (its reason in the message and the daemon's log).
+    Unavailable,
+    /// Too many requests waiting: try again later.
+    Busy,
+    /// The request waited past its deadline and was dropped unanswered.
+    Timeout,
+    /// A bug in the daemon.
+    Internal,
+}
+
+impl ErrorKind {
+    const ALL: [ErrorKind; 9] = [
+        ErrorKind::BadRequest,
+        ErrorKind::Usage,
+        ErrorKind::Denied,
+        ErrorKind::NotFound,
+        ErrorKind::Limit,
+        ErrorKind::Unavailable,
+        ErrorKind::Busy,
+        ErrorKind::Timeout,
+        ErrorKind::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::Usage => "usage",
+            ErrorKind::Denied => "denied",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Limit => "limit",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Busy => "busy",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Internal => "internal",
+        }
+    }
+
+    fn code(self) -> u8 {
+        ErrorKind::ALL.iter().position(|k| *k == self).unwrap_or(0) as u8 + 1
+    }
+
+    fn from_code(code: u8) -> Result<ErrorKind, WireError> {
+        usize::from(code)
+            .checked_sub(1)
+            .and_then(|i| ErrorKind::ALL.get(i).copied())
+            .ok_or(WireError::Malformed("unknown error kind"))
+    }
+}
+
+/// Who apppassd takes the caller to be, from the caller's kernel credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Identity {
+    pub uid: u32,
+    /// The caller's user name, if the uid has one.
+    pub user: Option<String>,
+    /// May manage everyone's app passwords (root, `admin_group`).
+    pub admin: bool,
+    /// May check any user's password (root, `auth_trusted`); others only their own.
+    pub authenticates_anyone: bool,
+}
+
+/// The daemon's health, for `apppass status` and `apppass doctor`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Status {
+    pub version: String,
+    pub pid: u32,
+    /// The uid apppassd runs as.
+    pub daemon_uid: u32,
+    pub uptime_s: u64,
+    /// The store, as it may be shown (`SQLite /var/lib/apppass/apppass.db`).
+    pub store: String,
+    /// Why the store cannot be used; `None` when it can.
+    pub store_error: Option<String>,
+    pub schema_version: Option<i64>,
+    /// Verifications at most at once, and how many are running now.
+    pub workers: u32,
+    pub busy: u32,
+    /// Requests waiting for a worker, and the most that may.
+    pub queued: u32,
+    pub queue_max: u32,
+    /// Connections open now.
+    pub clients: u32,
+    /// Counters since start, by name (`login_success`, `login_failure`, `busy`, ...).
+    pub counts: Vec<(String, u64)>,
+    pub you: Identity,
+}
+
+/// An app password as listings show it: never its hash or secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordInfo {
+    pub id: i64,
+    pub user: String,
+    pub service: String,
+    pub label: String,
+    pub created: i64,
+    pub expires: Option<i64>,
+    pub revoked: Option<i64>,
+    /// `active`, `expired`, `idle` or `revoked`, by the daemon's clock and policy.
+    pub status: String,
+    pub last_used: Option<i64>,
+    pub last_service: Option<String>,
+    pub last_rhost: Option<String>,
+    pub use_count: i64,
+}
+
+/// An audit log entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventInfo {
+    pub time: i64,
+    pub user: String,
+    pub service: String,
+    pub password_id: Option<i64>,
+    pub rhost: Option<String>,
+    /// `success`, `failure` or `throttled`.
+    pub outcome: String,
+    pub reason: Option<String>,
+}
+
+/// A new app password, shown this once.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Added {
+    pub id: i64,
+    pub user: String,
+    pub service: String,
+    pub label: String,
+    pub created: i64,
+    pub expires: Option<i64>,
+    /// As people read it: `abcd-efgh-...`. Wiped when dropped.
+    pub password: Zeroizing<String>,
+}
+
+impl fmt::Debug for Added {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Added")
+            .field("id", &self.id)
+            .field("user", &self.user)
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What revoking one id did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    Now,
+    Already,
+    /// No such id, or not the caller's.
+    NotFound,
+}
+
+/// apppassd's answers.
+#[derive(Debug)]
+pub enum Response {
+    Auth(AuthAnswer),
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
+    Status(Box<Status>),
+    Added(Box<Added>),
+    Passwords(Vec<PasswordInfo>),
+    Revoked(Vec<(i64, RevokeOutcome)>),
+    /// How many (app passwords revoked, throttled hosts cleared).
+    Count(u64),
+    Events(Vec<EventInfo>),
+    /// Part of a backup; [`Response::Done`] ends it.
+    Chunk(Vec<u8>),
+    Done,
+}
+
+impl Response {
+    pub fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
+        Response::Error {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// The body of this answer's frame (wiped when dropped: it may carry a new password).
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let mut e;
+        match self {
+            Response::Auth(a) => {
+                e = Encoder::new(kind::AUTH);
+                match a {
+                    AuthAnswer::Success { id, label } => {
+                        e.u8(0).i64(*id).str(label);
+                    }
+                    AuthAnswer::Denied { reason, id } => {
+                        e.u8(reason.code()).opt_i64(*id);
+                    }
+                    AuthAnswer::NoAppPasswords => {
+                        e.u8(255);
+                    }
+                }
+            }
+            Response::Error { kind: k, message } => {
+                e = Encoder::new(kind::ERROR);
+                e.u8(k.code()).str(message);
+            }
+            Response::Status(s) => {
+                e = Encoder::new(kind::STATUS_INFO);
+                e.str(&s.version)
+                    .u32(s.pid)
+                    .u32(s.daemon_uid)
+                    .u64(s.uptime_s)
+                    .str(&s.store)
+                    .opt_str(s.store_error.as_deref())
+                    .opt_i64(s.schema_version)
+                    .u32(s.workers)
+                    .u32(s.busy)
+                    .u32(s.queued)
+                    .u32(s.queue_max)
+                    .u32(s.clients)
+                    .len(s.counts.len());
+                for (name, n) in &s.counts {
+                    e.str(name).u64(*n);
+                }
+                e.u32(s.you.uid)
+                    .opt_str(s.you.user.as_deref())
+                    .bool(s.you.admin)
+                    .bool(s.you.authenticates_anyone);
+            }
+            Response::Added(a) => {
+                e = Encoder::new(kind::ADDED);
+                e.i64(a.id)
+                    .str(&a.user)
+                    .str(&a.service)
+                    .str(&a.label)
+                    .i64(a.created)
+                    .opt_i64(a.expires)
+                    .str(&a.password);
+            }
+            Response::Passwords(list) => {
+                e = Encoder::new(kind::PASSWORDS);
+                e.len(list.len());
+                for p in list {
+                    e.i64(p.id)
+                        .str(&p.user)
+                        .str(&p.service)
+                        .str(&p.label)
+                        .i64(p.created)
+                        .opt_i64(p.expires)
+                        .opt_i64(p.revoked)
+                        .str(&p.status)
+                        .opt_i64(p.last_used)
+                        .opt_str(p.last_service.as_deref())
+                        .opt_str(p.last_rhost.as_deref())
+                        .i64(p.use_count);
+                }
+            }
+            Response::Revoked(list) => {
+                e = Encoder::new(kind::REVOKED);
+                e.len(list.len());
+                for (id, outcome) in list {
+                    e.i64(*id).u8(match outcome {
+                        RevokeOutcome::Now => 0,
+                        RevokeOutcome::Already => 1,
+                        RevokeOutcome::NotFound => 2,
+                    });
+                }
+            }
+            Response::Count(n) => {
+                e = Encoder::new(kind::COUNT);
+                e.u64(*n);
+            }
+            Response::Events(list) => {
+                e = Encoder::new(kind::EVENTS);
+                e.len(list.len());
+                for ev in list {
+                    e.i64(ev.time)
+                        .str(&ev.user)
+                        .str(&ev.service)
+                        .opt_i64(ev.password_id)
+                        .opt_str(ev.rhost.as_deref())
+                        .str(&ev.outcome)
+                        .opt_str(ev.reason.as_deref());
+                }
+            }
+            Response::Chunk(data) => {
+                e = Encoder::new(kind::CHUNK);
+                e.bytes(data);
+            }
+            Response::Done => e = Encoder::new(kind::DONE),
+        }
+        e.finish()
+    }
+
+    /// Reads an answer body.
+    pub fn decode(body: &[u8]) -> Result<Response, WireError> {
+        let (k, mut d) = Decoder::new(body)?;
+        let response = match k {
+            kind::AUTH => Response::Auth(match d.u8()? {
+                0 => AuthAnswer::Success {
+                    id: d.i64()?,
+                    label: d.string()?,
+                },
+                255 => AuthAnswer::NoAppPasswords,
+                code => AuthAnswer::Denied {
+                    reason: Reason::from_code(code)?,
+                    id: d.opt_i64()?,
+                },
+            }),
+            kind::ERROR => Response::Error {
+                kind: ErrorKind::from_code(d.u8()?)?,
+                message: d.string()?,
+            },
+            kind::STATUS_INFO => {
+                let mut s = Status {
+                    version: d.string()?,
+                    pid: d.u32()?,
+                    daemon_uid: d.u32()?,
+                    uptime_s: d.u64()?,
+                    store: d.string()?,
+                    store_error: d.opt_string()?,
+                    schema_version: d.opt_i64()?,
+                    workers: d.u32()?,
+                    busy: d.u32()?,
+                    queued: d.u32()?,
+                    queue_max: d.u32()?,
+                    clients: d.u32()?,
+                    ..Status::default()
+                };
+                let n = d.len(12)?;
+                for _ in 0..n {
+                    let name = d.string()?;
+                    s.counts.push((name, d.u64()?));
+                }
+                s.you = Identity {
+                    uid: d.u32()?,
+                    user: d.opt_string()?,
+                    admin: d.bool()?,
+                    authenticates_anyone: d.bool()?,
+                };
+                Response::Status(Box::new(s))
+            }
+            kind::ADDED => Response::Added(Box::new(Added {
+                id: d.i64()?,
+                user: d.string()?,
+                service: d.string()?,
+                label: d.string()?,
+                created: d.i64()?,
+                expires: d.opt_i64()?,
+                password: Zeroizing::new(d.string()?),
+            })),
+            kind::PASSWORDS => {
+                let n = d.len(48)?;
+                let mut list = Vec::with_capacity(n);
+                for _ in 0..n {
+                    list.push(PasswordInfo {
+                        id: d.i64()?,
+                        user: d.string()?,
+                        service: d.string()?,
+                        label: d.string()?,
+                        created: d.i64()?,
+                        expires: d.opt_i64()?,
+                        revoked: d.opt_i64()?,
+                        status: d.string()?,
+                        last_used: d.opt_i64()?,
+                        last_service: d.opt_string()?,
+                        last_rhost: d.opt_string()?,
+                        use_count: d.i64()?,
+                    });
+                }
+                Response::Passwords(list)
+            }
+            kind::REVOKED => {
+                let n = d.len(9)?;
+                let mut list = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let id = d.i64()?;
+                    let outcome = match d.u8()? {
+                        0 => RevokeOutcome::Now,
+                        1 => RevokeOutcome::Already,
+                        2 => RevokeOutcome::NotFound,
+                        _ => return Err(WireError::Malformed("unknown revoke outcome")),
+                    };
+                    list.push((id, outcome));
+                }
+                Response::Revoked(list)
+            }
+            kind::COUNT => Response::Count(d.u64()?),
+            kind::EVENTS => {
+                let n = d.len(24)?;
+                let mut list = Vec::with_capacity(n);
+                for _ in 0..n {
+                    list.push(EventInfo {
+                        time: d.i64()?,
+                        user: d.string()?,
+                        service: d.string()?,
+                        password_id: d.opt_i64()?,
+                        rhost: d.opt_string()?,
+                        outcome: d.string()?,
+                        reason: d.opt_string()?,
+                    });
+                }
+                Response::Events(list)
+            }
+            kind::CHUNK => Response::Chunk(d.bytes()?.to_vec()),
+            kind::DONE => Response::Done,
+            _ => return Err(WireError::Malformed("unknown answer")),
+        };
+        d.finish()?;
+        Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip_request(r: &Request) -> Request {
+        Request::decode(&r.encode()).unwrap()
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        let auth = Request::Authenticate(AuthRequest {
+            user: b"alice\xff".to_vec(),
+            service: "imap".into(),
+            rhost: Some("203.0.113.9".into()),
+            tty: None,
+            ruser: Some("alice".into()),
+            logname: None,
+            password: Zeroizing::new(b"k46p-wjpw".to_vec()),
+            timeout_ms: 5000,
+        });
+        let Request::Authenticate(a) = round_trip_request(&auth) else {
+            panic!()
+        };
+        assert_eq!(a.user, b"alice\xff");
+        assert_eq!(
+            (a.service.as_str(), a.rhost.as_deref()),
+            ("imap", Some("203.0.113.9"))
+        );
+        assert_eq!((&a.password[..], a.timeout_ms), (&b"k46p-wjpw"[..], 5000));
+        assert!(
+            !format!("{a:?}").contains("k46p"),
+            "Debug shows no password"
+        );
+        for r in [
+            Request::Status,
+            Request::Add(AddRequest {
+                user: None,
+                service: "*".into(),
+                label: "Phone".into(),
+                expires: Some("90d".into()),
+            }),
+            Request::List {
+                user: Some("bob".into()),
+                all: false,
+            },
+            Request::Revoke {
+                ids: vec![1, -2, 3],
+            },
+            Request::RevokeAll {
+                user: None,
+                service: Some("pop3".into()),
+            },
+            Request::Log {
+                user: None,
+                all: true,
+                limit: 50,
+            },
+            Request::Unlock {
+                user: Some("a".into()),
+                rhost: None,
+            },
+            Request::Backup,
+        ] {
+            assert_eq!(format!("{:?}", round_trip_request(&r)), format!("{r:?}"));
+        }
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let status = Status {
+            version: "0.2.0".into(),
+            store: "SQLite /x".into(),
+            store_error: Some("gone".into()),
+            counts: vec![("login_success".into(), 3)],
+            you: Identity {
+                uid: 1000,
+                user: Some("alice".into()),
+                admin: false,
+                authenticates_anyone: false,
+            },
+            ..Status::default()
+        };
+        for r in [
+            Response::Auth(AuthAnswer::Success {
+                id: 3,
+                label: "Phone".into(),
+            }),
+            Response::Auth(AuthAnswer::Denied {
+                reason: Reason::Throttled,
+                id: None,
+            }),
+            Response::Auth(AuthAnswer::Denied {
+                reason: Reason::Expired,
+                id: Some(4),
+            }),
+            Response::Auth(AuthAnswer::NoAppPasswords),
+            Response::error(ErrorKind::Busy, "busy"),
+            Response::Status(Box::new(status)),
+            Response::Passwords(vec![PasswordInfo {
+                id: 1,
+                user: "alice".into(),
+                service: "imap".into(),
+                label: String::new(),
+                created: 5,
+                expires: None,
+                revoked: Some(6),
+                status: "revoked".into(),
+                last_used: None,
+                last_service: None,
+                last_rhost: Some("::1".into()),
+                use_count: 0,
+            }]),
+            Response::Revoked(vec![(1, RevokeOutcome::Now), (2, RevokeOutcome::NotFound)]),
+            Response::Count(7),
+            Response::Events(vec![EventInfo {
+                time: 1,
+                user: "a".into(),
+                service: "imap".into(),
+                password_id: None,
+                rhost: None,
+                outcome: "failure".into(),
+                reason: Some("wrong_password".into()),
+            }]),
+            Response::Chunk(vec![0, 1, 2]),
+            Response::Done,
+        ] {
+            let back = Response::decode(&r.encode()).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{r:?}"));
+        }
+        let added = Response::Added(Box::new(Added {
+            id: 9,
+            user: "a".into(),
+            service: "imap".into(),
+            label: "l".into(),
+            created: 1,
+            expires: Some(2),
+            password: Zeroizing::new("abcd-efgh".into()),
+        }));
+        let Response::Added(back) = Response::decode(&added.encode()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(back.password.as_str(), "abcd-efgh");
+        assert!(!format!("{back:?}").contains("abcd"));
+    }
+
+    #[test]
+    fn every_reason_and_error_kind_round_trips() {
+        for r in Reason::ALL {
+            assert_eq!(Reason::from_code(r.code()).unwrap(), r);
+        }
+        for k in ErrorKind::ALL {
+            assert_eq!(ErrorKind::from_code(k.code()).unwrap(), k);
+        }
+        assert!(Reason::from_code(0).is_err() && Reason::from_code(200).is_err());
+    }
+
+    #[test]
+    fn trailing_bytes_and_unknown_kinds_are_refused() {
+        let mut body = Request::Status.encode().to_vec();
+        body.push(0);
+        assert!(Request::decode(&body).is_err());
+        assert!(Request::decode(&[crate::wire::VERSION, 200]).is_err());
+        // A list count far beyond the message's size allocates nothing.
+        let body = [crate::wire::VERSION, kind::REVOKE, 0xff, 0xff, 0xff, 0xff];
+        assert!(Request::decode(&body).is_err());
+    }
+}
