@@ -297,3 +297,116 @@ impl AuthLog {
             .collect()
     }
 }
+
+/// A real apppassd, started by the test on a socket and store of its own (`apppassd
+/// --db DB --socket SOCK --config CONF`, nothing else set up), stopped with SIGTERM when
+/// dropped.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub socket: PathBuf,
+    pub db: PathBuf,
+    pub conf: PathBuf,
+}
+
+impl Daemon {
+    /// Starts apppassd in `dir` (socket `dir/apppassd.sock`, store `dir/db/apppass.db`,
+    /// configuration `conf`) and waits until it answers.
+    pub fn start(dir: &Path, conf: &Path) -> Daemon {
+        Daemon::start_with(dir, conf, &[])
+    }
+
+    /// [`Daemon::start`] with more arguments for apppassd.
+    pub fn start_with(dir: &Path, conf: &Path, extra: &[&str]) -> Daemon {
+        Daemon::start_at(dir, &dir.join("db/apppass.db"), conf, extra)
+    }
+
+    /// [`Daemon::start_with`] on the store `db`.
+    pub fn start_at(dir: &Path, db: &Path, conf: &Path, extra: &[&str]) -> Daemon {
+        let socket = dir.join("apppassd.sock");
+        let db = db.to_path_buf();
+        let child = Command::new(workspace_bin("apppassd"))
+            .arg("--db")
+            .arg(&db)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--config")
+            .arg(conf)
+            .arg("--stderr")
+            .args(extra)
+            .spawn()
+            .unwrap();
+        let mut daemon = Daemon {
+            child,
+            socket,
+            db,
+            conf: conf.to_path_buf(),
+        };
+        daemon.wait_ready();
+        daemon
+    }
+
+    /// Waits (up to 10 s) until the socket answers a status request.
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("apppassd exited at start: {status}");
+            }
+            if self.status().is_some() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "apppassd did not answer within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// apppassd's status, or `None` if it does not answer.
+    pub fn status(&self) -> Option<apppass_proto::Status> {
+        match self.call(&apppass_proto::Request::Status).ok()? {
+            apppass_proto::Response::Status(s) => Some(*s),
+            _ => None,
+        }
+    }
+
+    /// One request through the protocol's own client.
+    pub fn call(
+        &self,
+        request: &apppass_proto::Request,
+    ) -> Result<apppass_proto::Response, apppass_proto::ClientError> {
+        let own = pam_apppass::uids().1;
+        let mut client =
+            apppass_proto::Client::connect(&self.socket, Duration::from_secs(10), &[0, own])?;
+        client.call(request)
+    }
+
+    /// Stops it with SIGTERM and waits for it to exit; returns its exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        signal(self.child.id(), "TERM");
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            signal(self.child.id(), "TERM");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sends signal `name` (TERM, KILL, STOP, CONT) to `pid`.
+pub fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status();
+}

@@ -1,4 +1,5 @@
-//! The memory argon2 works in: mapped for one computation, or kept by a worker.
+//! The memory argon2 works in: mapped for one computation, or kept by a worker
+//! ([`crate::Hasher`]).
 
 /// Memory for one argon2 computation, mapped fresh and unmapped after use.
 ///
@@ -8,7 +9,8 @@
 /// the host's heap), and the kernel zeroes it before anyone else sees it.
 pub struct Arena {
     base: *mut libc::c_void,
-    len: usize,
+    /// Bytes mapped.
+    bytes: usize,
     blocks: *mut argon2::Block,
     count: usize,
 }
@@ -62,13 +64,23 @@ impl Arena {
         }
         Some(Arena {
             base: start as *mut libc::c_void,
-            len: keep,
+            bytes: keep,
             blocks,
             count,
         })
     }
 
-    /// The blocks, zeroed (fresh anonymous memory).
+    /// How many blocks it holds.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The blocks: zeroed when fresh (anonymous memory), as the last use left them after.
     pub fn blocks(&mut self) -> &mut [argon2::Block] {
         // SAFETY: `count` blocks from a page-aligned (so Block-aligned) start inside our
         // mapping, zero-initialised (a valid Block), borrowed mutably through `self`.
@@ -79,6 +91,6 @@ impl Arena {
 impl Drop for Arena {
     fn drop(&mut self) {
         // SAFETY: exactly the mapping made in `new`, unmapped once.
-        unsafe { libc::munmap(self.base, self.len) };
+        unsafe { libc::munmap(self.base, self.bytes) };
     }
 }

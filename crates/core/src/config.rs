@@ -1,21 +1,23 @@
-//! The configuration file, `/etc/security/apppass.conf`, read by the module and the CLI
-//! alike. Its shape is faillock.conf's: `key = value` lines, `#` comments. Module
-//! arguments and CLI options override what it says.
+//! The configuration file, `/etc/security/apppass.conf`: every setting, as apppassd
+//! reads it. Its shape is faillock.conf's (`key = value` lines, `#` comments; the line
+//! reader is apppass-proto's, which the clients use for the few keys they need).
+//! Command-line options override what it says.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use apppass_proto::conf;
+pub use apppass_proto::conf::{
+    ConfError as ConfigError, DEFAULT_CONFIG, DEFAULT_SOCKET, DEFAULT_USER,
+};
 
 use crate::policy::{self, Throttle};
 use crate::secret::HashParams;
 use crate::store::{Connect, Location};
 use crate::time;
 
-/// Where the configuration lives unless `conf=` or `--config` says otherwise.
-pub const DEFAULT_CONFIG: &str = "/etc/security/apppass.conf";
 /// Where the database lives unless the configuration or an argument says otherwise.
 pub const DEFAULT_DB: &str = "/var/lib/apppass/apppass.db";
-/// Larger files are not configuration files.
-const MAX_CONFIG_LEN: u64 = 64 * 1024;
 
 /// Settings shared by the module and the CLI. Durations are in seconds; `None` means
 /// "never" or "no limit".
@@ -46,6 +48,26 @@ pub struct Config {
     pub audit_max_rows: i64,
     /// Members of this group manage everyone's app passwords, as root does.
     pub admin_group: Option<String>,
+    /// `socket`: where apppassd listens (unless systemd hands it a socket).
+    pub socket: PathBuf,
+    /// `timeout`: how long clients wait for apppassd, and the longest a request may wait
+    /// in apppassd's queue.
+    pub timeout: Duration,
+    /// `user`: the system user apppassd runs as; clients trust a socket it owns.
+    pub user: String,
+    /// `workers`: verifications at most at once (`None`: one per CPU).
+    pub workers: Option<u32>,
+    /// `queue_max`: requests at most waiting for a worker.
+    pub queue_max: u32,
+    /// `max_clients`: connections at most open at once.
+    pub max_clients: u32,
+    /// `auth_trusted`: users (and `%groups`) whose processes may check any user's
+    /// password, as root's may (Dovecot's auth worker where it does not run as root).
+    pub auth_trusted: Vec<String>,
+    /// The most a stored hash may ask for (`argon2_max_memory` KiB, `argon2_max_time`,
+    /// `argon2_max_lanes`): beyond it a row is refused unhashed, so that no row can
+    /// take apppassd's memory or time.
+    pub hash_cap: HashParams,
 }
 
 impl Default for Config {
@@ -67,35 +89,21 @@ impl Default for Config {
             audit_max_age: 90 * 86400,
             audit_max_rows: 100_000,
             admin_group: None,
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            timeout: conf::DEFAULT_TIMEOUT,
+            user: DEFAULT_USER.to_string(),
+            workers: None,
+            queue_max: 1024,
+            max_clients: 1024,
+            auth_trusted: Vec::new(),
+            hash_cap: HashParams {
+                m_kib: 256 * 1024,
+                t: 16,
+                p: 8,
+            },
         }
     }
 }
-
-/// A configuration that cannot be used. Display names the file and line.
-#[derive(Debug)]
-pub enum ConfigError {
-    /// The file exists (or was named explicitly) but could not be read.
-    Read(PathBuf, std::io::Error),
-    /// A line that is not `key = value`, or a value out of range.
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        why: String,
-    },
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::Read(p, e) => write!(f, "cannot read {}: {e}", p.display()),
-            ConfigError::Invalid { path, line, why } => {
-                write!(f, "{}:{line}: {why}", path.display())
-            }
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// A configuration and what was odd but harmless in it (unknown keys), for the caller to
 /// log or print.
@@ -109,29 +117,13 @@ impl Config {
     /// Reads `path`. When `explicit` is false a missing file means the defaults (the file is
     /// optional); a file that was asked for must exist.
     pub fn load(path: &Path, explicit: bool) -> Result<Loaded, ConfigError> {
-        use std::io::Read;
-        let file = match std::fs::File::open(path) {
-            Ok(f) => f,
-            Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Loaded {
-                    config: Config::default(),
-                    warnings: Vec::new(),
-                });
-            }
-            Err(e) => return Err(ConfigError::Read(path.to_path_buf(), e)),
-        };
-        let mut text = String::new();
-        file.take(MAX_CONFIG_LEN + 1)
-            .read_to_string(&mut text)
-            .map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
-        if text.len() as u64 > MAX_CONFIG_LEN {
-            return Err(ConfigError::Invalid {
-                path: path.to_path_buf(),
-                line: 0,
-                why: format!("larger than {MAX_CONFIG_LEN} bytes"),
-            });
+        match conf::read(path, explicit)? {
+            Some(text) => Self::parse(&text, path),
+            None => Ok(Loaded {
+                config: Config::default(),
+                warnings: Vec::new(),
+            }),
         }
-        Self::parse(&text, path)
     }
 
     /// Parses configuration text; `path` is only used in messages.
@@ -144,21 +136,17 @@ impl Config {
             lockout: 0,
         });
         let mut throttle_failures = None;
-        for (i, raw) in text.lines().enumerate() {
-            let line = i + 1;
+        for conf::Line {
+            number: line,
+            key,
+            value,
+        } in conf::lines(text, path)?
+        {
             let invalid = |why: String| ConfigError::Invalid {
                 path: path.to_path_buf(),
                 line,
                 why,
             };
-            let content = raw.split('#').next().unwrap_or("").trim();
-            if content.is_empty() {
-                continue;
-            }
-            let (key, value) = content
-                .split_once('=')
-                .map(|(k, v)| (k.trim(), v.trim()))
-                .ok_or_else(|| invalid(format!("expected key = value, found {content:?}")))?;
             let number = || -> Result<u32, ConfigError> {
                 value
                     .parse()
@@ -227,6 +215,37 @@ impl Config {
                         .map_err(|_| invalid(format!("bad group name {value:?}")))?;
                     config.admin_group = Some(value.to_string());
                 }
+                "socket" => config.socket = conf::parse_socket(value).map_err(invalid)?,
+                "timeout" => config.timeout = conf::parse_timeout(value).map_err(invalid)?,
+                "user" => {
+                    policy::check_user(value).map_err(invalid)?;
+                    config.user = value.to_string();
+                }
+                "workers" => {
+                    let n = number()?;
+                    if n == 0 || n > 1024 {
+                        return Err(invalid(format!(
+                            "workers must be between 1 and 1024, found {n}"
+                        )));
+                    }
+                    config.workers = Some(n);
+                }
+                "queue_max" => config.queue_max = number()?.max(1),
+                "max_clients" => config.max_clients = number()?.max(1),
+                "auth_trusted" => {
+                    config.auth_trusted = value
+                        .split([' ', ',', '\t'])
+                        .filter(|s| !s.is_empty())
+                        .map(|s| {
+                            policy::check_user(s.strip_prefix('%').unwrap_or(s))
+                                .map(|()| s.to_string())
+                                .map_err(invalid)
+                        })
+                        .collect::<Result<_, _>>()?;
+                }
+                "argon2_max_memory" => config.hash_cap.m_kib = number()?,
+                "argon2_max_time" => config.hash_cap.t = number()?,
+                "argon2_max_lanes" => config.hash_cap.p = number()?,
                 _ => warnings.push(format!(
                     "{}:{line}: unknown setting {key:?} ignored",
                     path.display()
@@ -251,6 +270,14 @@ impl Config {
             line: 0,
             why: e.to_string(),
         })?;
+        let cap = config.hash_cap;
+        if config.hash.m_kib > cap.m_kib || config.hash.t > cap.t || config.hash.p > cap.p {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line: 0,
+                why: "argon2 parameters above their caps (argon2_max_memory, argon2_max_time, argon2_max_lanes)".into(),
+            });
+        }
         let weakest = HashParams::default();
         if config.hash.m_kib < weakest.m_kib || config.hash.t < weakest.t {
             return Err(ConfigError::Invalid {

@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+use apppass_argon2::Hasher;
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Params, Version};
 use zeroize::Zeroizing;
@@ -38,6 +39,9 @@ pub enum SecretError {
     BadParams(String),
     /// argon2 could not allocate its memory.
     Hashing,
+    /// A stored hash asks for more memory, passes or lanes than the configured caps
+    /// allow: it is refused unhashed.
+    TooCostly(HashParams),
 }
 
 impl fmt::Display for SecretError {
@@ -47,6 +51,11 @@ impl fmt::Display for SecretError {
             SecretError::BadHash => f.write_str("stored hash is not an argon2id PHC string"),
             SecretError::BadParams(why) => write!(f, "bad argon2id parameters: {why}"),
             SecretError::Hashing => f.write_str("argon2id failed (out of memory?)"),
+            SecretError::TooCostly(p) => write!(
+                f,
+                "stored hash asks for m={} KiB, t={}, p={}, beyond argon2_max_memory, argon2_max_time or argon2_max_lanes: not computed",
+                p.m_kib, p.t, p.p
+            ),
         }
     }
 }
@@ -85,6 +94,14 @@ impl HashParams {
     pub fn validate(self) -> Result<(), SecretError> {
         self.to_argon2().map(|_| ())
     }
+}
+
+/// Maps `hasher`'s memory for computations at `params` now, so that the first one does
+/// not pay for it.
+pub fn reserve(hasher: &mut Hasher, params: HashParams) -> Result<(), SecretError> {
+    hasher
+        .reserve(&params.to_argon2()?)
+        .map_err(|_| SecretError::Hashing)
 }
 
 /// A freshly generated app password, as shown once to its owner. Wiped on drop.
@@ -132,9 +149,18 @@ impl NewPassword {
 
     /// Hashes this password for storage.
     pub fn hash(&self, params: HashParams) -> Result<String, SecretError> {
+        self.hash_in(&mut Hasher::new(), params)
+    }
+
+    /// Hashes this password for storage, in `hasher`'s memory.
+    pub fn hash_in(&self, hasher: &mut Hasher, params: HashParams) -> Result<String, SecretError> {
         let mut salt = [0u8; SALT_LEN];
         getrandom::fill(&mut salt).map_err(|_| SecretError::Random)?;
-        hash_with_salt(&self.chars[..], &salt, params)
+        let mut out = Zeroizing::new([0u8; HASH_LEN]);
+        hasher
+            .compute(&params.to_argon2()?, &self.chars[..], &salt, &mut out[..])
+            .map_err(|_| SecretError::Hashing)?;
+        phc_string(&salt, &out[..], params)
     }
 }
 
@@ -191,17 +217,6 @@ impl fmt::Debug for Candidate {
     }
 }
 
-fn hash_with_salt(password: &[u8], salt: &[u8], params: HashParams) -> Result<String, SecretError> {
-    let mut out = Zeroizing::new([0u8; HASH_LEN]);
-    compute(&params.to_argon2()?, password, salt, &mut out[..])?;
-    phc_string(salt, &out[..], params)
-}
-
-/// One argon2id computation ([`apppass_argon2::compute`]).
-fn compute(params: &Params, input: &[u8], salt: &[u8], out: &mut [u8]) -> Result<(), SecretError> {
-    apppass_argon2::compute(params, input, salt, out).map_err(|_| SecretError::Hashing)
-}
-
 fn phc_string(salt: &[u8], output: &[u8], params: HashParams) -> Result<String, SecretError> {
     let phc = PasswordHash {
         algorithm: Algorithm::Argon2id.ident(),
@@ -227,6 +242,17 @@ pub fn dummy_hash(params: HashParams) -> Result<String, SecretError> {
 /// With `candidate` = `None` (input that is not an app password) the hash is still
 /// computed, from a fixed input, so the answer takes the same time.
 pub fn verify(candidate: Option<&Candidate>, phc: &str) -> Result<bool, SecretError> {
+    verify_in(&mut Hasher::new(), candidate, phc, None)
+}
+
+/// [`verify`] in `hasher`'s memory; a hash whose parameters exceed `cap` is refused
+/// before anything is computed or allocated.
+pub fn verify_in(
+    hasher: &mut Hasher,
+    candidate: Option<&Candidate>,
+    phc: &str,
+    cap: Option<HashParams>,
+) -> Result<bool, SecretError> {
     let parsed = PasswordHash::new(phc).map_err(|_| SecretError::BadHash)?;
     if parsed.algorithm != Algorithm::Argon2id.ident()
         || parsed
@@ -243,7 +269,19 @@ pub fn verify(candidate: Option<&Candidate>, phc: &str) -> Result<bool, SecretEr
         Some(c) => c.bytes(),
         None => &[0u8; PASSWORD_LEN],
     };
-    compute(&params, input, salt, &mut out)?;
+    if let Some(cap) = cap {
+        let asked = HashParams {
+            m_kib: params.m_cost(),
+            t: params.t_cost(),
+            p: params.p_cost(),
+        };
+        if asked.m_kib > cap.m_kib || asked.t > cap.t || asked.p > cap.p {
+            return Err(SecretError::TooCostly(asked));
+        }
+    }
+    hasher
+        .compute(&params, input, salt, &mut out)
+        .map_err(|_| SecretError::Hashing)?;
     Ok(constant_time_eq(&out, expected.as_bytes()) && candidate.is_some())
 }
 
@@ -395,6 +433,36 @@ mod tests {
         let pw = NewPassword::generate().unwrap();
         let c = Candidate::parse(pw.display().as_bytes()).unwrap();
         assert!(!verify(Some(&c), &dummy_hash(FAST).unwrap()).unwrap());
+    }
+
+    #[test]
+    fn hashes_beyond_the_caps_are_not_computed() {
+        let pw = NewPassword::generate().unwrap();
+        let c = Candidate::parse(pw.display().as_bytes()).unwrap();
+        // 4 TiB and 2^32 - 1 passes: computing either would take the process down.
+        let huge = dummy_hash(HashParams {
+            m_kib: u32::MAX,
+            t: 1,
+            p: 1,
+        })
+        .unwrap();
+        let slow = dummy_hash(HashParams {
+            m_kib: 64,
+            t: u32::MAX,
+            p: 1,
+        })
+        .unwrap();
+        let cap = HashParams {
+            m_kib: 19456,
+            t: 4,
+            p: 1,
+        };
+        for phc in [&huge, &slow] {
+            let e = verify_in(&mut Hasher::new(), Some(&c), phc, Some(cap)).unwrap_err();
+            assert!(matches!(e, SecretError::TooCostly(_)), "{e:?}");
+        }
+        let ok = pw.hash(FAST).unwrap();
+        assert!(verify_in(&mut Hasher::new(), Some(&c), &ok, Some(cap)).unwrap());
     }
 
     #[test]

@@ -160,7 +160,7 @@ impl Client {
     }
 
     /// The next answer of a request that answers more than once (a backup's chunks).
-    pub fn next(&mut self) -> Result<Response, ClientError> {
+    pub fn read_more(&mut self) -> Result<Response, ClientError> {
         self.read(Instant::now() + self.timeout)
     }
 

@@ -79,6 +79,8 @@ pub struct AuthRequest {
     pub user: Vec<u8>,
     /// The scope to check: the module's `service=`, else PAM_SERVICE.
     pub service: String,
+    /// PAM_SERVICE itself, for the log line's `pam_apppass(SERVICE:auth)`.
+    pub pam_service: String,
     /// PAM_RHOST, PAM_TTY, PAM_RUSER and the login name of the host's terminal: for
     /// the log line and the usage record only, never for a decision.
     pub rhost: Option<String>,
@@ -97,6 +99,7 @@ impl fmt::Debug for AuthRequest {
         f.debug_struct("AuthRequest")
             .field("user", &String::from_utf8_lossy(&self.user))
             .field("service", &self.service)
+            .field("pam_service", &self.pam_service)
             .field("rhost", &self.rhost)
             .field("timeout_ms", &self.timeout_ms)
             .finish_non_exhaustive()
@@ -198,6 +201,7 @@ impl Request {
                 e = Encoder::new(kind::AUTHENTICATE);
                 e.bytes(&a.user)
                     .str(&a.service)
+                    .str(&a.pam_service)
                     .opt_str(a.rhost.as_deref())
                     .opt_str(a.tty.as_deref())
                     .opt_str(a.ruser.as_deref())
@@ -250,6 +254,7 @@ impl Request {
             kind::AUTHENTICATE => Request::Authenticate(AuthRequest {
                 user: d.bytes()?.to_vec(),
                 service: d.string()?,
+                pam_service: d.string()?,
                 rhost: d.opt_string()?,
                 tty: d.opt_string()?,
                 ruser: d.opt_string()?,
@@ -742,6 +747,7 @@ mod tests {
         let auth = Request::Authenticate(AuthRequest {
             user: b"alice\xff".to_vec(),
             service: "imap".into(),
+            pam_service: "imap".into(),
             rhost: Some("203.0.113.9".into()),
             tty: None,
             ruser: Some("alice".into()),

@@ -26,6 +26,10 @@ pub enum Purpose {
     /// The CLI's reports (`list`, `log`): reads only, so, like a login, they go on
     /// reading a database that can be read but not written (a read-only mount).
     Read,
+    /// apppassd's long-lived connection, one per worker: logins and changes alike.
+    /// Changes are as durable as the CLI's; a login's record is written the way a
+    /// login's is (best effort, without waiting for the disk).
+    Daemon,
 }
 
 /// Opens an existing, initialised database. With `as_root` (a module or CLI running as
@@ -40,6 +44,28 @@ pub fn open(
     Ok(match location {
         Location::Sqlite(path) => Box::new(sqlite::SqliteStore::open(path, purpose, as_root)?),
         Location::Postgres(c) => Box::new(postgres::PgStore::open(c, connect, purpose, as_root)?),
+    })
+}
+
+/// apppassd's connection to its store: an SQLite file, checked first
+/// ([`sqlite::check_directory`]: it and its directory must be `owner`'s), then created
+/// or migrated; or a PostgreSQL database, migrated if its role may.
+pub fn open_daemon(
+    location: &Location,
+    connect: &Connect,
+    owner: u32,
+) -> Result<Box<dyn Store>, StoreError> {
+    Ok(match location {
+        Location::Sqlite(path) => {
+            sqlite::check_directory(path, owner)?;
+            Box::new(sqlite::SqliteStore::init_for(path, Purpose::Daemon)?)
+        }
+        Location::Postgres(c) => Box::new(postgres::PgStore::open(
+            c,
+            connect,
+            Purpose::Daemon,
+            owner == 0,
+        )?),
     })
 }
 
@@ -225,6 +251,11 @@ pub enum StoreError {
     Missing(PathBuf),
     /// The database or a directory above it could be changed by someone other than root.
     Unsafe(Untrusted),
+    /// apppassd's database, its directory or a file beside it is not apppassd's alone
+    /// (the message says which and how to fix it).
+    Untrusted(String),
+    /// What this store cannot do (a backup of PostgreSQL is pg_dump's job).
+    Unsupported(&'static str),
     /// Not an SQLite database, or damaged.
     Corrupt(PathBuf, String),
     /// An SQLite database, but not one of ours.
@@ -262,6 +293,8 @@ impl fmt::Display for StoreError {
                 )
             }
             StoreError::Unsafe(why) => write!(f, "refusing a database others can change: {why}"),
+            StoreError::Untrusted(why) => write!(f, "refusing an untrusted database: {why}"),
+            StoreError::Unsupported(what) => f.write_str(what),
             StoreError::Corrupt(p, why) => {
                 write!(
                     f,
@@ -375,6 +408,14 @@ pub trait Store {
     ) -> Result<usize, StoreError>;
     /// The schema version of the open database.
     fn schema_version(&self) -> Result<i64, StoreError>;
+    /// Writes a consistent copy of the whole store to `path` (a new file), while it stays
+    /// in use.
+    fn backup_to(&self, path: &std::path::Path) -> Result<(), StoreError> {
+        let _ = path;
+        Err(StoreError::Unsupported(
+            "this store has no online copy through apppassd: use the database's own tools (pg_dump)",
+        ))
+    }
     /// Trims the audit log to `keep` and forgets throttle windows long over. SQLite's
     /// logins do this as they go; PostgreSQL's cannot (the module's role may only add
     /// to the audit log), so `apppass init` does it for both.

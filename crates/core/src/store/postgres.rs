@@ -247,7 +247,8 @@ impl PgStore {
             check_passfile(p, as_root)?;
         }
         let timeout = match purpose {
-            Purpose::Login => connect.query_timeout,
+            // apppassd's connections serve logins, which must not wait longer.
+            Purpose::Login | Purpose::Daemon => connect.query_timeout,
             Purpose::Admin | Purpose::Read => connect.query_timeout.max(ADMIN_MIN_QUERY_TIMEOUT),
         };
         // The server gives up on a statement when the client would.
@@ -262,6 +263,7 @@ impl PgStore {
             .map_or(NO_PASSFILE.into(), |p| p.display().to_string());
         let application = match purpose {
             Purpose::Login => "pam_apppass",
+            Purpose::Daemon => "apppassd",
             Purpose::Admin | Purpose::Read => "apppass",
         };
         // In order: defaults the connection string may override, the string itself

@@ -51,6 +51,7 @@ pub use super::Purpose;
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Connection,
+    purpose: Purpose,
 }
 
 fn db_err(e: rusqlite::Error) -> StoreError {
@@ -61,6 +62,11 @@ impl SqliteStore {
     /// Creates the database (directory 0700, file 0600) if needed and brings its schema up
     /// to date. Safe to run again: it never drops or rewrites data.
     pub fn init(path: &Path) -> Result<SqliteStore, StoreError> {
+        Self::init_for(path, Purpose::Admin)
+    }
+
+    /// [`SqliteStore::init`], keeping the connection for `purpose`.
+    pub fn init_for(path: &Path, purpose: Purpose) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             DirBuilder::new()
                 .recursive(true)
@@ -79,7 +85,7 @@ impl SqliteStore {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(StoreError::Io(path.to_path_buf(), e)),
         }
-        let conn = open_conn(path, Purpose::Admin)?;
+        let conn = open_conn(path, purpose)?;
         // An empty database is ours to initialise; anything else must already be apppass's.
         let version = schema_version(&conn, path)?;
         let app_id: i64 = read_pragma(&conn, path, "application_id")?;
@@ -90,7 +96,7 @@ impl SqliteStore {
         // Persistent: every later connection, the module's included, gets WAL.
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db_err)?;
-        let store = SqliteStore { conn };
+        let store = SqliteStore { conn, purpose };
         store.migrate(path, version)?;
         Ok(store)
     }
@@ -137,7 +143,7 @@ impl SqliteStore {
         if app_id != APPLICATION_ID {
             return Err(StoreError::Foreign(path.to_path_buf()));
         }
-        let store = SqliteStore { conn };
+        let store = SqliteStore { conn, purpose };
         store.migrate(path, version)?;
         Ok(store)
     }
@@ -192,6 +198,133 @@ impl SqliteStore {
                 .set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, false);
         }
     }
+}
+
+/// Checks, before apppassd opens or creates its database at `db`, that nobody but `owner`
+/// (apppassd's uid) could have changed it or could change it under apppassd:
+///
+/// - the directory that holds it is `owner`'s or root's and writable by nobody else (a
+///   shared sticky directory such as /tmp itself is refused; a private one inside it is
+///   fine), and every directory above it is root's or `owner`'s and writable by nobody
+///   else unless sticky;
+/// - the database and every file beside it that SQLite opens with it (`-wal`, `-shm`,
+///   `-journal`) are `owner`'s, regular files, writable by nobody else and readable by
+///   no other (they hold the hashes);
+/// - every other file in the directory is `owner`'s or root's and writable by nobody
+///   else.
+///
+/// Only `owner` (or root) could then have planted a `-wal` file that SQLite would replay
+/// into the database.
+pub fn check_directory(db: &Path, owner: u32) -> Result<(), StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    let untrusted = |why: String| StoreError::Untrusted(why);
+    let io = |p: &Path, e: std::io::Error| StoreError::Io(p.to_path_buf(), e);
+    let dir = match db.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => {
+            return Err(untrusted(format!(
+                "{} is not an absolute path",
+                db.display()
+            )));
+        }
+    };
+    let whose = |uid: u32| {
+        if uid == owner {
+            "apppassd's".to_string()
+        } else {
+            format!("uid {uid}'s")
+        }
+    };
+    // Directories above first: whoever can change one of them can swap what is below.
+    let mut above = if dir.exists() {
+        std::fs::canonicalize(dir).map_err(|e| io(dir, e))?
+    } else {
+        // init creates it (0700): what holds it must be safe already.
+        dir.to_path_buf()
+    };
+    let mut first = true;
+    loop {
+        match std::fs::metadata(&above) {
+            Ok(meta) => {
+                let mode = meta.mode();
+                let sticky = mode & 0o1000 != 0;
+                if meta.uid() != 0 && meta.uid() != owner {
+                    return Err(untrusted(format!(
+                        "{} is {} (mode {:04o}), not apppassd's or root's: fix with chown",
+                        above.display(),
+                        whose(meta.uid()),
+                        mode & 0o7777
+                    )));
+                }
+                if mode & 0o022 != 0 && (first || !sticky) {
+                    return Err(untrusted(format!(
+                        "{} is writable by group or other (mode {:04o}){}: give the database a directory of its own (chmod go-w, or a new 0700 directory)",
+                        above.display(),
+                        mode & 0o7777,
+                        if first && sticky {
+                            ", a shared directory"
+                        } else {
+                            ""
+                        }
+                    )));
+                }
+                first = false;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && first => {}
+            Err(e) => return Err(io(&above, e)),
+        }
+        if !above.pop() {
+            break;
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(()); // Not there yet: init makes it.
+    };
+    let name = db
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for entry in entries {
+        let entry = entry.map_err(|e| io(dir, e))?;
+        let path = entry.path();
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| io(&path, e))?;
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let ours = file == name
+            || ["-wal", "-shm", "-journal"]
+                .iter()
+                .any(|side| file == format!("{name}{side}"));
+        let mode = meta.mode() & 0o7777;
+        if ours {
+            if !meta.file_type().is_file() {
+                return Err(untrusted(format!(
+                    "{} is not a regular file",
+                    path.display()
+                )));
+            }
+            if meta.uid() != owner {
+                return Err(untrusted(format!(
+                    "{} is {}, not apppassd's: SQLite would read it with the database (fix with chown, or remove it if it is not yours)",
+                    path.display(),
+                    whose(meta.uid())
+                )));
+            }
+            if mode & 0o027 != 0 {
+                return Err(untrusted(format!(
+                    "{} is open to group writes or to others (mode {mode:04o}): fix with chmod 600",
+                    path.display()
+                )));
+            }
+        } else if (meta.uid() != owner && meta.uid() != 0)
+            || (mode & 0o022 != 0 && !meta.file_type().is_symlink())
+        {
+            return Err(untrusted(format!(
+                "{} in the database's directory is {} (mode {mode:04o}): the directory must hold only apppassd's files",
+                path.display(),
+                whose(meta.uid())
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn open_conn(path: &Path, purpose: Purpose) -> Result<Connection, StoreError> {
@@ -281,7 +414,7 @@ fn configure(conn: Connection, purpose: Purpose) -> rusqlite::Result<Connection>
         }
         // A report writes nothing, unless it is the first to open a database of an older
         // schema and migrates it: that must be as durable as any change.
-        Purpose::Admin | Purpose::Read => {
+        Purpose::Admin | Purpose::Read | Purpose::Daemon => {
             conn.busy_timeout(ADMIN_BUSY_TIMEOUT)?;
             // A revoke reported done must survive a power cut.
             conn.execute_batch("PRAGMA synchronous = FULL")?;
@@ -375,84 +508,14 @@ const PRUNE_EVERY: i64 = 256;
 const LISTING_COLUMNS: &str = "id, user, service, label, created, expires, revoked, \
                                last_used, last_service, last_rhost, use_count";
 
-impl Store for SqliteStore {
-    /// One statement, so one read transaction and one look at the WAL index.
-    fn lookup(&self, q: &LookupQuery<'_>) -> Result<Lookup, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT p.id, p.user, p.service, p.label, p.hash,
-                        p.created, p.expires, p.revoked, p.last_used,
-                        EXISTS (SELECT 1 FROM app_password WHERE user = ?1),
-                        (SELECT locked_until FROM throttle WHERE user = ?1 AND rhost = ?3)
-                   FROM (SELECT 1)
-                   LEFT JOIN app_password AS p ON p.selector = ?2 AND p.user = ?1",
-                params![q.user, q.selector, q.rhost],
-                |r| {
-                    // The LEFT JOIN's columns are NULL when no row matched.
-                    let credential = match r.get::<_, Option<i64>>(0)? {
-                        None => None,
-                        Some(_) => Some(credential(r)?),
-                    };
-                    let locked_until: Option<Timestamp> = r.get(10)?;
-                    Ok(Lookup {
-                        credential,
-                        has_passwords: r.get(9)?,
-                        throttled: locked_until.is_some_and(|t| t > q.now),
-                    })
-                },
-            )
-            .map_err(db_err)
-    }
-
-    fn find_by_selector(&self, selector: &str) -> Result<Option<Credential>, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT id, user, service, label, hash, created, expires, revoked, last_used
-                   FROM app_password WHERE selector = ?1",
-                [selector],
-                credential,
-            )
-            .optional()
-            .map_err(db_err)
-    }
-
-    fn user_has_passwords(&self, user: &str) -> Result<bool, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM app_password WHERE user = ?1)",
-                [user],
-                |r| r.get(0),
-            )
-            .map_err(db_err)
-    }
-
-    fn throttled_until(
-        &self,
-        user: &str,
-        rhost: &str,
-        now: Timestamp,
-    ) -> Result<Option<Timestamp>, StoreError> {
-        let until: Option<Option<Timestamp>> = self
-            .conn
-            .query_row(
-                "SELECT locked_until FROM throttle WHERE user = ?1 AND rhost = ?2",
-                params![user, rhost],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db_err)?;
-        Ok(until.flatten().filter(|&t| t > now))
-    }
-
-    fn record_attempt(
+impl SqliteStore {
+    /// The record itself: usage, audit event, throttle, in one transaction.
+    fn record(
         &self,
         a: &Attempt<'_>,
         throttle: Option<&Throttle>,
         keep: Retention,
     ) -> Result<(), StoreError> {
-        self.conn
-            .busy_timeout(RECORD_BUSY_TIMEOUT)
-            .map_err(db_err)?;
         let tx = Transaction::immediate(&self.conn)?;
         let c = tx.conn;
         let rhost = a.rhost.unwrap_or("");
@@ -534,6 +597,102 @@ impl Store for SqliteStore {
         tx.commit()?;
         self.keep_wal_small();
         Ok(())
+    }
+}
+
+impl Store for SqliteStore {
+    /// One statement, so one read transaction and one look at the WAL index.
+    fn lookup(&self, q: &LookupQuery<'_>) -> Result<Lookup, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT p.id, p.user, p.service, p.label, p.hash,
+                        p.created, p.expires, p.revoked, p.last_used,
+                        EXISTS (SELECT 1 FROM app_password WHERE user = ?1),
+                        (SELECT locked_until FROM throttle WHERE user = ?1 AND rhost = ?3)
+                   FROM (SELECT 1)
+                   LEFT JOIN app_password AS p ON p.selector = ?2 AND p.user = ?1",
+                params![q.user, q.selector, q.rhost],
+                |r| {
+                    // The LEFT JOIN's columns are NULL when no row matched.
+                    let credential = match r.get::<_, Option<i64>>(0)? {
+                        None => None,
+                        Some(_) => Some(credential(r)?),
+                    };
+                    let locked_until: Option<Timestamp> = r.get(10)?;
+                    Ok(Lookup {
+                        credential,
+                        has_passwords: r.get(9)?,
+                        throttled: locked_until.is_some_and(|t| t > q.now),
+                    })
+                },
+            )
+            .map_err(db_err)
+    }
+
+    fn find_by_selector(&self, selector: &str) -> Result<Option<Credential>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT id, user, service, label, hash, created, expires, revoked, last_used
+                   FROM app_password WHERE selector = ?1",
+                [selector],
+                credential,
+            )
+            .optional()
+            .map_err(db_err)
+    }
+
+    fn user_has_passwords(&self, user: &str) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM app_password WHERE user = ?1)",
+                [user],
+                |r| r.get(0),
+            )
+            .map_err(db_err)
+    }
+
+    fn throttled_until(
+        &self,
+        user: &str,
+        rhost: &str,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        let until: Option<Option<Timestamp>> = self
+            .conn
+            .query_row(
+                "SELECT locked_until FROM throttle WHERE user = ?1 AND rhost = ?2",
+                params![user, rhost],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        Ok(until.flatten().filter(|&t| t > now))
+    }
+
+    fn record_attempt(
+        &self,
+        a: &Attempt<'_>,
+        throttle: Option<&Throttle>,
+        keep: Retention,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .busy_timeout(RECORD_BUSY_TIMEOUT)
+            .map_err(db_err)?;
+        if self.purpose == Purpose::Daemon {
+            // A record is best effort: not worth waiting for the disk (see configure).
+            self.conn
+                .execute_batch("PRAGMA synchronous = NORMAL")
+                .map_err(db_err)?;
+        }
+        let result = self.record(a, throttle, keep);
+        if self.purpose == Purpose::Daemon {
+            // The connection serves changes next, as durable and as patient as ever.
+            self.conn
+                .execute_batch("PRAGMA synchronous = FULL")
+                .and_then(|()| self.conn.busy_timeout(ADMIN_BUSY_TIMEOUT))
+                .map_err(db_err)?;
+        }
+        result
     }
 
     fn create(&self, row: &NewRow<'_>) -> Result<i64, StoreError> {
@@ -712,6 +871,17 @@ impl Store for SqliteStore {
 
     fn schema_version(&self) -> Result<i64, StoreError> {
         SqliteStore::schema_version(self)
+    }
+
+    /// `VACUUM INTO`: a compact, consistent copy, made while logins go on.
+    fn backup_to(&self, path: &Path) -> Result<(), StoreError> {
+        let text = path
+            .to_str()
+            .ok_or_else(|| StoreError::Db(format!("{}: not UTF-8", path.display())))?;
+        self.conn
+            .execute("VACUUM INTO ?1", [text])
+            .map(|_| ())
+            .map_err(db_err)
     }
 
     fn prune(&self, keep: Retention, now: Timestamp) -> Result<(), StoreError> {

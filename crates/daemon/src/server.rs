@@ -1,0 +1,320 @@
+//! The connections: one async task each on a single thread (tokio), so that hundreds of
+//! clients cost a few kilobytes each, never a thread or an argon2 arena. A task reads a
+//! frame within its timeouts, decodes it strictly, answers `status` itself and hands
+//! everything else to the queue, then writes the worker's answer.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use apppass_proto::wire::{self, Decoder, WireError};
+use apppass_proto::{ErrorKind, Request, Response, Status};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::{oneshot, watch};
+
+use crate::peer::{Class, Peer};
+use crate::queue::{Full, Queue};
+use crate::service::Reply;
+use crate::state::{Shared, count};
+use crate::worker::Job;
+
+/// A client must send its first request this soon after connecting.
+const FIRST_REQUEST: Duration = Duration::from_secs(5);
+/// An idle connection (the CLI between requests) is closed after this.
+const IDLE: Duration = Duration::from_secs(60);
+/// Once a frame has begun, all of it must arrive within this.
+const FRAME: Duration = Duration::from_secs(5);
+/// Writing an answer may take this long (a client that stops reading is dropped).
+const WRITE: Duration = Duration::from_secs(5);
+/// How long a management request (add, list, a backup) may wait for a worker.
+const MANAGEMENT_DEADLINE: Duration = Duration::from_secs(60);
+/// Connections at most of one uid of the user class.
+const USER_CONNECTIONS: u32 = 32;
+/// A backup is streamed in chunks of this size.
+const CHUNK: usize = 256 * 1024;
+
+/// Open connections, in all and per uid.
+#[derive(Default)]
+pub struct Connections {
+    per_uid: Mutex<HashMap<u32, u32>>,
+}
+
+/// One connection counted; uncounted when dropped.
+struct Counted<'a> {
+    connections: &'a Connections,
+    shared: &'a Shared,
+    uid: u32,
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .connections
+            .per_uid
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.uid);
+            }
+        }
+        self.shared
+            .health
+            .clients
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Connections {
+    /// Counts a connection of `peer`, unless there are too many.
+    fn admit<'a>(&'a self, shared: &'a Shared, peer: &Peer) -> Option<Counted<'a>> {
+        use std::sync::atomic::Ordering;
+        let mut map = self.per_uid.lock().unwrap_or_else(|p| p.into_inner());
+        let total = shared.health.clients.load(Ordering::Relaxed);
+        let mine = map.get(&peer.uid).copied().unwrap_or(0);
+        if total >= shared.config.max_clients
+            || (peer.class == Class::User && mine >= USER_CONNECTIONS)
+        {
+            return None;
+        }
+        *map.entry(peer.uid).or_default() += 1;
+        shared.health.clients.fetch_add(1, Ordering::Relaxed);
+        Some(Counted {
+            connections: self,
+            shared,
+            uid: peer.uid,
+        })
+    }
+}
+
+/// Everything a connection task needs.
+#[derive(Clone)]
+pub struct Context {
+    pub shared: Arc<Shared>,
+    pub queue: Arc<Queue<Job>>,
+    pub connections: Arc<Connections>,
+    pub stop: watch::Receiver<bool>,
+    /// The store's path, for `status`.
+    pub store: String,
+}
+
+/// Serves one connection until the client closes it, errs, idles out, or apppassd
+/// stops.
+pub async fn serve(mut stream: UnixStream, mut cx: Context) {
+    let shared = Arc::clone(&cx.shared);
+    let peer = match Peer::of(&stream, &shared.access) {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            shared
+                .log
+                .warning(&format!("cannot read a client's credentials: {e}"));
+            return;
+        }
+    };
+    let connections = Arc::clone(&cx.connections);
+    let Some(_counted) = connections.admit(&shared, &peer) else {
+        shared.health.count(count::CONNECTIONS_REFUSED);
+        let _ = write(
+            &mut stream,
+            &Response::error(ErrorKind::Busy, "too many connections to apppassd"),
+        )
+        .await;
+        return;
+    };
+    let mut first = true;
+    loop {
+        // The first request is always waited for, also while stopping: the client
+        // connected before apppassd stopped accepting, and is owed an answer.
+        let body = if first {
+            read(&mut stream, FIRST_REQUEST).await
+        } else {
+            tokio::select! {
+                r = read(&mut stream, IDLE) => r,
+                _ = cx.stop.changed() => return,
+            }
+        };
+        first = false;
+        let body = match body {
+            Ok(b) => b,
+            Err(WireError::Closed) => return,
+            Err(WireError::Io(_)) => return,
+            Err(e) => {
+                shared.health.count(count::BAD_REQUEST);
+                let _ = write(
+                    &mut stream,
+                    &Response::error(ErrorKind::BadRequest, e.to_string()),
+                )
+                .await;
+                return;
+            }
+        };
+        shared.health.count(count::REQUESTS);
+        let request = match Request::decode(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                shared.health.count(count::BAD_REQUEST);
+                let _ = write(
+                    &mut stream,
+                    &Response::error(ErrorKind::BadRequest, e.to_string()),
+                )
+                .await;
+                return;
+            }
+        };
+        drop(body);
+        let answer = match request {
+            Request::Status => status(&cx, &peer).await,
+            request => match dispatch(&cx, &peer, request).await {
+                Reply::Answer(r) => r,
+                Reply::Backup(file) => {
+                    if stream_file(&mut stream, &file.0).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            },
+        };
+        if write(&mut stream, &answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Queues a request for the workers and waits for the answer, at most until its
+/// deadline (and a little, for a verification already under way).
+async fn dispatch(cx: &Context, peer: &Arc<Peer>, request: Request) -> Reply {
+    let now = Instant::now();
+    let deadline = match &request {
+        Request::Authenticate(a) => {
+            now + Duration::from_millis(u64::from(a.timeout_ms.max(1)))
+                .min(cx.shared.config.timeout)
+        }
+        _ => now + MANAGEMENT_DEADLINE,
+    };
+    let (tx, rx) = oneshot::channel();
+    let job = Job {
+        peer: Arc::clone(peer),
+        request,
+        deadline,
+        reply: tx,
+    };
+    if let Err((_, why)) = cx.queue.push(job) {
+        cx.shared.health.count(count::BUSY);
+        let message = match why {
+            Full::Closed => "apppassd is stopping",
+            Full::Queue => "apppassd is busy: its queue is full",
+            Full::Users => "apppassd is busy: the share of the queue for users is full",
+            Full::Share => "apppassd is busy: you already have as many requests waiting as you may",
+        };
+        return Reply::Answer(Response::error(ErrorKind::Busy, message));
+    }
+    // A verification that started just before the deadline runs to its end.
+    let slack = Duration::from_secs(2);
+    match tokio::time::timeout_at((deadline + slack).into(), rx).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(_)) => Reply::Answer(Response::error(
+            ErrorKind::Internal,
+            "apppassd's worker stopped without answering",
+        )),
+        Err(_) => {
+            cx.shared.health.count(count::EXPIRED);
+            Reply::Answer(Response::error(
+                ErrorKind::Timeout,
+                "no answer within the request's deadline",
+            ))
+        }
+    }
+}
+
+/// The daemon's health, and who it takes the caller to be.
+async fn status(cx: &Context, peer: &Arc<Peer>) -> Response {
+    use std::sync::atomic::Ordering;
+    let p = Arc::clone(peer);
+    // NSS may block: not on the connections' thread.
+    let you = tokio::task::spawn_blocking(move || p.identity())
+        .await
+        .unwrap_or_default();
+    let h = &cx.shared.health;
+    Response::Status(Box::new(Status {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pid: std::process::id(),
+        daemon_uid: cx.shared.uid,
+        uptime_s: h.started.elapsed().as_secs(),
+        store: cx.store.clone(),
+        store_error: h.store_error(),
+        schema_version: h.schema_version(),
+        workers: cx.shared.workers,
+        busy: h.busy.load(Ordering::Relaxed),
+        queued: u32::try_from(cx.queue.len()).unwrap_or(u32::MAX),
+        queue_max: u32::try_from(cx.queue.limits().total).unwrap_or(u32::MAX),
+        clients: h.clients.load(Ordering::Relaxed),
+        counts: h.counts(),
+        you,
+    }))
+}
+
+/// Reads one request frame: its start within `wait`, all of it within [`FRAME`] after.
+async fn read(
+    stream: &mut UnixStream,
+    wait: Duration,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, WireError> {
+    let mut len = [0u8; 4];
+    let first = tokio::time::timeout(wait, stream.read(&mut len))
+        .await
+        .map_err(|_| WireError::Io(std::io::ErrorKind::TimedOut.into()))?
+        .map_err(WireError::Io)?;
+    if first == 0 {
+        return Err(WireError::Closed);
+    }
+    let rest = async {
+        stream.read_exact(&mut len[first..]).await?;
+        let n = u32::from_be_bytes(len) as usize;
+        if n > wire::MAX_REQUEST {
+            return Ok(Err(WireError::TooLarge {
+                len: n,
+                max: wire::MAX_REQUEST,
+            }));
+        }
+        let mut body = zeroize::Zeroizing::new(vec![0u8; n]);
+        stream.read_exact(&mut body).await?;
+        Ok::<_, std::io::Error>(Ok(body))
+    };
+    match tokio::time::timeout(FRAME, rest).await {
+        Err(_) => Err(WireError::Malformed("frame not complete within 5 s")),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Err(WireError::Malformed("frame cut short"))
+        }
+        Ok(Err(e)) => Err(WireError::Io(e)),
+        Ok(Ok(r)) => r,
+    }
+}
+
+/// Writes one answer frame within [`WRITE`].
+async fn write(stream: &mut UnixStream, response: &Response) -> std::io::Result<()> {
+    let body = response.encode();
+    // Checked so that a bug can never send what a client would refuse to read.
+    debug_assert!(Decoder::new(&body).is_ok());
+    let mut frame = zeroize::Zeroizing::new(Vec::with_capacity(4 + body.len()));
+    frame.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes());
+    frame.extend_from_slice(&body);
+    tokio::time::timeout(WRITE, stream.write_all(&frame))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+}
+
+/// Streams a backup file as chunks, then [`Response::Done`].
+async fn stream_file(stream: &mut UnixStream, path: &PathBuf) -> std::io::Result<()> {
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        write(stream, &Response::Chunk(buf[..n].to_vec())).await?;
+    }
+    write(stream, &Response::Done).await
+}

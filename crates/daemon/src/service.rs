@@ -1,0 +1,791 @@
+//! What apppassd does for each request, once the peer is known and a worker has taken
+//! it: authorisation by the peer's credentials, then policy, store and secret, then the
+//! answer. Each worker has its own [`Service`]: its own connection to the store and its
+//! own argon2 memory, kept from one request to the next.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use apppass_argon2::Hasher;
+use apppass_core::config::Config;
+use apppass_core::policy::{self, Status};
+use apppass_core::secret::{self, Candidate, NewPassword};
+use apppass_core::store::{
+    self, Attempt, Credential, Listing, Location, Lookup, LookupQuery, NewRow, Outcome, Owner,
+    Retention, Revoked, Store, StoreError,
+};
+use apppass_core::time::{self, Timestamp};
+use apppass_proto::{
+    AddRequest, Added, AuthAnswer, AuthRequest, ErrorKind, EventInfo, PasswordInfo, Reason,
+    Request, Response, RevokeOutcome,
+};
+
+use crate::log::{Level, field, quoted};
+use crate::peer::{self, Class, Peer};
+use crate::state::{Shared, count};
+
+/// How long a store that could not be opened is left alone before the next try.
+const RETRY: Duration = Duration::from_secs(5);
+/// How many times to draw a new password when its selector is already taken.
+const SELECTOR_TRIES: usize = 8;
+
+/// What a worker hands back for a request.
+pub enum Reply {
+    Answer(Response),
+    /// A backup, written to this file: the connection streams it, then removes it.
+    Backup(BackupFile),
+}
+
+impl From<Response> for Reply {
+    fn from(r: Response) -> Reply {
+        Reply::Answer(r)
+    }
+}
+
+/// A backup copy in apppassd's own directory, removed when dropped.
+pub struct BackupFile(pub PathBuf);
+
+impl Drop for BackupFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// One worker's means: the store, and argon2 memory.
+pub struct Service {
+    shared: Arc<Shared>,
+    store: Option<Box<dyn Store>>,
+    next_try: Instant,
+    hasher: Hasher,
+}
+
+impl Service {
+    /// A worker's service: its argon2 memory is mapped now (so that the first login does
+    /// not pay for it) and its store opened.
+    pub fn new(shared: Arc<Shared>) -> Service {
+        let mut hasher = Hasher::new();
+        // Best effort: without it, the first verification maps its own.
+        let _ = secret::reserve(&mut hasher, shared.config.hash);
+        let mut service = Service {
+            shared,
+            store: None,
+            next_try: Instant::now(),
+            hasher,
+        };
+        let _ = service.store();
+        service
+    }
+
+    fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// The store, opened (or opened again) if need be. Its state goes into the health
+    /// report, and each change into the log, once.
+    fn store(&mut self) -> Result<&dyn Store, String> {
+        if self.store.is_none() {
+            if Instant::now() < self.next_try {
+                return Err(self
+                    .shared
+                    .health
+                    .store_error()
+                    .unwrap_or_else(|| "the store is not open".into()));
+            }
+            let c = &self.shared.config;
+            match store::open_daemon(&c.db, &c.connect, self.shared.uid) {
+                Ok(s) => {
+                    if let Ok(v) = s.schema_version() {
+                        self.shared.health.set_schema_version(v);
+                    }
+                    if self.shared.health.set_store_error(None) {
+                        self.shared.log.info(&format!(
+                            "store ready: {} (schema version {})",
+                            c.db,
+                            self.shared.health.schema_version().unwrap_or(0)
+                        ));
+                    }
+                    self.store = Some(s);
+                }
+                Err(e) => {
+                    self.next_try = Instant::now() + RETRY;
+                    let why = e.to_string();
+                    if self.shared.health.set_store_error(Some(why.clone())) {
+                        self.shared.log.err(&format!(
+                            "store unavailable, answering every request \"unavailable\" until it can be used: {why}"
+                        ));
+                    }
+                    return Err(why);
+                }
+            }
+        }
+        self.store
+            .as_deref()
+            .ok_or_else(|| "the store is not open".into())
+    }
+
+    /// After a store error: a PostgreSQL connection is dropped and made again for the
+    /// next request (the server may have restarted); an SQLite one stays.
+    fn failed(&mut self, e: &StoreError) {
+        if matches!(e, StoreError::Db(_)) && matches!(self.config().db, Location::Postgres(_)) {
+            self.store = None;
+        }
+    }
+
+    /// Handles one request.
+    pub fn handle(&mut self, peer: &Peer, request: Request) -> Reply {
+        let now = time::now();
+        let result = match request {
+            Request::Authenticate(a) => return self.authenticate(peer, a, now).into(),
+            Request::Status => Err(Response::error(
+                ErrorKind::Internal,
+                "status is answered by the connection",
+            )),
+            Request::Add(a) => self.add(peer, a, now),
+            Request::List { user, all } => self.list(peer, user.as_deref(), all, now),
+            Request::Revoke { ids } => self.revoke(peer, &ids, now),
+            Request::RevokeAll { user, service } => {
+                self.revoke_all(peer, user.as_deref(), service.as_deref(), now)
+            }
+            Request::Log { user, all, limit } => self.events(peer, user.as_deref(), all, limit),
+            Request::Unlock { user, rhost } => self.unlock(peer, user.as_deref(), rhost.as_deref()),
+            Request::Backup => return self.backup(peer),
+        };
+        match result {
+            Ok(r) | Err(r) => r.into(),
+        }
+    }
+
+    // ---- Logins ----
+
+    fn authenticate(&mut self, peer: &Peer, a: AuthRequest, now: Timestamp) -> Response {
+        let user = String::from_utf8(a.user.clone()).ok();
+        let line = LogContext::new(peer, &a, user.as_deref());
+        // Who may ask: root and auth_trusted for anyone; everyone else for themselves.
+        if peer.class != Class::System && user.as_deref().and_then(peer::user_uid) != Some(peer.uid)
+        {
+            self.shared.health.count(count::LOGIN_REFUSED_PEER);
+            self.shared.log.line(
+                Level::Notice,
+                &format!(
+                    "{}refusing to check another user's password for pid {} (uid {}): only root and auth_trusted may; {}",
+                    line.prefix, peer.pid, peer.uid, line.context
+                ),
+            );
+            return Response::error(
+                ErrorKind::Denied,
+                "only root and the users in auth_trusted may check another user's password",
+            );
+        }
+        let candidate = Candidate::parse(&a.password);
+        drop(a.password);
+        let result = self.login(
+            user.as_deref(),
+            candidate.as_ref(),
+            &a.service,
+            a.rhost.as_deref(),
+            now,
+        );
+        let shared = &self.shared;
+        match result {
+            Ok(answer) => {
+                let (level, text, counter) = match &answer {
+                    AuthAnswer::Success { id, label } => (
+                        Level::Info,
+                        format!(
+                            "authentication success; {} id={id} label={}",
+                            line.context,
+                            quoted(label)
+                        ),
+                        count::LOGIN_SUCCESS,
+                    ),
+                    AuthAnswer::Denied { reason, id } => (
+                        Level::Notice,
+                        format!(
+                            "authentication failure; {} reason={}{}",
+                            line.context,
+                            reason.as_str(),
+                            id.map(|i| format!(" id={i}")).unwrap_or_default()
+                        ),
+                        if *reason == Reason::Throttled {
+                            count::LOGIN_THROTTLED
+                        } else {
+                            count::LOGIN_FAILURE
+                        },
+                    ),
+                    AuthAnswer::NoAppPasswords => (
+                        Level::Notice,
+                        format!(
+                            "authentication failure; {} reason=no_app_passwords",
+                            line.context
+                        ),
+                        count::LOGIN_NO_APP_PASSWORDS,
+                    ),
+                };
+                shared.health.count(counter);
+                shared.log.line(level, &format!("{}{text}", line.prefix));
+                Response::Auth(answer)
+            }
+            Err(why) => {
+                shared.health.count(count::UNAVAILABLE);
+                shared.log.err(&format!(
+                    "{}store unavailable: {why}; {}",
+                    line.prefix, line.context
+                ));
+                Response::error(ErrorKind::Unavailable, why)
+            }
+        }
+    }
+
+    /// Lookup, one verification, verdict, record. `Err`: the store could not be used.
+    fn login(
+        &mut self,
+        user: Option<&str>,
+        candidate: Option<&Candidate>,
+        service: &str,
+        rhost: Option<&str>,
+        now: Timestamp,
+    ) -> Result<AuthAnswer, String> {
+        let found = match user {
+            Some(u) => {
+                let query = LookupQuery {
+                    user: u,
+                    selector: candidate.map(Candidate::selector),
+                    rhost: rhost.unwrap_or(""),
+                    now,
+                };
+                let looked = self.store()?.lookup(&query);
+                looked.map_err(|e| {
+                    self.failed(&e);
+                    e.to_string()
+                })?
+            }
+            None => Lookup {
+                credential: None,
+                has_passwords: false,
+                throttled: false,
+            },
+        };
+        let config = self.shared.config.clone();
+        let attempt = |password_id, outcome| Attempt {
+            at: now,
+            user: user.unwrap_or(""),
+            service,
+            rhost,
+            password_id,
+            outcome,
+        };
+        // A throttled (user, host) is refused before any hashing: the point is to stop
+        // paying for guesses, and to stop them.
+        if found.throttled && config.throttle.is_some() {
+            self.record(&config, &attempt(None, Outcome::Throttled));
+            return Ok(AuthAnswer::Denied {
+                reason: Reason::Throttled,
+                id: None,
+            });
+        }
+        // Exactly one argon2id verification on every path, so that the time taken says
+        // nothing about which of them was taken.
+        let dummy;
+        let hash = match &found.credential {
+            Some(row) => row.hash.as_str(),
+            None => {
+                dummy = secret::dummy_hash(config.hash).map_err(|e| e.to_string())?;
+                dummy.as_str()
+            }
+        };
+        let matched = secret::verify_in(&mut self.hasher, candidate, hash, Some(config.hash_cap))
+            .map_err(|e| {
+            format!(
+                "app password id={}: {e}",
+                found.credential.as_ref().map_or(0, |c| c.id)
+            )
+        })?;
+        let answer = judge(
+            found.credential.as_ref(),
+            found.has_passwords,
+            candidate.is_some(),
+            matched,
+            service,
+            &config,
+            now,
+        );
+        // Best effort, after the verdict: a locked, read-only or full database must not
+        // turn a right password into a failed login. Users without app passwords leave
+        // no trace here (syslog has them): anyone can send any name.
+        let id = found.credential.as_ref().map(|c| c.id);
+        match &answer {
+            AuthAnswer::Success { .. } => self.record(&config, &attempt(id, Outcome::Success)),
+            AuthAnswer::Denied { reason, .. } => self.record(
+                &config,
+                &attempt(
+                    id,
+                    Outcome::Failure {
+                        reason: reason.as_str(),
+                        guess: reason.is_guess(),
+                    },
+                ),
+            ),
+            AuthAnswer::NoAppPasswords => {}
+        }
+        Ok(answer)
+    }
+
+    /// Writes the attempt down (usage, audit, throttle); a failure to do so is logged,
+    /// not fatal.
+    fn record(&mut self, config: &Config, attempt: &Attempt<'_>) {
+        let keep = Retention {
+            max_age: config.audit_max_age,
+            max_rows: config.audit_max_rows,
+        };
+        let result = match self.store() {
+            Ok(store) => store.record_attempt(attempt, config.throttle.as_ref(), keep),
+            Err(_) => return,
+        };
+        if let Err(e) = result {
+            self.failed(&e);
+            self.shared
+                .log
+                .warning(&format!("could not record the attempt: {e}"));
+        }
+    }
+
+    // ---- Management ----
+
+    /// The caller's user name, and the user a request is about: `requested`, or the
+    /// caller. Only admins may name someone else.
+    fn target(&self, peer: &Peer, requested: Option<&str>) -> Result<(String, String), Response> {
+        let me = peer::user_name(peer.uid).ok_or_else(|| {
+            Response::error(
+                ErrorKind::Denied,
+                format!("uid {} has no user name", peer.uid),
+            )
+        })?;
+        let user = requested.unwrap_or(&me).to_string();
+        if user != me && !peer.admin {
+            return Err(Response::error(
+                ErrorKind::Denied,
+                format!("only root or the admin group may manage {user}'s app passwords"),
+            ));
+        }
+        Ok((me, user))
+    }
+
+    /// The store, or the answer to give when it cannot be used.
+    fn usable_store(&mut self) -> Result<&dyn Store, Response> {
+        match self.store() {
+            Ok(_) => {}
+            Err(why) => {
+                self.shared.health.count(count::UNAVAILABLE);
+                return Err(Response::error(
+                    ErrorKind::Unavailable,
+                    format!("store unavailable: {why}"),
+                ));
+            }
+        }
+        self.store
+            .as_deref()
+            .ok_or_else(|| Response::error(ErrorKind::Unavailable, "store unavailable"))
+    }
+
+    /// The answer for a store error of a management request, the one place where store
+    /// errors become protocol errors.
+    fn store_failure(&mut self, e: StoreError) -> Response {
+        self.failed(&e);
+        let kind = match &e {
+            StoreError::Limit(_) => ErrorKind::Limit,
+            StoreError::Unsupported(_) => ErrorKind::Usage,
+            _ => {
+                self.shared.health.count(count::UNAVAILABLE);
+                ErrorKind::Unavailable
+            }
+        };
+        Response::error(kind, e.to_string())
+    }
+
+    fn audit(&self, peer: &Peer, me: &str, message: &str) {
+        self.shared
+            .log
+            .info(&format!("{message} by={} uid={}", field(me), peer.uid));
+    }
+
+    fn add(&mut self, peer: &Peer, a: AddRequest, now: Timestamp) -> Result<Response, Response> {
+        let (me, user) = self.target(peer, a.user.as_deref())?;
+        let usage = |m: String| Response::error(ErrorKind::Usage, m);
+        policy::check_user(&user).map_err(usage)?;
+        policy::check_service(&a.service).map_err(usage)?;
+        policy::check_label(&a.label).map_err(usage)?;
+        let config = self.shared.config.clone();
+        if !config.services.is_empty() && !config.services.contains(&a.service) {
+            return Err(Response::error(
+                ErrorKind::Denied,
+                format!(
+                    "app passwords may be made only for: {} (services in the configuration)",
+                    config.services.join(", ")
+                ),
+            ));
+        }
+        let expires = expiry(&config, a.expires.as_deref(), now)?;
+        self.usable_store()?;
+        let mut tries = 0;
+        let (id, password) = loop {
+            let password = NewPassword::generate()
+                .map_err(|e| Response::error(ErrorKind::Internal, e.to_string()))?;
+            let hash = password
+                .hash_in(&mut self.hasher, config.hash)
+                .map_err(|e| Response::error(ErrorKind::Internal, e.to_string()))?;
+            let row = NewRow {
+                user: &user,
+                service: &a.service,
+                label: &a.label,
+                selector: password.selector(),
+                hash: &hash,
+                created: now,
+                expires,
+            };
+            let store = self.usable_store()?;
+            let created = match config.max_passwords {
+                Some(max) => store.create_limited(&row, usize::try_from(max).unwrap_or(usize::MAX)),
+                None => store.create(&row),
+            };
+            match created {
+                Ok(id) => break (id, password),
+                Err(StoreError::SelectorTaken) if tries + 1 < SELECTOR_TRIES => tries += 1,
+                Err(StoreError::Limit(n)) => {
+                    return Err(Response::error(
+                        ErrorKind::Limit,
+                        format!(
+                            "{user} already has {n} active app passwords, the most allowed (max_passwords in the configuration): revoke one first"
+                        ),
+                    ));
+                }
+                Err(e) => return Err(self.store_failure(e)),
+            }
+        };
+        self.audit(
+            peer,
+            &me,
+            &format!(
+                "app password added: id={id} user={} service={}",
+                field(&user),
+                field(&a.service)
+            ),
+        );
+        Ok(Response::Added(Box::new(Added {
+            id,
+            user,
+            service: a.service,
+            label: a.label,
+            created: now,
+            expires,
+            password: password.display(),
+        })))
+    }
+
+    fn list(
+        &mut self,
+        peer: &Peer,
+        user: Option<&str>,
+        all: bool,
+        now: Timestamp,
+    ) -> Result<Response, Response> {
+        let (_, user) = self.target(peer, user)?;
+        if all && !peer.admin {
+            return Err(Response::error(
+                ErrorKind::Denied,
+                "only root or the admin group may list everyone's app passwords",
+            ));
+        }
+        let owner = if all {
+            Owner::Anyone
+        } else {
+            Owner::User(&user)
+        };
+        let idle = self.shared.config.idle_expiry;
+        let rows = self.usable_store()?.list(owner);
+        let rows = rows.map_err(|e| self.store_failure(e))?;
+        Ok(Response::Passwords(
+            rows.iter().map(|r| password_info(r, idle, now)).collect(),
+        ))
+    }
+
+    fn revoke(&mut self, peer: &Peer, ids: &[i64], now: Timestamp) -> Result<Response, Response> {
+        let (me, _) = self.target(peer, None)?;
+        let owner = if peer.admin {
+            Owner::Anyone
+        } else {
+            Owner::User(&me)
+        };
+        let done = self.usable_store()?.revoke(ids, owner, now);
+        let done = done.map_err(|e| self.store_failure(e))?;
+        let mut out = Vec::with_capacity(done.len());
+        for (id, outcome) in done {
+            if outcome == Revoked::Now {
+                self.audit(peer, &me, &format!("app password revoked: id={id}"));
+            }
+            out.push((
+                id,
+                match outcome {
+                    Revoked::Now => RevokeOutcome::Now,
+                    Revoked::Already => RevokeOutcome::Already,
+                    Revoked::NotFound => RevokeOutcome::NotFound,
+                },
+            ));
+        }
+        Ok(Response::Revoked(out))
+    }
+
+    fn revoke_all(
+        &mut self,
+        peer: &Peer,
+        user: Option<&str>,
+        service: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Response, Response> {
+        let (me, user) = self.target(peer, user)?;
+        if let Some(s) = service {
+            policy::check_service(s).map_err(|m| Response::error(ErrorKind::Usage, m))?;
+        }
+        let n = self.usable_store()?.revoke_all(&user, service, now);
+        let n = n.map_err(|e| self.store_failure(e))?;
+        self.audit(
+            peer,
+            &me,
+            &format!(
+                "app passwords revoked: count={n} user={} service={}",
+                field(&user),
+                field(service.unwrap_or("*"))
+            ),
+        );
+        Ok(Response::Count(n as u64))
+    }
+
+    fn events(
+        &mut self,
+        peer: &Peer,
+        user: Option<&str>,
+        all: bool,
+        limit: u32,
+    ) -> Result<Response, Response> {
+        let (_, user) = self.target(peer, user)?;
+        if all && !peer.admin {
+            return Err(Response::error(
+                ErrorKind::Denied,
+                "only root or the admin group may read everyone's log",
+            ));
+        }
+        let owner = if all {
+            Owner::Anyone
+        } else {
+            Owner::User(&user)
+        };
+        let events = self.usable_store()?.events(owner, limit as usize);
+        let events = events.map_err(|e| self.store_failure(e))?;
+        Ok(Response::Events(
+            events
+                .into_iter()
+                .map(|e| EventInfo {
+                    time: e.time,
+                    user: e.user,
+                    service: e.service,
+                    password_id: e.password_id,
+                    rhost: e.rhost,
+                    outcome: e.outcome,
+                    reason: e.reason,
+                })
+                .collect(),
+        ))
+    }
+
+    fn unlock(
+        &mut self,
+        peer: &Peer,
+        user: Option<&str>,
+        rhost: Option<&str>,
+    ) -> Result<Response, Response> {
+        let (me, user) = self.target(peer, user)?;
+        let n = self.usable_store()?.unlock(&user, rhost);
+        let n = n.map_err(|e| self.store_failure(e))?;
+        self.audit(
+            peer,
+            &me,
+            &format!(
+                "throttling lifted: user={} rhost={}",
+                field(&user),
+                field(rhost.unwrap_or("*"))
+            ),
+        );
+        Ok(Response::Count(n as u64))
+    }
+
+    /// A copy of the store in apppassd's directory, for the connection to stream (root
+    /// only: it holds every hash).
+    fn backup(&mut self, peer: &Peer) -> Reply {
+        if peer.uid != 0 {
+            return Response::error(
+                ErrorKind::Denied,
+                "only root may back up the store: it holds every app password's hash",
+            )
+            .into();
+        }
+        let Location::Sqlite(db) = &self.shared.config.db else {
+            return Response::error(
+                ErrorKind::Usage,
+                "apppassd makes online copies of SQLite stores only: back PostgreSQL up with pg_dump",
+            )
+            .into();
+        };
+        static SERIAL: AtomicU64 = AtomicU64::new(0);
+        let dir = db.parent().map(PathBuf::from).unwrap_or_default();
+        let file = BackupFile(dir.join(format!(
+            ".apppass-backup-{}-{}.db",
+            std::process::id(),
+            SERIAL.fetch_add(1, Ordering::Relaxed)
+        )));
+        let _ = std::fs::remove_file(&file.0);
+        let result = match self.usable_store() {
+            Ok(store) => store.backup_to(&file.0),
+            Err(r) => return r.into(),
+        };
+        match result {
+            Ok(()) => {
+                self.shared.log.info(&format!(
+                    "backup made for uid {} (pid {})",
+                    peer.uid, peer.pid
+                ));
+                Reply::Backup(file)
+            }
+            Err(e) => self.store_failure(e).into(),
+        }
+    }
+}
+
+/// The log line's parts for one login: libpam's prefix and pam_unix's fields.
+struct LogContext {
+    /// `pam_apppass(SERVICE:auth): `, as libpam prefixed the module's own lines.
+    prefix: String,
+    context: String,
+}
+
+impl LogContext {
+    fn new(peer: &Peer, a: &AuthRequest, user: Option<&str>) -> LogContext {
+        let opt = |v: Option<&str>| v.map(field).unwrap_or_default();
+        let user = match user {
+            Some(u) => field(u),
+            None => field(&String::from_utf8_lossy(&a.user)),
+        };
+        LogContext {
+            prefix: format!("pam_apppass({}:auth): ", field(&a.pam_service)),
+            context: format!(
+                "logname={} uid={uid} euid={uid} tty={} ruser={} rhost={} user={user} service={}",
+                opt(a.logname.as_deref()),
+                opt(a.tty.as_deref()),
+                opt(a.ruser.as_deref()),
+                opt(a.rhost.as_deref()),
+                field(&a.service),
+                uid = peer.uid,
+            ),
+        }
+    }
+}
+
+/// The verdict on one verified attempt.
+fn judge(
+    credential: Option<&Credential>,
+    has_passwords: bool,
+    app_shaped: bool,
+    matched: bool,
+    service: &str,
+    config: &Config,
+    now: Timestamp,
+) -> AuthAnswer {
+    let Some(row) = credential else {
+        return if !has_passwords {
+            AuthAnswer::NoAppPasswords
+        } else if !app_shaped {
+            AuthAnswer::Denied {
+                reason: Reason::NotAppPassword,
+                id: None,
+            }
+        } else {
+            AuthAnswer::Denied {
+                reason: Reason::UnknownPassword,
+                id: None,
+            }
+        };
+    };
+    let denied = |reason| AuthAnswer::Denied {
+        reason,
+        id: Some(row.id),
+    };
+    if !matched {
+        return denied(Reason::WrongPassword);
+    }
+    match Status::of(row.dates, config.idle_expiry, now) {
+        Status::Revoked => return denied(Reason::Revoked),
+        Status::Expired => return denied(Reason::Expired),
+        Status::Idle => return denied(Reason::Idle),
+        Status::Active => {}
+    }
+    if !policy::scope_allows(&row.service, service) {
+        return denied(Reason::WrongService);
+    }
+    AuthAnswer::Success {
+        id: row.id,
+        label: row.label.clone(),
+    }
+}
+
+/// When a new app password expires, within the configured lifetimes.
+fn expiry(
+    config: &Config,
+    requested: Option<&str>,
+    now: Timestamp,
+) -> Result<Option<Timestamp>, Response> {
+    let expires = match requested {
+        Some(text) => Some(
+            time::parse_expiry(text, now)
+                .map_err(|e| Response::error(ErrorKind::Usage, e.to_string()))?,
+        ),
+        None => config
+            .default_lifetime
+            .or(config.max_lifetime)
+            .map(|d| now.saturating_add(d)),
+    };
+    if expires.is_some_and(|e| e <= now) {
+        return Err(Response::error(
+            ErrorKind::Usage,
+            "--expires is in the past",
+        ));
+    }
+    if let Some(max) = config.max_lifetime {
+        if expires.is_none_or(|e| e > now.saturating_add(max)) {
+            return Err(Response::error(
+                ErrorKind::Denied,
+                format!(
+                    "app passwords may live at most {} (max_lifetime in the configuration): give a shorter --expires",
+                    time::format_duration(max)
+                ),
+            ));
+        }
+    }
+    Ok(expires)
+}
+
+fn password_info(r: &Listing, idle: Option<i64>, now: Timestamp) -> PasswordInfo {
+    PasswordInfo {
+        id: r.id,
+        user: r.user.clone(),
+        service: r.service.clone(),
+        label: r.label.clone(),
+        created: r.created,
+        expires: r.expires,
+        revoked: r.revoked,
+        status: Status::of(r.dates(), idle, now).as_str().to_string(),
+        last_used: r.last_used,
+        last_service: r.last_service.clone(),
+        last_rhost: r.last_rhost.clone(),
+        use_count: r.use_count,
+    }
+}

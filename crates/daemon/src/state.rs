@@ -1,0 +1,120 @@
+//! What the daemon's threads share: the configuration, the log, who is trusted, and
+//! its health (counters, the store's state), which `apppass status` reports.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::time::Instant;
+
+use apppass_core::config::Config;
+
+use crate::log::Log;
+use crate::peer::Access;
+
+/// Counters, by name, since start.
+pub mod count {
+    pub const LOGIN_SUCCESS: &str = "login_success";
+    pub const LOGIN_FAILURE: &str = "login_failure";
+    pub const LOGIN_NO_APP_PASSWORDS: &str = "login_no_app_passwords";
+    pub const LOGIN_THROTTLED: &str = "login_throttled";
+    /// A peer that may not check that user's password.
+    pub const LOGIN_REFUSED_PEER: &str = "login_refused_peer";
+    /// Requests answered "unavailable" (the store cannot be used).
+    pub const UNAVAILABLE: &str = "unavailable";
+    /// Requests refused because the queue (or the peer's share of it) was full.
+    pub const BUSY: &str = "busy";
+    /// Requests dropped unanswered: their deadline passed while they waited.
+    pub const EXPIRED: &str = "expired";
+    /// Malformed or unknown requests.
+    pub const BAD_REQUEST: &str = "bad_request";
+    /// Connections refused because too many were open.
+    pub const CONNECTIONS_REFUSED: &str = "connections_refused";
+    pub const REQUESTS: &str = "requests";
+
+    pub const ALL: [&str; 11] = [
+        REQUESTS,
+        LOGIN_SUCCESS,
+        LOGIN_FAILURE,
+        LOGIN_NO_APP_PASSWORDS,
+        LOGIN_THROTTLED,
+        LOGIN_REFUSED_PEER,
+        UNAVAILABLE,
+        BUSY,
+        EXPIRED,
+        BAD_REQUEST,
+        CONNECTIONS_REFUSED,
+    ];
+}
+
+/// The daemon's health.
+pub struct Health {
+    counters: BTreeMap<&'static str, AtomicU64>,
+    /// Why the store cannot be used, as last found (`None`: it can).
+    store_error: Mutex<Option<String>>,
+    schema_version: AtomicI64,
+    pub busy: AtomicU32,
+    pub clients: AtomicU32,
+    pub started: Instant,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            counters: count::ALL.iter().map(|n| (*n, AtomicU64::new(0))).collect(),
+            store_error: Mutex::new(None),
+            schema_version: AtomicI64::new(0),
+            busy: AtomicU32::new(0),
+            clients: AtomicU32::new(0),
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Health {
+    pub fn count(&self, name: &'static str) {
+        if let Some(c) = self.counters.get(name) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn counts(&self) -> Vec<(String, u64)> {
+        self.counters
+            .iter()
+            .map(|(n, c)| ((*n).to_string(), c.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    pub fn store_error(&self) -> Option<String> {
+        self.store_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records the store's state; true when it changed (worth a log line).
+    pub fn set_store_error(&self, error: Option<String>) -> bool {
+        let mut current = self.store_error.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = *current != error;
+        *current = error;
+        changed
+    }
+
+    pub fn schema_version(&self) -> Option<i64> {
+        Some(self.schema_version.load(Ordering::Relaxed)).filter(|v| *v > 0)
+    }
+
+    pub fn set_schema_version(&self, v: i64) {
+        self.schema_version.store(v, Ordering::Relaxed);
+    }
+}
+
+/// Everything the threads share.
+pub struct Shared {
+    pub config: Config,
+    pub log: Log,
+    pub access: Access,
+    pub health: Health,
+    /// apppassd's own uid (the store must be its own).
+    pub uid: u32,
+    pub workers: u32,
+}
