@@ -1,5 +1,6 @@
 //! The built module, loaded by the real libpam (`pam_start_confdir`) from a service file
-//! in a temporary directory, against a database made with the real CLI.
+//! in a temporary directory, asking a real apppassd, with app passwords made with the
+//! real CLI.
 
 mod common;
 mod support;
@@ -163,65 +164,66 @@ fn last_use_is_recorded_with_remote_host_and_service() {
 }
 
 #[test]
-fn unusable_databases_are_authinfo_unavail() {
-    let s = Sandbox::new();
+fn no_daemon_or_no_store_is_authinfo_unavail_at_once() {
+    let mut s = Sandbox::new();
+    s.simple_service("imap", "");
     let pw = s.add("alice", "imap", &[]);
-    // Missing.
+    // No socket at all.
     s.service(
-        "missing",
-        "auth required {module} conf={conf} db=/nonexistent/apppass.db\n",
+        "nosocket",
+        "auth required {module} conf={conf} socket=/nonexistent/apppassd.sock\n",
     );
     assert_eq!(
-        s.code("missing", "alice", &pw.password),
+        s.code("nosocket", "alice", &pw.password),
         Code::AUTHINFO_UNAVAIL
     );
-    // Corrupt: random bytes, and a real database with its header damaged.
-    let junk = s.dir.path().join("junk.db");
-    std::fs::write(&junk, vec![0x5a; 64 * 1024]).unwrap();
+    // A socket nobody listens on (apppassd stopped without removing it is the same).
+    let dead = s.dir.path().join("dead.sock");
+    drop(std::os::unix::net::UnixListener::bind(&dead).unwrap());
     s.service(
-        "junk",
+        "dead",
         &format!(
-            "auth required {{module}} conf={{conf}} db={}\n",
-            junk.display()
+            "auth required {{module}} conf={{conf}} socket={}\n",
+            dead.display()
         ),
     );
+    let start = std::time::Instant::now();
     assert_eq!(
-        s.code("junk", "alice", &pw.password),
+        s.code("dead", "alice", &pw.password),
         Code::AUTHINFO_UNAVAIL
     );
-    let damaged = s.dir.path().join("damaged.db");
-    std::fs::copy(&s.db, &damaged).unwrap();
-    let mut bytes = std::fs::read(&damaged).unwrap();
-    bytes[..16].copy_from_slice(b"not sqlite here!");
-    std::fs::write(&damaged, bytes).unwrap();
-    s.service(
-        "damaged",
-        &format!(
-            "auth required {{module}} conf={{conf}} db={}\n",
-            damaged.display()
-        ),
-    );
-    assert_eq!(
-        s.code("damaged", "alice", &pw.password),
-        Code::AUTHINFO_UNAVAIL
-    );
-    // Newer schema, foreign application id, never initialised.
-    for (name, sql) in [
-        ("newer", "PRAGMA user_version = 99"),
-        ("foreign", "PRAGMA application_id = 42"),
-        ("uninit", "PRAGMA user_version = 0"),
+    assert!(start.elapsed() < std::time::Duration::from_secs(1));
+    // apppassd up, its store unusable: corrupt, of a newer schema, not apppass's.
+    for (name, damage) in [
+        ("corrupt", None),
+        ("newer", Some("PRAGMA user_version = 99")),
+        ("foreign", Some("PRAGMA application_id = 42")),
     ] {
-        let path = s.dir.path().join(format!("{name}.db"));
-        std::fs::copy(&s.db, &path).unwrap();
-        rusqlite::Connection::open(&path)
-            .unwrap()
-            .execute_batch(sql)
+        let dir = s.dir.path().join(name);
+        let db = dir.join("db/apppass.db");
+        std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+        std::fs::set_permissions(db.parent().unwrap(), std::fs::Permissions::from_mode(0o700))
             .unwrap();
+        std::fs::copy(&s.db, &db).unwrap();
+        match damage {
+            None => {
+                let mut bytes = std::fs::read(&db).unwrap();
+                bytes[..16].copy_from_slice(b"not sqlite here!");
+                std::fs::write(&db, bytes).unwrap();
+            }
+            Some(sql) => rusqlite::Connection::open(&db)
+                .unwrap()
+                .execute_batch(sql)
+                .unwrap(),
+        }
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let d = common::Daemon::start_at(&dir, &db, &s.conf, &[]);
+        assert!(d.status().unwrap().store_error.is_some(), "{name}");
         s.service(
             name,
             &format!(
-                "auth required {{module}} conf={{conf}} db={}\n",
-                path.display()
+                "auth required {{module}} conf={{conf}} socket={}\n",
+                d.socket.display()
             ),
         );
         assert_eq!(
@@ -230,13 +232,105 @@ fn unusable_databases_are_authinfo_unavail() {
             "{name}"
         );
     }
-    // The real database still works.
-    s.simple_service("imap", "");
+    // The real one still works; stopped, it is unavailable at once.
+    assert_eq!(s.code("imap", "alice", &pw.password), Code::SUCCESS);
+    s.daemon.stop();
+    let start = std::time::Instant::now();
+    assert_eq!(
+        s.code("imap", "alice", &pw.password),
+        Code::AUTHINFO_UNAVAIL
+    );
+    assert!(start.elapsed() < std::time::Duration::from_secs(1));
+}
+
+#[test]
+fn a_hung_daemon_is_authinfo_unavail_within_the_timeout() {
+    let s = Sandbox::new();
+    let pw = s.add("alice", "imap", &[]);
+    s.simple_service("imap", "timeout=1s");
+    common::signal(s.daemon.child.id(), "STOP");
+    let start = std::time::Instant::now();
+    let code = s.code("imap", "alice", &pw.password);
+    let took = start.elapsed();
+    common::signal(s.daemon.child.id(), "CONT");
+    assert_eq!(code, Code::AUTHINFO_UNAVAIL);
+    assert!(
+        took >= std::time::Duration::from_millis(900) && took < std::time::Duration::from_secs(3),
+        "{took:?}"
+    );
     assert_eq!(s.code("imap", "alice", &pw.password), Code::SUCCESS);
 }
 
 #[test]
-fn unsafe_databases_are_refused_when_running_as_root() {
+fn a_socket_or_daemon_of_another_user_gets_no_password() {
+    if !require(
+        is_root(),
+        "root (to own a socket as another user, and to run a listener as one)",
+    ) {
+        return;
+    }
+    let s = Sandbox::new();
+    s.simple_service("imap", "");
+    let pw = s.add("alice", "imap", &[]);
+    // The real socket, chowned to nobody: refused before connecting.
+    std::os::unix::fs::chown(&s.socket, Some(65534), None).unwrap();
+    assert_eq!(
+        s.code("imap", "alice", &pw.password),
+        Code::AUTHINFO_UNAVAIL
+    );
+    std::os::unix::fs::chown(&s.socket, Some(0), None).unwrap();
+    assert_eq!(s.code("imap", "alice", &pw.password), Code::SUCCESS);
+    // A listener run by nobody on a root-owned path: its peer credentials give it away,
+    // and nothing is ever sent to it.
+    let fake_dir = tempfile::Builder::new()
+        .prefix("apppass-fake")
+        .tempdir()
+        .unwrap();
+    let dir = fake_dir.path();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let fake = dir.join("fake.sock");
+    let got = dir.join("got");
+    let mut listener = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c"])
+        .arg(format!(
+            "import socket,os,sys\ns=socket.socket(socket.AF_UNIX)\ns.bind({fake:?})\nos.chmod({fake:?},0o666)\ns.listen()\nprint('ready',flush=True)\nc,_=s.accept()\nc.settimeout(5)\ndata=c.recv(4096)\nopen({got:?},'wb').write(data)\n",
+            fake = fake.display().to_string(),
+            got = got.display().to_string(),
+        ))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(listener.stdout.as_mut().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    std::os::unix::fs::chown(&fake, Some(0), None).unwrap();
+    s.service(
+        "fake",
+        &format!(
+            "auth required {{module}} conf={{conf}} socket={}\n",
+            fake.display()
+        ),
+    );
+    assert_eq!(
+        s.code("fake", "alice", &pw.password),
+        Code::AUTHINFO_UNAVAIL
+    );
+    let _ = listener.kill();
+    let _ = listener.wait();
+    let sent = std::fs::read(&got).unwrap_or_default();
+    assert!(
+        sent.is_empty(),
+        "the module sent {} bytes to an untrusted peer",
+        sent.len()
+    );
+}
+
+#[test]
+fn a_configuration_others_can_change_is_refused_as_root() {
     if !require(
         is_root(),
         "root (the ownership checks apply to a module running as root)",
@@ -249,32 +343,7 @@ fn unsafe_databases_are_refused_when_running_as_root() {
     let set_mode = |p: &std::path::Path, mode: u32| {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
     };
-    assert_eq!(s.code("imap", "alice", &pw.password), Code::SUCCESS);
-    set_mode(&s.db, 0o666);
-    assert_eq!(
-        s.code("imap", "alice", &pw.password),
-        Code::AUTHINFO_UNAVAIL
-    );
-    set_mode(&s.db, 0o620);
-    assert_eq!(
-        s.code("imap", "alice", &pw.password),
-        Code::AUTHINFO_UNAVAIL
-    );
-    set_mode(&s.db, 0o600);
-    let dir = s.db.parent().unwrap();
-    set_mode(dir, 0o777);
-    assert_eq!(
-        s.code("imap", "alice", &pw.password),
-        Code::AUTHINFO_UNAVAIL
-    );
-    set_mode(dir, 0o700);
-    std::os::unix::fs::chown(&s.db, Some(65534), None).unwrap();
-    assert_eq!(
-        s.code("imap", "alice", &pw.password),
-        Code::AUTHINFO_UNAVAIL
-    );
-    std::os::unix::fs::chown(&s.db, Some(0), None).unwrap();
-    // A configuration file others can write could point the module anywhere.
+    // A configuration file others can write could point the module at their socket.
     set_mode(&s.conf, 0o666);
     assert_eq!(s.code("imap", "alice", &pw.password), Code::SERVICE_ERR);
     set_mode(&s.conf, 0o644);
@@ -283,19 +352,20 @@ fn unsafe_databases_are_refused_when_running_as_root() {
 
 #[test]
 fn bad_arguments_are_service_err_and_unknown_ones_are_ignored() {
+    let Some(log) = AuthLog::open() else { return };
     let s = Sandbox::new();
     let pw = s.add("alice", "imap", &[]);
     for (name, args) in [
-        ("relative", "db=apppass.db"),
-        ("empty", "db="),
+        ("relative", "socket=apppassd.sock"),
         ("novalue", "service"),
         ("badservice", "service=im/ap"),
         ("wildservice", "service=*"),
+        ("badtimeout", "timeout=forever"),
         ("noconf", "conf=/nonexistent/apppass.conf"),
     ] {
         s.service(
             name,
-            &format!("auth required {{module}} db={{db}} {args}\n"),
+            &format!("auth required {{module}} socket={{socket}} {args}\n"),
         );
         assert_eq!(
             s.code(name, "alice", &pw.password),
@@ -303,11 +373,18 @@ fn bad_arguments_are_service_err_and_unknown_ones_are_ignored() {
             "{args}"
         );
     }
+    // Unknown arguments are logged and ignored; db= of earlier versions too, as obsolete.
+    let svc = unique("obsolete");
     s.service(
-        "imap",
-        "auth required {module} db={db} conf={conf} frobnicate nullok\n",
+        &svc,
+        "auth required {module} socket={socket} conf={conf} service=imap frobnicate nullok db=/var/lib/apppass/apppass.db\n",
     );
-    assert_eq!(s.code("imap", "alice", &pw.password), Code::SUCCESS);
+    assert_eq!(s.code(&svc, "alice", &pw.password), Code::SUCCESS);
+    let lines = log.wait_for(
+        &format!("pam_apppass({svc}:auth): argument db= is obsolete"),
+        1,
+    );
+    assert_eq!(lines.len(), 1);
 }
 
 #[test]
@@ -315,14 +392,65 @@ fn bad_configuration_is_service_err() {
     let s = Sandbox::new();
     let pw = s.add("alice", "imap", &[]);
     s.simple_service("imap", "");
-    std::fs::write(&s.conf, "this is not key = value\nargon2_time = many\n").unwrap();
+    std::fs::write(&s.conf, "a line without an equals sign\n").unwrap();
     assert_eq!(s.code("imap", "alice", &pw.password), Code::SERVICE_ERR);
-    std::fs::write(&s.conf, format!("db = {}\n", s.db.display())).unwrap();
+    std::fs::write(&s.conf, "socket = relative.sock\n").unwrap();
+    assert_eq!(s.code("imap", "alice", &pw.password), Code::SERVICE_ERR);
+    // The socket from the configuration alone.
+    std::fs::write(&s.conf, format!("socket = {}\n", s.socket.display())).unwrap();
     s.service(
         "viaconf",
         "auth required {module} conf={conf} service=imap\n",
     );
     assert_eq!(s.code("viaconf", "alice", &pw.password), Code::SUCCESS);
+}
+
+#[test]
+fn the_module_links_no_database_and_no_argon2() {
+    let module = common::built_module();
+    let needed = std::process::Command::new("readelf")
+        .arg("-d")
+        .arg(&module)
+        .output();
+    let Ok(needed) = needed else {
+        assert!(require(false, "readelf (binutils)"));
+        return;
+    };
+    let needed = String::from_utf8_lossy(&needed.stdout);
+    let libs: Vec<&str> = needed
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| l.split('[').nth(1)?.split(']').next())
+        .collect();
+    for lib in &libs {
+        assert!(
+            [
+                "libpam.so.0",
+                "libgcc_s.so.1",
+                "libc.so.6",
+                "ld-linux-x86-64.so.2"
+            ]
+            .contains(lib),
+            "the module needs {lib}: {libs:?}"
+        );
+    }
+    let symbols = std::process::Command::new("nm")
+        .args(["-D"])
+        .arg(&module)
+        .output()
+        .unwrap();
+    let symbols = String::from_utf8_lossy(&symbols.stdout).to_lowercase();
+    for name in ["sqlite3_", "argon2", "pqconnect", "blake2", "tokio"] {
+        assert!(!symbols.contains(name), "the module carries {name}");
+    }
+    let bytes = std::fs::read(&module).unwrap();
+    for needle in [&b"sqlite3_open"[..], b"SQLite format 3", b"argon2id"] {
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "the module carries {}",
+            String::from_utf8_lossy(needle)
+        );
+    }
 }
 
 #[test]
@@ -334,7 +462,7 @@ fn stacks_after_another_module_with_use_first_pass() {
     for flag in ["use_first_pass", "try_first_pass"] {
         s.service(
             "imap",
-            &format!("auth optional pam_unix.so\nauth required {{module}} db={{db}} conf={{conf}} {flag}\n"),
+            &format!("auth optional pam_unix.so\nauth required {{module}} socket={{socket}} conf={{conf}} {flag}\n"),
         );
         let out = s.login("imap", "alice", pw.password.as_bytes(), None);
         assert_eq!(
@@ -351,7 +479,7 @@ fn stacks_after_another_module_with_use_first_pass() {
     // Stacked the other way round, a user without app passwords falls through to the next.
     s.service(
         "migration",
-        "auth sufficient {module} db={db} conf={conf}\nauth required pam_permit.so\n",
+        "auth sufficient {module} socket={socket} conf={conf}\nauth required pam_permit.so\n",
     );
     assert_eq!(
         s.code("migration", "nobody-with-app-passwords", "account password"),
@@ -364,16 +492,6 @@ fn setcred_succeeds() {
     let s = Sandbox::new();
     let pw = s.add("alice", "imap", &[]);
     s.simple_service("imap", "");
-    std::fs::write(
-        s.confdir.join("imap"),
-        format!(
-            "auth required {} db={} conf={}\n",
-            s.module.display(),
-            s.db.display(),
-            s.conf.display()
-        ),
-    )
-    .unwrap();
     // pam_authenticate does not call setcred; the exported symbol is checked by loading it.
     assert_eq!(s.code("imap", "alice", &pw.password), Code::SUCCESS);
     let out = std::process::Command::new("nm")
@@ -398,7 +516,7 @@ fn syslog_lines_have_pam_unix_shape_and_no_secret() {
     let svc = unique("apppass-log");
     s.service(
         &svc,
-        "auth required {module} db={db} conf={conf} service=imap\n",
+        "auth required {module} socket={socket} conf={conf} service=imap\n",
     );
     let pw = s.add("alice", "imap", &["--label", "Phone mail"]);
     let other = s.add("alice", "pop3", &[]);
@@ -427,7 +545,8 @@ fn syslog_lines_have_pam_unix_shape_and_no_secret() {
         .code,
         Code::USER_UNKNOWN
     );
-    let marker = format!("pam_apppass({svc}:auth)");
+    // apppassd writes the line, in the shape the module wrote it before.
+    let marker = format!("apppassd[{}]: pam_apppass({svc}:auth)", s.daemon.child.id());
     let lines = log.wait_for(&marker, 3);
     assert_eq!(lines.len(), 3, "{lines:#?}");
     assert!(lines[0].ends_with(&format!(

@@ -1,6 +1,6 @@
-//! Shared by the integration tests: a throwaway database made with the real `apppass`
-//! binary, the built module loaded by the real libpam from a service directory of the
-//! test's own, and the real syslog.
+//! Shared by the integration tests: a real apppassd on a throwaway store and socket, the
+//! real `apppass` binary talking to it, the built module loaded by the real libpam from a
+//! service directory of the test's own, and the real syslog.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
@@ -109,18 +109,26 @@ pub struct Added {
     pub password: String,
 }
 
-/// One test's world: a directory with a database, the module (as `pam_apppass.so`, so
-/// that libpam logs it under that name) and PAM service files.
+/// One test's world: a directory with apppassd's store and socket, the module (as
+/// `pam_apppass.so`, so that libpam logs it under that name), PAM service files and a
+/// configuration; and apppassd itself, running on them.
 pub struct Sandbox {
-    pub dir: tempfile::TempDir,
+    pub daemon: Daemon,
     pub db: PathBuf,
+    pub socket: PathBuf,
     pub module: PathBuf,
     pub confdir: PathBuf,
     pub conf: PathBuf,
+    pub dir: tempfile::TempDir,
 }
 
 impl Sandbox {
     pub fn new() -> Sandbox {
+        Sandbox::with_config("# empty: defaults\n")
+    }
+
+    /// A sandbox whose apppass.conf says `conf`.
+    pub fn with_config(conf_text: &str) -> Sandbox {
         let dir = tempfile::Builder::new()
             .prefix("apppass-test")
             .tempdir()
@@ -130,28 +138,31 @@ impl Sandbox {
         let confdir = dir.path().join("pam.d");
         std::fs::create_dir(&confdir).unwrap();
         let conf = dir.path().join("apppass.conf");
-        std::fs::write(&conf, "# empty: defaults\n").unwrap();
-        let sandbox = Sandbox {
-            db: dir.path().join("db/apppass.db"),
+        std::fs::write(&conf, conf_text).unwrap();
+        let daemon = Daemon::start(dir.path(), &conf);
+        Sandbox {
+            db: daemon.db.clone(),
+            socket: daemon.socket.clone(),
+            daemon,
             module,
             confdir,
             conf,
             dir,
-        };
-        let out = sandbox.apppass(&["init"]);
-        assert!(
-            out.status.success(),
-            "init: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        sandbox
+        }
     }
 
-    /// Runs the CLI on this sandbox's database and configuration.
+    /// Rewrites apppass.conf and restarts apppassd on it.
+    pub fn reconfigure(&mut self, conf_text: &str) {
+        std::fs::write(&self.conf, conf_text).unwrap();
+        self.daemon.stop();
+        self.daemon = Daemon::start(self.dir.path(), &self.conf);
+    }
+
+    /// Runs the CLI against this sandbox's apppassd.
     pub fn apppass(&self, args: &[&str]) -> Output {
         Command::new(apppass_bin())
-            .arg("--db")
-            .arg(&self.db)
+            .arg("--socket")
+            .arg(&self.socket)
             .arg("--config")
             .arg(&self.conf)
             .args(args)
@@ -191,11 +202,11 @@ impl Sandbox {
             .clone()
     }
 
-    /// Writes a PAM service file; `{module}`, `{db}` and `{conf}` are replaced.
+    /// Writes a PAM service file; `{module}`, `{socket}` and `{conf}` are replaced.
     pub fn service(&self, name: &str, text: &str) {
         let text = text
             .replace("{module}", &self.module.display().to_string())
-            .replace("{db}", &self.db.display().to_string())
+            .replace("{socket}", &self.socket.display().to_string())
             .replace("{conf}", &self.conf.display().to_string());
         std::fs::write(self.confdir.join(name), text).unwrap();
     }
@@ -204,7 +215,7 @@ impl Sandbox {
     pub fn simple_service(&self, name: &str, args: &str) {
         self.service(
             name,
-            &format!("auth required {{module}} db={{db}} conf={{conf}} {args}\n"),
+            &format!("auth required {{module}} socket={{socket}} conf={{conf}} {args}\n"),
         );
     }
 

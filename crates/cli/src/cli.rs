@@ -1,66 +1,64 @@
-//! `apppass`: create, list and revoke app passwords. See apppass(1).
+//! `apppass`: create, list and revoke app passwords, through apppassd. See apppass(1).
 //!
-//! Installed setuid root (like passwd), it acts for whoever runs it: the user comes from
-//! the real uid, paths are the built-in ones, the environment is emptied, and root's
-//! powers are taken up only around the database work. Root and members of the
-//! configured admin group manage everyone's app passwords.
+//! An ordinary program: apppassd decides what its caller may do from the kernel's
+//! credentials of the process asking (its own app passwords for everyone; everyone's for
+//! root and the admin group), so nothing here is privileged or trusted.
 
 use std::fmt;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use apppass_core::config::{self, Config};
-use apppass_core::policy::{self, Status};
-use apppass_core::secret::NewPassword;
-use apppass_core::store::{
-    self, Event, Listing, Location, NewRow, Owner, Purpose, Retention, Revoked, Store, StoreError,
+use apppass_core::time;
+use apppass_proto::conf::{self, ClientSettings};
+use apppass_proto::{
+    AddRequest, Added, Client, ClientError, ErrorKind, EventInfo, PasswordInfo, Request, Response,
+    RevokeOutcome, Status,
 };
-use apppass_core::time::{self, Timestamp};
 use clap::{Args, Parser, Subcommand};
-use pam_apppass as ffi;
-use pam_apppass::login::field;
 use serde_json::json;
 
 /// Exit codes, documented in apppass(1).
 mod exit {
     pub const OK: u8 = 0;
-    /// The database or the system failed.
+    /// apppassd or the system failed (not running, store unavailable, ...).
     pub const FAILURE: u8 = 1;
     /// Bad command line or bad values (clap uses 2 as well).
     pub const USAGE: u8 = 2;
     /// An id that does not exist (or is not yours).
     pub const NOT_FOUND: u8 = 3;
-    /// Not allowed: another user's app passwords, a limit, a privileged-only option.
+    /// Not allowed: another user's app passwords, a limit, a privileged-only request.
     pub const DENIED: u8 = 4;
 }
 
-/// How many times to draw a new password when its selector is already taken.
-const SELECTOR_TRIES: usize = 8;
+/// How long the command waits for apppassd unless told otherwise: management requests
+/// may queue behind logins.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Parser, Debug)]
 #[command(
     name = "apppass",
     version,
     about = "Create, list and revoke app passwords: per-service passwords for mail clients, phones and tools",
-    after_help = "Exit status: 0 success, 1 database or system failure, 2 bad usage, 3 no such app password,\n4 not allowed. See apppass(1)."
+    after_help = "Exit status: 0 success, 1 apppassd or system failure, 2 bad usage, 3 no such app password,\n4 not allowed. See apppass(1)."
 )]
 struct Cli {
-    /// Database: an SQLite file, or a PostgreSQL connection string without a password
-    /// [default: from the configuration, else /var/lib/apppass/apppass.db]
-    #[arg(long, global = true, value_name = "PATH|CONNINFO")]
-    db: Option<String>,
-    /// Configuration file [default: /etc/security/apppass.conf, if present]
+    /// apppassd's socket [default: from the configuration, else /run/apppass/apppassd.sock]
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Configuration file, for the socket [default: /etc/security/apppass.conf, if present]
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
+    /// How long to wait for apppassd (5s, 500ms) [default: 30s]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = conf::parse_timeout)]
+    timeout: Option<Duration>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Create the database (directory 0700, file 0600) or bring its schema up to date
-    Init,
     /// Create an app password and show it, once
     Add(AddArgs),
     /// Show app passwords: service, label, dates, status and last use (never a secret)
@@ -71,7 +69,11 @@ enum Command {
     Log(LogArgs),
     /// Lift throttling after too many wrong guesses
     Unlock(UnlockArgs),
-    /// Check a service's PAM stack (is pam_apppass wired in, in which mode and scope) and its database
+    /// Show apppassd's health: version, store, workers, queue, counts of outcomes
+    Status(JsonArgs),
+    /// Write a consistent copy of the whole store to a new file (root only)
+    Backup(BackupArgs),
+    /// Check a service's PAM stack (is pam_apppass wired in, in which mode and scope) and apppassd
     Doctor(DoctorArgs),
 }
 
@@ -135,7 +137,7 @@ struct LogArgs {
     all: bool,
     /// How many events, newest first
     #[arg(long, value_name = "N", default_value_t = 50)]
-    limit: usize,
+    limit: u32,
     /// Print a JSON array instead of a table
     #[arg(long)]
     json: bool,
@@ -149,6 +151,20 @@ struct UnlockArgs {
     /// Only from this remote host [default: every host]
     #[arg(long, value_name = "HOST")]
     rhost: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct JsonArgs {
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct BackupArgs {
+    /// The new file (it must not exist; made with mode 0600)
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -168,20 +184,31 @@ struct DoctorArgs {
 #[derive(Debug)]
 enum CliError {
     Usage(String),
-    Config(config::ConfigError),
-    Store(StoreError),
+    /// apppassd could not be reached or did not answer.
+    Daemon(ClientError),
+    /// apppassd answered with an error.
+    Refused(ErrorKind, String),
     NotFound(String),
-    Denied(String),
     Other(String),
 }
 
 impl CliError {
+    /// The one place where errors become exit codes.
     fn exit_code(&self) -> u8 {
         match self {
-            CliError::Usage(_) | CliError::Config(_) => exit::USAGE,
+            CliError::Usage(_) => exit::USAGE,
             CliError::NotFound(_) => exit::NOT_FOUND,
-            CliError::Denied(_) => exit::DENIED,
-            CliError::Store(_) | CliError::Other(_) => exit::FAILURE,
+            CliError::Refused(kind, _) => match kind {
+                ErrorKind::Usage => exit::USAGE,
+                ErrorKind::NotFound => exit::NOT_FOUND,
+                ErrorKind::Denied | ErrorKind::Limit => exit::DENIED,
+                ErrorKind::BadRequest
+                | ErrorKind::Unavailable
+                | ErrorKind::Busy
+                | ErrorKind::Timeout
+                | ErrorKind::Internal => exit::FAILURE,
+            },
+            CliError::Daemon(_) | CliError::Other(_) => exit::FAILURE,
         }
     }
 }
@@ -189,146 +216,49 @@ impl CliError {
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CliError::Usage(m)
-            | CliError::NotFound(m)
-            | CliError::Denied(m)
-            | CliError::Other(m) => f.write_str(m),
-            CliError::Config(e) => e.fmt(f),
-            CliError::Store(e) => e.fmt(f),
+            CliError::Usage(m) | CliError::NotFound(m) | CliError::Other(m) => f.write_str(m),
+            CliError::Refused(_, m) => f.write_str(m),
+            CliError::Daemon(e) => e.fmt(f),
         }
     }
 }
 
-impl From<StoreError> for CliError {
-    fn from(e: StoreError) -> Self {
-        CliError::Store(e)
+impl From<ClientError> for CliError {
+    fn from(e: ClientError) -> Self {
+        CliError::Daemon(e)
     }
 }
 
-/// Who runs the command, with which powers, against which database.
+/// A connection to apppassd, as the configuration and options say.
 struct Session {
-    /// The invoking user (from the real uid, never from the environment or options).
-    actor: String,
-    ruid: u32,
-    /// Running setuid root on the actor's behalf: root's powers only around the database.
-    setuid: bool,
-    /// May manage every user's app passwords.
-    admin: bool,
-    config: Config,
-    db: Location,
+    client: Client,
 }
 
 impl Session {
     fn start(cli: &Cli) -> Result<Session, CliError> {
-        let (ruid, euid) = ffi::uids();
-        let setuid = euid == 0 && ruid != 0;
-        if setuid {
-            ffi::clear_environment().map_err(|e| CliError::Other(e.to_string()))?;
-            if cli.db.is_some() || cli.config.is_some() {
-                return Err(CliError::Denied(
-                    "--db and --config are for root: run by a user, apppass uses the system's database".into(),
-                ));
-            }
-            // Until the database work: the caller's own powers.
-            ffi::set_effective_uid(ruid)
-                .map_err(|e| CliError::Other(format!("cannot drop privileges: {e}")))?;
-        }
-        let actor = ffi::user_name(ruid)
-            .ok_or_else(|| CliError::Other(format!("uid {ruid} has no user name")))?;
-        let (conf_path, explicit) = match &cli.config {
+        let (path, explicit) = match &cli.config {
             Some(p) => (p.clone(), true),
-            None => (PathBuf::from(config::DEFAULT_CONFIG), false),
+            None => (PathBuf::from(conf::DEFAULT_CONFIG), false),
         };
-        let mut session = Session {
-            actor,
-            ruid,
-            setuid,
-            admin: false,
-            config: Config::default(),
-            db: Location::Sqlite(PathBuf::new()),
-        };
-        let loaded = session.privileged(|| {
-            // A setuid program takes its database and admin group from this file: only
-            // root may be able to change it.
-            if setuid && conf_path.exists() {
-                apppass_proto::trust::check_root_only(&conf_path).map_err(|e| {
-                    CliError::Denied(format!("refusing a configuration others can change: {e}"))
-                })?;
-            }
-            Config::load(&conf_path, explicit).map_err(CliError::Config)
-        })?;
-        for w in &loaded.warnings {
-            eprintln!("apppass: warning: {w}");
-        }
-        session.config = loaded.config;
-        session.db = match &cli.db {
-            Some(db) => Location::parse(db).map_err(CliError::Usage)?,
-            None => session.config.db.clone(),
-        };
-        // Without setuid, the database file's own permissions decide who may do what.
-        session.admin = !setuid
-            || session
-                .config
-                .admin_group
-                .as_deref()
-                .is_some_and(ffi::in_group);
-        Ok(session)
+        let settings =
+            ClientSettings::load(&path, explicit).map_err(|e| CliError::Usage(e.to_string()))?;
+        let socket = cli.socket.clone().unwrap_or(settings.socket);
+        let timeout = cli.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        let client = crate::daemon::connect(&socket, timeout, &settings.user)?;
+        Ok(Session { client })
     }
 
-    /// Runs `f` with root's powers if this is a setuid run, the caller's otherwise.
-    fn privileged<T>(&self, f: impl FnOnce() -> Result<T, CliError>) -> Result<T, CliError> {
-        if !self.setuid {
-            return f();
-        }
-        ffi::set_effective_uid(0)
-            .map_err(|e| CliError::Other(format!("cannot regain privileges: {e}")))?;
-        let result = f();
-        ffi::set_effective_uid(self.ruid)
-            .map_err(|e| CliError::Other(format!("cannot drop privileges: {e}")))?;
-        result
-    }
-
-    /// Opens the database for `purpose` and runs `f` on it, with the powers the database
-    /// needs.
-    fn with_store<T>(
-        &self,
-        purpose: Purpose,
-        f: impl FnOnce(&dyn Store) -> Result<T, CliError>,
-    ) -> Result<T, CliError> {
-        self.privileged(|| {
-            let as_root = ffi::uids().1 == 0;
-            let store = store::open(&self.db, &self.config.connect, purpose, as_root)?;
-            f(&*store)
-        })
-    }
-
-    /// The user a command is about: `requested`, or the actor. Only admins may name
-    /// someone else.
-    fn target<'a>(&'a self, requested: Option<&'a str>) -> Result<&'a str, CliError> {
-        let user = requested.unwrap_or(&self.actor);
-        if user != self.actor && !self.admin {
-            return Err(CliError::Denied(format!(
-                "only root or the admin group may manage {user}'s app passwords"
-            )));
-        }
-        Ok(user)
-    }
-
-    /// Whose rows a command may touch.
-    fn owner(&self) -> Owner<'_> {
-        if self.admin {
-            Owner::Anyone
-        } else {
-            Owner::User(&self.actor)
+    /// One request; an error answer becomes a [`CliError`].
+    fn call(&mut self, request: &Request) -> Result<Response, CliError> {
+        match self.client.call(request)? {
+            Response::Error { kind, message } => Err(CliError::Refused(kind, message)),
+            r => Ok(r),
         }
     }
+}
 
-    fn audit(&self, message: &str) {
-        ffi::cli_syslog(
-            libc::LOG_INFO,
-            &format!("{message} by={}", field(&self.actor)),
-        );
-    }
+fn unexpected(r: &Response) -> CliError {
+    CliError::Other(format!("unexpected answer from apppassd: {r:?}"))
 }
 
 pub fn main() -> ExitCode {
@@ -346,6 +276,7 @@ pub fn main() -> ExitCode {
     };
     match run(cli) {
         Ok(()) => ExitCode::from(exit::OK),
+        Err(CliError::Other(m)) if m == BROKEN_PIPE => ExitCode::from(exit::OK),
         Err(e) => {
             eprintln!("apppass: error: {e}");
             ExitCode::from(e.exit_code())
@@ -354,40 +285,20 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
-    // Before the CLI's own configuration is read: the doctor reports on the configuration
-    // and database the PAM files name, a broken one included.
-    if let Command::Doctor(a) = &cli.command {
-        if cli.db.is_some() || cli.config.is_some() {
-            return Err(CliError::Usage(
-                "doctor checks the database and configuration the PAM files name; --db and --config do not apply".into(),
-            ));
-        }
-        let (ruid, euid) = ffi::uids();
-        if euid == 0 && ruid != 0 {
-            // A user's doctor learns nothing root-only: run it with the user's powers.
-            ffi::clear_environment().map_err(|e| CliError::Other(e.to_string()))?;
-            ffi::set_effective_uid(ruid)
-                .map_err(|e| CliError::Other(format!("cannot drop privileges: {e}")))?;
-        }
-        return match doctor(a, &mut io::stdout().lock()) {
-            Err(CliError::Other(m)) if m == BROKEN_PIPE => Ok(()),
-            other => other,
-        };
-    }
-    let session = Session::start(&cli)?;
     let mut out = io::stdout().lock();
-    let result = match cli.command {
-        Command::Init => init(&session, &mut out),
-        Command::Add(a) => add(&session, a, &mut out),
-        Command::List(a) => list(&session, a, &mut out),
-        Command::Revoke(a) => revoke(&session, a, &mut out),
-        Command::Log(a) => log(&session, a, &mut out),
-        Command::Unlock(a) => unlock(&session, a, &mut out),
+    if let Command::Doctor(a) = &cli.command {
+        return doctor(a, &mut out);
+    }
+    let mut s = Session::start(&cli)?;
+    match cli.command {
+        Command::Add(a) => add(&mut s, a, &mut out),
+        Command::List(a) => list(&mut s, a, &mut out),
+        Command::Revoke(a) => revoke(&mut s, a, &mut out),
+        Command::Log(a) => log(&mut s, a, &mut out),
+        Command::Unlock(a) => unlock(&mut s, a, &mut out),
+        Command::Status(a) => status(&mut s, a, &mut out),
+        Command::Backup(a) => backup(&mut s, a, &mut out),
         Command::Doctor(_) => unreachable!("handled above"),
-    };
-    match result {
-        Err(CliError::Other(m)) if m == BROKEN_PIPE => Ok(()),
-        other => other,
     }
 }
 
@@ -402,129 +313,52 @@ fn io_err(e: io::Error) -> CliError {
     }
 }
 
-fn init(s: &Session, out: &mut impl Write) -> Result<(), CliError> {
-    if !s.admin {
-        return Err(CliError::Denied(
-            "only root or the admin group may initialise the database".into(),
-        ));
-    }
-    let version = s.privileged(|| {
-        let as_root = ffi::uids().1 == 0;
-        let store = store::init(&s.db, &s.config.connect, as_root)?;
-        // PostgreSQL's logins cannot trim the audit log: this does (for SQLite too).
-        let keep = Retention {
-            max_age: s.config.audit_max_age,
-            max_rows: s.config.audit_max_rows,
-        };
-        store.prune(keep, time::now())?;
-        Ok(store.schema_version()?)
-    })?;
-    writeln!(out, "{}: ready (schema version {version})", s.db).map_err(io_err)
-}
-
-/// When a new app password expires, within the configured lifetimes.
-fn expiry(
-    config: &Config,
-    requested: Option<&str>,
-    now: Timestamp,
-) -> Result<Option<Timestamp>, CliError> {
-    let expires = match requested {
-        Some(text) => {
-            Some(time::parse_expiry(text, now).map_err(|e| CliError::Usage(e.to_string()))?)
-        }
-        None => config
-            .default_lifetime
-            .or(config.max_lifetime)
-            .map(|d| now.saturating_add(d)),
+fn add(s: &mut Session, a: AddArgs, out: &mut impl Write) -> Result<(), CliError> {
+    let r = s.call(&Request::Add(AddRequest {
+        user: a.user,
+        service: a.service,
+        label: a.label,
+        expires: a.expires,
+    }))?;
+    let Response::Added(added) = r else {
+        return Err(unexpected(&r));
     };
-    if expires.is_some_and(|e| e <= now) {
-        return Err(CliError::Usage("--expires is in the past".into()));
-    }
-    if let Some(max) = config.max_lifetime {
-        if expires.is_none_or(|e| e > now.saturating_add(max)) {
-            return Err(CliError::Denied(format!(
-                "app passwords may live at most {} (max_lifetime in the configuration): give a shorter --expires",
-                time::format_duration(max)
-            )));
-        }
-    }
-    Ok(expires)
-}
-
-fn add(s: &Session, a: AddArgs, out: &mut impl Write) -> Result<(), CliError> {
-    let user = s.target(a.user.as_deref())?.to_string();
-    policy::check_user(&user).map_err(CliError::Usage)?;
-    policy::check_service(&a.service).map_err(CliError::Usage)?;
-    policy::check_label(&a.label).map_err(CliError::Usage)?;
-    if !s.config.services.is_empty() && !s.config.services.contains(&a.service) {
-        return Err(CliError::Denied(format!(
-            "app passwords may be made only for: {} (services in the configuration)",
-            s.config.services.join(", ")
-        )));
-    }
-    let now = time::now();
-    let expires = expiry(&s.config, a.expires.as_deref(), now)?;
-    let mut tries = 0;
-    let (id, password) = loop {
-        let password = NewPassword::generate().map_err(|e| CliError::Other(e.to_string()))?;
-        let hash = password
-            .hash(s.config.hash)
-            .map_err(|e| CliError::Other(e.to_string()))?;
-        let row = NewRow {
-            user: &user,
-            service: &a.service,
-            label: &a.label,
-            selector: password.selector(),
-            hash: &hash,
-            created: now,
-            expires,
-        };
-        let created = s.with_store(Purpose::Admin, |store| {
-            Ok(match s.config.max_passwords {
-                Some(max) => store.create_limited(&row, usize::try_from(max).unwrap_or(usize::MAX)),
-                None => store.create(&row),
-            })
-        })?;
-        match created {
-            Ok(id) => break (id, password),
-            Err(StoreError::SelectorTaken) if tries + 1 < SELECTOR_TRIES => tries += 1,
-            Err(StoreError::Limit(n)) => {
-                return Err(CliError::Denied(format!(
-                    "{user} already has {n} active app passwords, the most allowed (max_passwords in the configuration): revoke one first"
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
-    s.audit(&format!(
-        "app password added: id={id} user={} service={}",
-        field(&user),
-        field(&a.service)
-    ));
-    let shown = password.display();
+    let Added {
+        id,
+        user,
+        service,
+        label,
+        created,
+        expires,
+        password,
+    } = *added;
     let expires_text = expires.map(time::format_iso8601);
     if a.json {
-        let obj = json!({
+        let mut obj = json!({
             "id": id,
             "user": user,
-            "service": a.service,
-            "label": a.label,
-            "created": time::format_iso8601(now),
+            "service": service,
+            "label": label,
+            "created": time::format_iso8601(created),
             "expires": expires_text,
-            "password": shown.as_str(),
+            "password": password.as_str(),
         });
         let text = zeroize::Zeroizing::new(obj.to_string());
+        // The JSON value held the password too.
+        if let Some(serde_json::Value::String(p)) = obj.get_mut("password") {
+            zeroize::Zeroize::zeroize(p);
+        }
         return writeln!(out, "{}", text.as_str()).map_err(io_err);
     }
-    let scope = if a.service == policy::ANY_SERVICE {
+    let scope = if service == apppass_proto::names::ANY_SERVICE {
         "every service".to_string()
     } else {
-        format!("service {}", a.service)
+        format!("service {service}")
     };
-    let label = if a.label.is_empty() {
+    let label = if label.is_empty() {
         String::new()
     } else {
-        format!(", \"{}\"", a.label)
+        format!(", \"{label}\"")
     };
     writeln!(
         out,
@@ -533,44 +367,36 @@ fn add(s: &Session, a: AddArgs, out: &mut impl Write) -> Result<(), CliError> {
          Spaces and dashes are optional, and capitals are fine.\n\
          It is shown only this once. Lost it? Revoke it (apppass revoke {id}) and add another.\n\
          Expires: {}",
-        shown.as_str(),
+        password.as_str(),
         expires_text.as_deref().unwrap_or("never"),
     )
     .map_err(io_err)
 }
 
-fn list(s: &Session, a: ListArgs, out: &mut impl Write) -> Result<(), CliError> {
-    let user = s.target(a.user.as_deref())?;
-    if a.all && !s.admin {
-        return Err(CliError::Denied(
-            "only root or the admin group may list everyone's app passwords".into(),
-        ));
-    }
-    let owner = if a.all {
-        Owner::Anyone
-    } else {
-        Owner::User(user)
+fn list(s: &mut Session, a: ListArgs, out: &mut impl Write) -> Result<(), CliError> {
+    let r = s.call(&Request::List {
+        user: a.user.clone(),
+        all: a.all,
+    })?;
+    let Response::Passwords(rows) = r else {
+        return Err(unexpected(&r));
     };
-    let rows = s.with_store(Purpose::Read, |store| Ok(store.list(owner)?))?;
-    let now = time::now();
-    let idle = s.config.idle_expiry;
     if a.json {
-        let items: Vec<_> = rows.iter().map(|r| listing_json(r, idle, now)).collect();
+        let items: Vec<_> = rows.iter().map(listing_json).collect();
         return writeln!(out, "{}", serde_json::Value::Array(items)).map_err(io_err);
     }
     if rows.is_empty() {
-        let whose = if a.all { "anyone" } else { user };
-        let hint = if a.all || !s.admin {
-            ""
+        let whose = if a.all {
+            "anyone".to_string()
         } else {
-            " (--all lists everyone's)"
+            a.user.unwrap_or_else(|| "you".into())
         };
-        return writeln!(out, "No app passwords for {whose}{hint}.").map_err(io_err);
+        return writeln!(out, "No app passwords for {whose}.").map_err(io_err);
     }
-    print_table(&rows, idle, now, out).map_err(io_err)
+    print_table(&rows, out).map_err(io_err)
 }
 
-fn listing_json(r: &Listing, idle: Option<i64>, now: Timestamp) -> serde_json::Value {
+fn listing_json(r: &PasswordInfo) -> serde_json::Value {
     json!({
         "id": r.id,
         "user": r.user,
@@ -579,7 +405,7 @@ fn listing_json(r: &Listing, idle: Option<i64>, now: Timestamp) -> serde_json::V
         "created": time::format_iso8601(r.created),
         "expires": r.expires.map(time::format_iso8601),
         "revoked": r.revoked.map(time::format_iso8601),
-        "status": Status::of(r.dates(), idle, now).as_str(),
+        "status": r.status,
         "last_used": r.last_used.map(time::format_iso8601),
         "last_rhost": r.last_rhost,
         "last_service": r.last_service,
@@ -620,12 +446,7 @@ fn dash(s: &Option<String>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-fn print_table(
-    rows: &[Listing],
-    idle: Option<i64>,
-    now: Timestamp,
-    out: &mut impl Write,
-) -> io::Result<()> {
+fn print_table(rows: &[PasswordInfo], out: &mut impl Write) -> io::Result<()> {
     let header = [
         "ID",
         "USER",
@@ -654,7 +475,7 @@ fn print_table(
                 time::format_iso8601(r.created),
                 r.expires
                     .map_or_else(|| "never".into(), time::format_iso8601),
-                Status::of(r.dates(), idle, now).as_str().into(),
+                r.status.clone(),
                 r.last_used
                     .map_or_else(|| "never used".into(), time::format_iso8601),
                 dash(&r.last_rhost),
@@ -673,7 +494,7 @@ fn doctor(a: &DoctorArgs, out: &mut impl Write) -> Result<(), CliError> {
         service: a.service.clone(),
         file: a.file.clone(),
         module_dirs: doctor::default_module_dirs(),
-        as_root: ffi::uids().1 == 0,
+        as_root: nix::unistd::Uid::effective().is_root(),
     };
     let reports = doctor::run(&options).map_err(|e| CliError::Usage(e.to_string()))?;
     write!(out, "{}", doctor::render(&reports)).map_err(io_err)?;
@@ -687,76 +508,64 @@ fn doctor(a: &DoctorArgs, out: &mut impl Write) -> Result<(), CliError> {
     }
 }
 
-fn revoke(s: &Session, a: RevokeArgs, out: &mut impl Write) -> Result<(), CliError> {
-    let now = time::now();
+fn revoke(s: &mut Session, a: RevokeArgs, out: &mut impl Write) -> Result<(), CliError> {
     if a.all {
-        let user = s.target(a.user.as_deref())?;
-        if let Some(svc) = &a.service {
-            policy::check_service(svc).map_err(CliError::Usage)?;
-        }
-        let n = s.with_store(Purpose::Admin, |store| {
-            Ok(store.revoke_all(user, a.service.as_deref(), now)?)
+        let r = s.call(&Request::RevokeAll {
+            user: a.user.clone(),
+            service: a.service.clone(),
         })?;
-        s.audit(&format!(
-            "app passwords revoked: count={n} user={} service={}",
-            field(user),
-            field(a.service.as_deref().unwrap_or("*"))
-        ));
+        let Response::Count(n) = r else {
+            return Err(unexpected(&r));
+        };
+        let whose = a.user.unwrap_or_else(|| "yours".into());
         let scope = a
             .service
             .map(|svc| format!(" for {svc}"))
             .unwrap_or_default();
-        return writeln!(out, "Revoked {n} app password(s) of {user}{scope}.").map_err(io_err);
+        return writeln!(out, "Revoked {n} app password(s) of {whose}{scope}.").map_err(io_err);
     }
-    let results = s.with_store(Purpose::Admin, |store| {
-        Ok(store.revoke(&a.ids, s.owner(), now)?)
-    })?;
+    let r = s.call(&Request::Revoke { ids: a.ids })?;
+    let Response::Revoked(results) = r else {
+        return Err(unexpected(&r));
+    };
     let mut missing = Vec::new();
     for (id, outcome) in results {
         match outcome {
-            Revoked::Now => {
-                s.audit(&format!("app password revoked: id={id}"));
-                writeln!(out, "Revoked {id}.").map_err(io_err)?;
-            }
-            Revoked::Already => writeln!(out, "{id} was already revoked.").map_err(io_err)?,
-            Revoked::NotFound => missing.push(id.to_string()),
+            RevokeOutcome::Now => writeln!(out, "Revoked {id}.").map_err(io_err)?,
+            RevokeOutcome::Already => writeln!(out, "{id} was already revoked.").map_err(io_err)?,
+            RevokeOutcome::NotFound => missing.push(id.to_string()),
         }
     }
     if missing.is_empty() {
         Ok(())
     } else {
-        let whose = if s.admin { "" } else { " of yours" };
         Err(CliError::NotFound(format!(
-            "no app password{whose} with id {}",
+            "no app password (of yours, unless you are an admin) with id {}",
             missing.join(", ")
         )))
     }
 }
 
-fn log(s: &Session, a: LogArgs, out: &mut impl Write) -> Result<(), CliError> {
-    let user = s.target(a.user.as_deref())?;
-    if a.all && !s.admin {
-        return Err(CliError::Denied(
-            "only root or the admin group may read everyone's log".into(),
-        ));
-    }
-    let owner = if a.all {
-        Owner::Anyone
-    } else {
-        Owner::User(user)
+fn log(s: &mut Session, a: LogArgs, out: &mut impl Write) -> Result<(), CliError> {
+    let r = s.call(&Request::Log {
+        user: a.user.clone(),
+        all: a.all,
+        limit: a.limit,
+    })?;
+    let Response::Events(events) = r else {
+        return Err(unexpected(&r));
     };
-    let events = s.with_store(Purpose::Read, |store| Ok(store.events(owner, a.limit)?))?;
     if a.json {
         let items: Vec<_> = events.iter().map(event_json).collect();
         return writeln!(out, "{}", serde_json::Value::Array(items)).map_err(io_err);
     }
     if events.is_empty() {
-        return writeln!(
-            out,
-            "No logins recorded for {}.",
-            if a.all { "anyone" } else { user }
-        )
-        .map_err(io_err);
+        let whose = if a.all {
+            "anyone".to_string()
+        } else {
+            a.user.unwrap_or_else(|| "you".into())
+        };
+        return writeln!(out, "No logins recorded for {whose}.").map_err(io_err);
     }
     let header = [
         "TIME", "USER", "SERVICE", "OUTCOME", "REASON", "PASSWORD", "FROM",
@@ -779,7 +588,7 @@ fn log(s: &Session, a: LogArgs, out: &mut impl Write) -> Result<(), CliError> {
     print_columns(header, &rows, out).map_err(io_err)
 }
 
-fn event_json(e: &Event) -> serde_json::Value {
+fn event_json(e: &EventInfo) -> serde_json::Value {
     json!({
         "time": time::format_iso8601(e.time),
         "user": e.user,
@@ -791,16 +600,136 @@ fn event_json(e: &Event) -> serde_json::Value {
     })
 }
 
-fn unlock(s: &Session, a: UnlockArgs, out: &mut impl Write) -> Result<(), CliError> {
-    let user = s.target(a.user.as_deref())?;
-    let n = s.with_store(Purpose::Admin, |store| {
-        Ok(store.unlock(user, a.rhost.as_deref())?)
+fn unlock(s: &mut Session, a: UnlockArgs, out: &mut impl Write) -> Result<(), CliError> {
+    let r = s.call(&Request::Unlock {
+        user: a.user.clone(),
+        rhost: a.rhost.clone(),
     })?;
-    s.audit(&format!(
-        "throttling lifted: user={} rhost={}",
-        field(user),
-        field(a.rhost.as_deref().unwrap_or("*"))
-    ));
+    let Response::Count(n) = r else {
+        return Err(unexpected(&r));
+    };
+    let whose = a.user.unwrap_or_else(|| "you".into());
     let from = a.rhost.map(|h| format!(" from {h}")).unwrap_or_default();
-    writeln!(out, "Lifted throttling of {user}{from} ({n} host(s)).").map_err(io_err)
+    writeln!(out, "Lifted throttling of {whose}{from} ({n} host(s)).").map_err(io_err)
+}
+
+fn status(s: &mut Session, a: JsonArgs, out: &mut impl Write) -> Result<(), CliError> {
+    let r = s.call(&Request::Status)?;
+    let Response::Status(st) = r else {
+        return Err(unexpected(&r));
+    };
+    let Status {
+        version,
+        pid,
+        daemon_uid,
+        uptime_s,
+        store,
+        store_error,
+        schema_version,
+        workers,
+        busy,
+        queued,
+        queue_max,
+        clients,
+        counts,
+        you,
+    } = *st;
+    if a.json {
+        let counts: serde_json::Map<String, serde_json::Value> =
+            counts.into_iter().map(|(k, v)| (k, json!(v))).collect();
+        let obj = json!({
+            "version": version,
+            "pid": pid,
+            "uid": daemon_uid,
+            "uptime_s": uptime_s,
+            "store": store,
+            "store_ok": store_error.is_none(),
+            "store_error": store_error,
+            "schema_version": schema_version,
+            "workers": workers,
+            "busy": busy,
+            "queued": queued,
+            "queue_max": queue_max,
+            "clients": clients,
+            "counts": counts,
+            "you": {
+                "uid": you.uid,
+                "user": you.user,
+                "admin": you.admin,
+                "authenticates_anyone": you.authenticates_anyone,
+            },
+        });
+        return writeln!(out, "{obj}").map_err(io_err);
+    }
+    let state = match &store_error {
+        None => format!("ok (schema version {})", schema_version.unwrap_or(0)),
+        Some(why) => format!("UNAVAILABLE: {why}"),
+    };
+    let mut text = format!(
+        "apppassd {version}, pid {pid}, uid {daemon_uid}, up {}\n\
+         store:    {store}: {state}\n\
+         workers:  {busy} of {workers} busy\n\
+         queue:    {queued} waiting (at most {queue_max})\n\
+         clients:  {clients} connected\n",
+        time::format_duration(i64::try_from(uptime_s.max(1)).unwrap_or(i64::MAX)),
+    );
+    text.push_str("counts:  ");
+    for (k, v) in &counts {
+        text.push_str(&format!(" {k}={v}"));
+    }
+    text.push('\n');
+    let who = you.user.unwrap_or_else(|| format!("uid {}", you.uid));
+    let rights = if you.admin {
+        "manage everyone's app passwords"
+    } else {
+        "manage your own app passwords"
+    };
+    text.push_str(&format!("you:      {who}: you may {rights}\n"));
+    write!(out, "{text}").map_err(io_err)?;
+    if store_error.is_some() {
+        return Err(CliError::Other(
+            "apppassd cannot use its store: every login gets PAM_AUTHINFO_UNAVAIL".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn backup(s: &mut Session, a: BackupArgs, out: &mut impl Write) -> Result<(), CliError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail =
+        |what: &str, e: io::Error| CliError::Other(format!("{}: {what}: {e}", a.file.display()));
+    // The copy holds every hash: private from the start, and never over another file.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&a.file)
+        .map_err(|e| fail("cannot create it", e))?;
+    let mut written = 0u64;
+    let result = (|| {
+        let mut r = s.call(&Request::Backup)?;
+        loop {
+            match r {
+                Response::Chunk(data) => {
+                    file.write_all(&data).map_err(|e| fail("cannot write", e))?;
+                    written += data.len() as u64;
+                }
+                Response::Done => break,
+                Response::Error { kind, message } => return Err(CliError::Refused(kind, message)),
+                other => return Err(unexpected(&other)),
+            }
+            r = s.client.read_more()?;
+        }
+        file.sync_all().map_err(|e| fail("cannot sync", e))
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&a.file);
+        return Err(e);
+    }
+    writeln!(
+        out,
+        "Backed up the store to {} ({written} bytes).",
+        a.file.display()
+    )
+    .map_err(io_err)
 }

@@ -1,8 +1,8 @@
 //! `apppass doctor`: reads a service's PAM configuration the way libpam does (includes,
 //! substacks, control values, jumps) and tells the administrator whether pam_apppass is
 //! wired in, in which mode (what a right app password, the account password and a wrong
-//! password each get), with which scope, and whether the database the module would use
-//! is there and safe.
+//! password each get), with which scope, and whether the apppassd the module would ask
+//! answers, who owns its socket, and whether it can use its store.
 //!
 //! The mode is not guessed from keywords: the auth stack is evaluated with libpam's rules
 //! for four cases, with pam_apppass, pam_unix, pam_permit and pam_deny answering as they
@@ -14,10 +14,10 @@ use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use apppass_core::args;
-use apppass_core::config::{self, Config};
-use apppass_core::policy::{self, Status};
-use apppass_core::store::{self, Location, Owner, Purpose};
+use apppass_core::policy;
+use apppass_proto::args;
+use apppass_proto::conf::{self, ClientSettings};
+use apppass_proto::{Request, Response};
 
 /// The module's file name in PAM configurations.
 pub const MODULE: &str = "pam_apppass.so";
@@ -873,8 +873,8 @@ fn check_service(opts: &Options, service: &str, file: &Path) -> Report {
         else {
             continue;
         };
-        if seen.insert((parsed.db.clone(), parsed.conf.clone())) {
-            check_database(opts, &parsed, &scopes, &mut report);
+        if seen.insert((parsed.socket.clone(), parsed.conf.clone())) {
+            check_daemon(opts, &parsed, &scopes, &mut report);
         }
     }
     report
@@ -934,8 +934,19 @@ fn check_arguments(r: &Rule, report: &mut Report) {
                 report.push(
                     Level::Warning,
                     format!(
-                        "{}: unknown argument {unknown:?} is ignored (known: db=, conf=, \
-                         service=, debug, use_first_pass, try_first_pass)",
+                        "{}: unknown argument {unknown:?} is ignored (known: socket=, conf=, \
+                         service=, timeout=, debug, use_first_pass, try_first_pass)",
+                        r.place()
+                    ),
+                );
+            }
+            for obsolete in parsed.obsolete {
+                report.push(
+                    Level::Problem,
+                    format!(
+                        "{}: {obsolete} is obsolete and ignored: apppassd owns the store (its \
+                         db setting in the configuration); remove the argument (the module logs \
+                         a warning at every login until then)",
                         r.place()
                     ),
                 );
@@ -944,7 +955,7 @@ fn check_arguments(r: &Rule, report: &mut Report) {
     }
 }
 
-fn check_database(
+fn check_daemon(
     opts: &Options,
     parsed: &args::ModuleArgs,
     scopes: &BTreeSet<String>,
@@ -952,10 +963,9 @@ fn check_database(
 ) {
     let (conf_path, explicit) = match &parsed.conf {
         Some(p) => (p.clone(), true),
-        None => (PathBuf::from(config::DEFAULT_CONFIG), false),
+        None => (PathBuf::from(conf::DEFAULT_CONFIG), false),
     };
-    let conf_exists = conf_path.exists();
-    if opts.as_root && (explicit || conf_exists) {
+    if opts.as_root && (explicit || conf_path.exists()) {
         if let Err(e) = apppass_proto::trust::check_root_only(&conf_path) {
             report.push(
                 Level::Problem,
@@ -966,13 +976,8 @@ fn check_database(
             );
         }
     }
-    let config = match Config::load(&conf_path, explicit) {
-        Ok(loaded) => {
-            for w in loaded.warnings {
-                report.push(Level::Warning, w);
-            }
-            loaded.config
-        }
+    let settings = match ClientSettings::load(&conf_path, explicit) {
+        Ok(s) => s,
         Err(e) => {
             report.push(
                 Level::Problem,
@@ -981,128 +986,118 @@ fn check_database(
             return;
         }
     };
-    let (db, from) = match &parsed.db {
-        Some(db) => (db.clone(), "its db= argument".to_string()),
-        None if conf_exists || explicit => (
-            config.db.clone(),
-            format!("the configuration {}", conf_path.display()),
-        ),
-        None => (config.db.clone(), "the default".to_string()),
+    let socket = parsed.socket.clone().unwrap_or(settings.socket.clone());
+    let from = if parsed.socket.is_some() {
+        "its socket= argument".to_string()
+    } else if explicit || conf_path.exists() {
+        format!("the configuration {}", conf_path.display())
+    } else {
+        "the default".to_string()
     };
-    report.push(Level::Info, format!("database: {db} (from {from})"));
-    if !opts.as_root {
-        report.push(
-            Level::Warning,
-            "not run as root: the database was not checked (the module runs as root in sshd \
-             and Dovecot; run apppass doctor as root)",
-        );
-        return;
-    }
-    if let Location::Sqlite(path) = &db {
-        if !path.exists() {
+    report.push(
+        Level::Info,
+        format!("apppassd's socket: {} (from {from})", socket.display()),
+    );
+    let timeout = parsed.timeout.unwrap_or(settings.timeout);
+    let mut client = match crate::daemon::connect(&socket, timeout, &settings.user) {
+        Ok(c) => c,
+        Err(e) => {
             report.push(
                 Level::Problem,
                 format!(
-                    "database {} does not exist: every login through pam_apppass fails \
-                     (PAM_AUTHINFO_UNAVAIL); create it with apppass init{}",
-                    path.display(),
-                    if parsed.db.is_some() {
-                        format!(" (apppass --db {} init)", path.display())
-                    } else {
-                        String::new()
-                    }
+                    "{e}: every login through pam_apppass fails with PAM_AUTHINFO_UNAVAIL;                      start it (systemctl start apppassd.socket, or apppassd --user {} in the                      foreground)",
+                    settings.user
                 ),
             );
             return;
         }
-        match apppass_proto::trust::check_root_only(path) {
-            Ok(()) => report.push(
-                Level::Ok,
-                "database: owned by root and writable by root only, like every directory above it",
-            ),
-            Err(e) => {
-                report.push(
-                    Level::Problem,
-                    format!("database: {e} (the module refuses it: PAM_AUTHINFO_UNAVAIL)"),
-                );
-                return;
-            }
+    };
+    let owner = std::fs::metadata(&socket).map(|m| m.uid()).unwrap_or(0);
+    let status = match client.call(&Request::Status) {
+        Ok(Response::Status(s)) => s,
+        Ok(other) => {
+            report.push(
+                Level::Problem,
+                format!("apppassd answered status with {other:?}"),
+            );
+            return;
         }
-        check_readable_by_others(path, report);
-    }
-    // PostgreSQL: its password file is checked as the module checks it, on connecting.
-    let store = match store::open(&db, &config.connect, Purpose::Login, true) {
-        Ok(s) => s,
         Err(e) => {
             report.push(
                 Level::Problem,
-                format!("{e} (the module answers PAM_AUTHINFO_UNAVAIL)"),
+                format!("{e} (logins fail: PAM_AUTHINFO_UNAVAIL)"),
             );
             return;
         }
     };
-    let version = store.schema_version().unwrap_or_default();
-    match store.list(Owner::Anyone) {
-        Ok(rows) => {
-            let now = apppass_core::time::now();
-            for scope in scopes {
-                let active = rows
-                    .iter()
-                    .filter(|r| policy::scope_allows(&r.service, scope))
-                    .filter(|r| Status::at(r.expires, r.revoked, now) == Status::Active)
-                    .count();
-                if active == 0 {
-                    report.push(
-                        Level::Warning,
-                        format!(
-                            "database: schema version {version}, but no active app password \
-                             for {scope} yet: make one with apppass add --user USER --service \
-                             {scope}"
-                        ),
-                    );
-                } else {
-                    report.push(
-                        Level::Ok,
-                        format!(
-                            "database: schema version {version}, {active} active app \
-                             password(s) for {scope} (or every service)"
-                        ),
-                    );
-                }
-            }
-        }
-        Err(e) => report.push(Level::Problem, format!("database: {e}")),
+    report.push(
+        Level::Ok,
+        format!(
+            "apppassd answers: version {}, pid {}, running as uid {}, socket owned by uid {owner}",
+            status.version, status.pid, status.daemon_uid
+        ),
+    );
+    if status.daemon_uid == 0 {
+        report.push(
+            Level::Warning,
+            format!(
+                "apppassd runs as root: run it as its own user ({}; systemd's unit does)",
+                settings.user
+            ),
+        );
     }
-}
-
-/// Hashes are not secrets in the way passwords are, but nobody but root needs them.
-fn check_readable_by_others(db: &Path, report: &mut Report) {
-    let mut paths = vec![db.to_path_buf()];
-    paths.extend(db.parent().map(Path::to_path_buf));
-    for p in paths {
-        if let Ok(m) = std::fs::metadata(&p) {
-            let mode = m.mode() & 0o7777;
-            if mode & 0o044 != 0 && p == db {
-                report.push(
-                    Level::Warning,
-                    format!(
-                        "database: {} is readable by group or other (mode {mode:04o}): its \
-                         hashes are nobody else's business: chmod 600 {}",
-                        p.display(),
-                        p.display()
-                    ),
-                );
-            } else if mode & 0o055 != 0 && p != db {
-                report.push(
-                    Level::Warning,
-                    format!(
-                        "database directory: {} is open to group or other (mode {mode:04o}): \
-                         chmod 700 {}",
-                        p.display(),
-                        p.display()
-                    ),
-                );
-            }
+    if let Some(why) = &status.store_error {
+        report.push(
+            Level::Problem,
+            format!(
+                "apppassd cannot use its store {}: {why}: it answers every login \"unavailable\"                  (PAM_AUTHINFO_UNAVAIL) until that is fixed",
+                status.store
+            ),
+        );
+        return;
+    }
+    let version = status.schema_version.unwrap_or(0);
+    report.push(
+        Level::Ok,
+        format!("store: {} (schema version {version})", status.store),
+    );
+    if !status.you.admin {
+        report.push(
+            Level::Warning,
+            "not run as root or the admin group: the app passwords of the scope were not counted",
+        );
+        return;
+    }
+    let rows = match client.call(&Request::List {
+        user: None,
+        all: true,
+    }) {
+        Ok(Response::Passwords(rows)) => rows,
+        Ok(Response::Error { message, .. }) => {
+            report.push(Level::Problem, format!("store: {message}"));
+            return;
+        }
+        Ok(_) | Err(_) => return,
+    };
+    for scope in scopes {
+        let active = rows
+            .iter()
+            .filter(|r| policy::scope_allows(&r.service, scope))
+            .filter(|r| r.status == "active")
+            .count();
+        if active == 0 {
+            report.push(
+                Level::Warning,
+                format!(
+                    "no active app password for {scope} yet: make one with apppass add \
+                     --user USER --service {scope}"
+                ),
+            );
+        } else {
+            report.push(
+                Level::Ok,
+                format!("{active} active app password(s) for {scope} (or every service)"),
+            );
         }
     }
 }

@@ -1,7 +1,8 @@
-//! The `apppass` command. Its code is in `cli.rs`; the core it drives is apppass-core.
+//! The `apppass` command. Its code is in `cli.rs`; it talks to apppassd.
 #![forbid(unsafe_code)]
 
 mod cli;
+mod daemon;
 mod doctor;
 
 fn main() -> std::process::ExitCode {

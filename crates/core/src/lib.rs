@@ -1,10 +1,9 @@
 //! apppass's core: what every part shares. The configuration ([`config`]), the rules
 //! ([`policy`]), app passwords and their hashes ([`secret`]), the stores ([`store`]),
-//! and times ([`time`]); the
-//! module's arguments ([`args`]).
+//! and times ([`time`]). apppassd is its one user of the stores; the CLI takes times and
+//! the scope rule from it.
 #![forbid(unsafe_code)]
 
-pub mod args;
 pub mod config;
 pub mod policy;
 pub mod secret;

@@ -7,8 +7,8 @@ use std::ffi::{CString, c_char, c_int, c_void};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use crate::PamHandle;
 use crate::code::Code;
-use pam::module::PamHandle;
 
 const PAM_RHOST: c_int = 4;
 const PAM_PROMPT_ECHO_OFF: c_int = 1;

@@ -1,29 +1,45 @@
-//! pam_apppass.so: the module's entry points, libpam calls the bindings crate does not
-//! wrap, ([`client`]) the application side of PAM for tests, the demo and the
-//! benchmark, and the few libc calls the CLI makes.
+//! pam_apppass.so: a thin client of apppassd. The module gathers the user, the service,
+//! the remote host and the password, sends one request over apppassd's socket, and
+//! returns the answer as a PAM code. It links no database and no argon2; it starts no
+//! thread, and leaves no descriptor or mapping behind.
+//!
+//! This file holds the FFI: the entry points, the libpam and libc calls, and
+//! ([`client`]) the application side of PAM for the tests, the demo and the benchmark.
+//! The logic is in [`login`], free of libpam.
 //!
 //! Every entry point catches panics, silences Rust's default panic message (it would go
 //! to the host's stderr) and answers with a PAM code: never PAM_ABORT, which tells the
 //! application to give up altogether.
 
+// A panic that aborts would take sshd or Dovecot's auth worker down with it.
+#[cfg(panic = "abort")]
+compile_error!("pam_apppass must be built with panic = \"unwind\": it runs inside sshd");
+
 use std::cell::Cell;
-use std::ffi::{CStr, CString, c_char, c_int};
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::panic::{AssertUnwindSafe, PanicHookInfo};
 use std::sync::Once;
 
-use crate::code::Code;
-use pam::items::{RHost, RUser, Service, Tty};
-use pam::module::PamHandle;
 use zeroize::Zeroizing;
 
+use crate::code::Code;
 use crate::login::{Host, Level};
-use apppass_core::time::Timestamp;
 
 pub mod client;
 pub mod code;
 pub mod login;
 
+/// libpam's handle, opaque.
+#[repr(C)]
+pub struct PamHandle {
+    _private: [u8; 0],
+}
+
+const PAM_SERVICE: c_int = 1;
+const PAM_TTY: c_int = 3;
+const PAM_RHOST: c_int = 4;
 const PAM_AUTHTOK: c_int = 6;
+const PAM_RUSER: c_int = 8;
 
 #[link(name = "pam")]
 unsafe extern "C" {
@@ -35,6 +51,7 @@ unsafe extern "C" {
     ) -> c_int;
     fn pam_get_user(pamh: *mut PamHandle, user: *mut *const c_char, prompt: *const c_char)
     -> c_int;
+    fn pam_get_item(pamh: *const PamHandle, item: c_int, value: *mut *const c_void) -> c_int;
     fn pam_syslog(pamh: *const PamHandle, priority: c_int, fmt: *const c_char, ...);
     fn pam_modutil_getlogin(pamh: *mut PamHandle) -> *const c_char;
 }
@@ -95,7 +112,7 @@ fn contain(f: impl FnOnce() -> Code) -> Code {
             if let Err(again) = std::panic::catch_unwind(AssertUnwindSafe(|| drop(payload))) {
                 std::mem::forget(again);
             }
-            crate::login::LoginError::Internal.code()
+            Code::SYSTEM_ERR
         }
     }
 }
@@ -119,7 +136,7 @@ unsafe fn args<'a>(argc: c_int, argv: *const *const c_char) -> Vec<&'a [u8]> {
         .collect()
 }
 
-/// Authenticates the user with an app password. See pam_apppass(8).
+/// Authenticates the user with an app password, asking apppassd. See pam_apppass(8).
 ///
 /// # Safety
 /// Called by libpam with its own handle and argument vector.
@@ -157,18 +174,20 @@ struct LibPam {
 }
 
 impl LibPam {
-    fn handle(&self) -> &PamHandle {
-        // SAFETY: non-null (checked in `guard`) and valid for the entry point's duration.
-        unsafe { &*self.pamh }
-    }
-
-    fn item<'a, T: pam::items::Item<'a> + std::ops::Deref<Target = &'a CStr>>(
-        &'a self,
-    ) -> Option<String> {
-        match self.handle().get_item::<T>() {
-            Ok(Some(v)) => Some(v.to_string_lossy().into_owned()),
-            _ => None,
+    /// A string item (PAM_SERVICE, PAM_RHOST, ...), lossily as UTF-8.
+    fn item(&self, item: c_int) -> Option<String> {
+        let mut p: *const c_void = std::ptr::null();
+        // SAFETY: valid handle; libpam stores a pointer it owns in `p`.
+        let rc = unsafe { pam_get_item(self.pamh, item, &mut p) };
+        if rc != Code::SUCCESS.0 || p.is_null() {
+            return None;
         }
+        // SAFETY: the string items are NUL-terminated strings owned by the handle.
+        Some(
+            unsafe { CStr::from_ptr(p.cast()) }
+                .to_string_lossy()
+                .into_owned(),
+        )
     }
 }
 
@@ -204,19 +223,19 @@ impl Host for LibPam {
     }
 
     fn service(&self) -> Option<String> {
-        self.item::<Service>()
+        self.item(PAM_SERVICE)
     }
 
     fn rhost(&self) -> Option<String> {
-        self.item::<RHost>()
+        self.item(PAM_RHOST)
     }
 
     fn tty(&self) -> Option<String> {
-        self.item::<Tty>()
+        self.item(PAM_TTY)
     }
 
     fn ruser(&self) -> Option<String> {
-        self.item::<RUser>()
+        self.item(PAM_RUSER)
     }
 
     fn logname(&self) -> Option<String> {
@@ -230,6 +249,10 @@ impl Host for LibPam {
         uids()
     }
 
+    fn uid_of(&self, name: &str) -> Option<u32> {
+        uid_of(name)
+    }
+
     fn log(&self, level: Level, message: &str) {
         let priority = match level {
             Level::Err => libc::LOG_ERR,
@@ -240,10 +263,6 @@ impl Host for LibPam {
         };
         syslog(self.pamh, priority, message);
     }
-
-    fn now(&self) -> Timestamp {
-        apppass_core::time::now()
-    }
 }
 
 /// Real and effective uid of this process.
@@ -252,89 +271,26 @@ pub fn uids() -> (u32, u32) {
     unsafe { (libc::getuid(), libc::geteuid()) }
 }
 
-/// The login name of `uid`, from the password database (NSS).
-pub fn user_name(uid: u32) -> Option<String> {
+/// The uid of the user `name`, from the password database (NSS), as pam_unix looks
+/// users up.
+fn uid_of(name: &str) -> Option<u32> {
+    let cname = CString::new(name).ok()?;
     let mut buf = vec![0 as c_char; 16 * 1024];
     // SAFETY: passwd is plain old data; zeroed is a valid (empty) value.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut found: *mut libc::passwd = std::ptr::null_mut();
     // SAFETY: every pointer refers to live memory of the stated size; on success `found`
-    // points at `pwd`, whose strings point into `buf`.
-    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found) };
-    if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
-        return None;
-    }
-    // SAFETY: pw_name is a NUL-terminated string inside `buf`, which is still alive.
-    let name = unsafe { CStr::from_ptr(pwd.pw_name) };
-    name.to_str().ok().map(str::to_owned)
-}
-
-/// Empties the environment: a setuid program must not let its caller steer SQLite
-/// (`SQLITE_TMPDIR`, `TMPDIR`), NSS or anything else through it.
-pub fn clear_environment() -> std::io::Result<()> {
-    // SAFETY: called first thing in a single-threaded program, before anything reads
-    // the environment.
-    if unsafe { libc::clearenv() } != 0 {
-        return Err(std::io::Error::other("clearenv failed"));
-    }
-    Ok(())
-}
-
-/// Sets the effective uid (a setuid program moves between root, for the database, and
-/// its caller, for everything else).
-pub fn set_effective_uid(uid: u32) -> std::io::Result<()> {
-    // SAFETY: seteuid takes a number and touches no memory.
-    if unsafe { libc::seteuid(uid) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Whether this process belongs to the group named `name` (primary or supplementary).
-pub fn in_group(name: &str) -> bool {
-    let Ok(cname) = CString::new(name) else {
-        return false;
-    };
-    let mut buf = vec![0 as c_char; 64 * 1024];
-    // SAFETY: group is plain old data; zeroed is a valid (empty) value.
-    let mut grp: libc::group = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: every pointer refers to live memory of the stated size.
+    // points at `pwd`.
     let rc = unsafe {
-        libc::getgrnam_r(
+        libc::getpwnam_r(
             cname.as_ptr(),
-            &mut grp,
+            &mut pwd,
             buf.as_mut_ptr(),
             buf.len(),
             &mut found,
         )
     };
-    if rc != 0 || found.is_null() {
-        return false;
-    }
-    let gid = grp.gr_gid;
-    // SAFETY: getgid cannot fail.
-    if unsafe { libc::getgid() } == gid {
-        return true;
-    }
-    let mut groups = vec![0 as libc::gid_t; 65536];
-    // SAFETY: the buffer holds as many gids as we say.
-    let n = unsafe { libc::getgroups(groups.len() as c_int, groups.as_mut_ptr()) };
-    usize::try_from(n).is_ok_and(|n| groups[..n].contains(&gid))
-}
-
-/// One line to syslog's authpriv facility from the CLI (its own process, so it may name
-/// itself), the way passwd and chage record account changes.
-pub fn cli_syslog(priority: c_int, message: &str) {
-    let Ok(msg) = CString::new(message.replace('\0', "\\x00")) else {
-        return;
-    };
-    // SAFETY: the ident is a static string, as openlog requires; the format is a literal
-    // "%s" with one C string argument.
-    unsafe {
-        libc::openlog(c"apppass".as_ptr(), libc::LOG_PID, libc::LOG_AUTHPRIV);
-        libc::syslog(priority, c"%s".as_ptr(), msg.as_ptr());
-    }
+    (rc == 0 && !found.is_null()).then_some(pwd.pw_uid)
 }
 
 #[cfg(test)]
@@ -358,5 +314,11 @@ mod tests {
     fn null_handle_is_refused() {
         let code = guard(std::ptr::null_mut(), |_| Code::SUCCESS);
         assert_eq!(code, Code::SYSTEM_ERR.0);
+    }
+
+    #[test]
+    fn root_has_uid_zero() {
+        assert_eq!(uid_of("root"), Some(0));
+        assert_eq!(uid_of("no-such-user-apppass"), None);
     }
 }

@@ -6,6 +6,7 @@
 //! The PAM module links this crate and almost nothing else: it runs inside sshd.
 #![forbid(unsafe_code)]
 
+pub mod args;
 pub mod client;
 pub mod conf;
 pub mod message;

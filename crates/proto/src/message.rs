@@ -73,6 +73,12 @@ impl Reason {
     }
 }
 
+/// The longest password a client sends: an app password is 28 characters (35 with its
+/// dashes), so anything longer is refused whatever it holds, and a client sends only
+/// this much of it plus one byte, so that apppassd still sees it is too long (and still
+/// spends a verification on it, as on any wrong password).
+pub const MAX_PASSWORD: usize = 1024;
+
 /// A login to check: what the PAM module gathered from its host.
 pub struct AuthRequest {
     /// PAM_USER, as the host gave it (not always UTF-8).

@@ -19,12 +19,12 @@ pub use location::{Connect, Conninfo, Location};
 /// How a connection will be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
-    /// A login: one lookup and a best-effort usage update, then closed.
-    Login,
-    /// The CLI: changes that must survive a crash once reported done.
+    /// Changes that must survive a crash once reported done (tools, tests, migrations).
     Admin,
-    /// The CLI's reports (`list`, `log`): reads only, so, like a login, they go on
-    /// reading a database that can be read but not written (a read-only mount).
+    /// Reads, and a login's best-effort record: on a database that can be read but not
+    /// written (a read-only mount, a full disk), opened read-only as it is, so that
+    /// logins go on (apppassd falls back to it when it cannot open the store for
+    /// changes).
     Read,
     /// apppassd's long-lived connection, one per worker: logins and changes alike.
     /// Changes are as durable as the CLI's; a login's record is written the way a
@@ -58,7 +58,18 @@ pub fn open_daemon(
     Ok(match location {
         Location::Sqlite(path) => {
             sqlite::check_directory(path, owner)?;
-            Box::new(sqlite::SqliteStore::init_for(path, Purpose::Daemon)?)
+            match sqlite::SqliteStore::init_for(path, Purpose::Daemon) {
+                Ok(s) => Box::new(s),
+                // Readable but not writable (a read-only mount, a full disk): logins go
+                // on, on the file as it is; changes say why not.
+                Err(e @ (StoreError::Db(_) | StoreError::Io(..))) if path.exists() => {
+                    match sqlite::SqliteStore::open(path, Purpose::Read, false) {
+                        Ok(s) => Box::new(s),
+                        Err(_) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
         Location::Postgres(c) => Box::new(postgres::PgStore::open(
             c,

@@ -248,7 +248,7 @@ impl PgStore {
         }
         let timeout = match purpose {
             // apppassd's connections serve logins, which must not wait longer.
-            Purpose::Login | Purpose::Daemon => connect.query_timeout,
+            Purpose::Daemon => connect.query_timeout,
             Purpose::Admin | Purpose::Read => connect.query_timeout.max(ADMIN_MIN_QUERY_TIMEOUT),
         };
         // The server gives up on a statement when the client would.
@@ -262,7 +262,6 @@ impl PgStore {
             .as_deref()
             .map_or(NO_PASSFILE.into(), |p| p.display().to_string());
         let application = match purpose {
-            Purpose::Login => "pam_apppass",
             Purpose::Daemon => "apppassd",
             Purpose::Admin | Purpose::Read => "apppass",
         };

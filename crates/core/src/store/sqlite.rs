@@ -41,10 +41,6 @@ const RECORD_BUSY_TIMEOUT: Duration = Duration::from_millis(500);
 /// CLI changes wait longer: an administrator would rather wait than retry.
 const ADMIN_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Past this size, the WAL is checkpointed away when a login's connection closes (see
-/// [`SqliteStore::keep_wal_small`]).
-const WAL_RESET_BYTES: u64 = 256 * 1024;
-
 pub use super::Purpose;
 
 /// An open apppass database.
@@ -175,28 +171,6 @@ impl SqliteStore {
     /// The schema version of the open database.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
         schema_version(&self.conn, Path::new(""))
-    }
-
-    /// Bounds the WAL that login connections leave behind.
-    ///
-    /// A login's connection closes without checkpointing (that would cost more than the
-    /// lookup), and each login is a connection of its own. When it is the only one, SQLite
-    /// rebuilds its WAL index from the WAL file and forgets which frames were already
-    /// checkpointed, so the WAL is never restarted: without this, it grew by every login's
-    /// record (about 16 KiB), without bound, and every login read all of it (a 38 MB WAL
-    /// after 2,200 logins, 14 ms a login). Once it is past [`WAL_RESET_BYTES`], this
-    /// connection's close checkpoints it and deletes it, as SQLite does by default
-    /// (SQLite does so only if no other connection is open; a later login's close will).
-    fn keep_wal_small(&self) {
-        let Some(path) = self.conn.path().filter(|p| !p.is_empty()) else {
-            return;
-        };
-        if std::fs::metadata(format!("{path}-wal")).is_ok_and(|m| m.len() > WAL_RESET_BYTES) {
-            // Best effort, like the record it follows.
-            let _ = self
-                .conn
-                .set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, false);
-        }
     }
 }
 
@@ -404,17 +378,12 @@ fn open_immutable(path: &Path, purpose: Purpose) -> Result<Connection, StoreErro
 /// Timeouts and durability for `purpose`.
 fn configure(conn: Connection, purpose: Purpose) -> rusqlite::Result<Connection> {
     match purpose {
-        Purpose::Login => {
+        Purpose::Read => {
             conn.busy_timeout(READ_BUSY_TIMEOUT)?;
-            // A login closes its connection at once; checkpointing on every close would
-            // cost more than the lookup.
-            conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
             // Losing the last usage record on power loss is acceptable; a slow login is not.
             conn.execute_batch("PRAGMA synchronous = NORMAL")?;
         }
-        // A report writes nothing, unless it is the first to open a database of an older
-        // schema and migrates it: that must be as durable as any change.
-        Purpose::Admin | Purpose::Read | Purpose::Daemon => {
+        Purpose::Admin | Purpose::Daemon => {
             conn.busy_timeout(ADMIN_BUSY_TIMEOUT)?;
             // A revoke reported done must survive a power cut.
             conn.execute_batch("PRAGMA synchronous = FULL")?;
@@ -594,9 +563,7 @@ impl SqliteStore {
             )
             .map_err(db_err)?;
         }
-        tx.commit()?;
-        self.keep_wal_small();
-        Ok(())
+        tx.commit()
     }
 }
 
@@ -979,7 +946,7 @@ mod tests {
     fn connections_distrust_the_schema_and_sync_for_their_purpose() {
         let (_d, path) = temp();
         drop(SqliteStore::init(&path).unwrap());
-        for (purpose, synchronous) in [(Purpose::Login, 1), (Purpose::Admin, 2)] {
+        for (purpose, synchronous) in [(Purpose::Read, 1), (Purpose::Admin, 2)] {
             let s = SqliteStore::open(&path, purpose, false).unwrap();
             let get = |name| read_pragma::<i64>(&s.conn, &path, name).unwrap();
             assert_eq!(get("trusted_schema"), 0, "{purpose:?}");
@@ -1022,12 +989,12 @@ mod tests {
     fn open_refuses_what_is_not_ours() {
         let (d, path) = temp();
         assert!(matches!(
-            SqliteStore::open(&path, Purpose::Login, false),
+            SqliteStore::open(&path, Purpose::Read, false),
             Err(StoreError::Missing(_))
         ));
         let junk = d.path().join("junk.db");
         std::fs::write(&junk, vec![b'x'; 8192]).unwrap();
-        let e = SqliteStore::open(&junk, Purpose::Login, false).unwrap_err();
+        let e = SqliteStore::open(&junk, Purpose::Read, false).unwrap_err();
         assert!(matches!(e, StoreError::Corrupt(..)), "{e:?}");
         let empty = d.path().join("empty.db");
         Connection::open(&empty)
@@ -1036,7 +1003,7 @@ mod tests {
             .unwrap();
         std::fs::write(&empty, b"").unwrap();
         assert!(matches!(
-            SqliteStore::open(&empty, Purpose::Login, false),
+            SqliteStore::open(&empty, Purpose::Read, false),
             Err(StoreError::Uninitialised(_))
         ));
         let other = d.path().join("other.db");
@@ -1045,7 +1012,7 @@ mod tests {
             .execute_batch("CREATE TABLE t (x); PRAGMA user_version = 1;")
             .unwrap();
         assert!(matches!(
-            SqliteStore::open(&other, Purpose::Login, false),
+            SqliteStore::open(&other, Purpose::Read, false),
             Err(StoreError::Foreign(_))
         ));
         assert!(matches!(
@@ -1062,7 +1029,7 @@ mod tests {
             .unwrap()
             .pragma_update(None, "user_version", 99)
             .unwrap();
-        let e = SqliteStore::open(&path, Purpose::Login, false).unwrap_err();
+        let e = SqliteStore::open(&path, Purpose::Read, false).unwrap_err();
         assert!(
             matches!(e, StoreError::SchemaTooNew { found: 99, .. }),
             "{e:?}"

@@ -1,22 +1,29 @@
-//! The module's arguments, as written after `pam_apppass.so` in a PAM service file.
+//! The PAM module's arguments, as written after `pam_apppass.so` in a PAM service file.
+//! Here, not in the module, so that `apppass doctor` reads them the same way.
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use crate::policy;
-use crate::store::Location;
+use crate::conf;
+use crate::names;
 
 /// What the PAM line asked for.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ModuleArgs {
-    /// `db=PATH` or `db=CONNINFO`: overrides the configuration file's database.
-    pub db: Option<Location>,
+    /// `socket=PATH`: apppassd's socket, overriding the configuration.
+    pub socket: Option<PathBuf>,
     /// `conf=PATH`: the configuration file (it must then exist).
     pub conf: Option<PathBuf>,
     /// `service=NAME`: the scope to check instead of PAM_SERVICE.
     pub service: Option<String>,
+    /// `timeout=`: how long to wait for apppassd, overriding the configuration.
+    pub timeout: Option<Duration>,
     /// `debug`: log each step at LOG_DEBUG.
     pub debug: bool,
+    /// Arguments of earlier versions that mean nothing now (`db=`): logged at every
+    /// login, and flagged by `apppass doctor`, until the PAM file is updated.
+    pub obsolete: Vec<String>,
     /// Arguments this module does not know: logged, not fatal, so that a newer PAM file
     /// does not lock everyone out of an older module.
     pub unknown: Vec<String>,
@@ -50,18 +57,22 @@ pub fn parse(argv: &[&[u8]]) -> Result<ModuleArgs, ArgError> {
         match (key, value) {
             ("debug", None) => args.debug = true,
             ("use_first_pass" | "try_first_pass", None) => {}
-            ("db", Some(v)) => args.db = Some(Location::parse(v).map_err(ArgError)?),
+            // The store is apppassd's now; never echo the value (it may have held a
+            // connection string).
+            ("db", _) => args.obsolete.push("db=".into()),
+            ("socket", Some(v)) => args.socket = Some(conf::parse_socket(v).map_err(ArgError)?),
             ("conf", Some(v)) => args.conf = Some(absolute(key, v)?),
+            ("timeout", Some(v)) => args.timeout = Some(conf::parse_timeout(v).map_err(ArgError)?),
             ("service", Some(v)) => {
-                policy::check_service(v).map_err(ArgError)?;
-                if v == policy::ANY_SERVICE {
+                names::check_service(v).map_err(ArgError)?;
+                if v == names::ANY_SERVICE {
                     return Err(ArgError(
                         "service=* would let every scope in; name one service".into(),
                     ));
                 }
                 args.service = Some(v.to_string());
             }
-            ("db" | "conf" | "service", None) => {
+            ("socket" | "conf" | "service" | "timeout", None) => {
                 return Err(ArgError(format!("{key} needs a value: {key}=...")));
             }
             _ => args.unknown.push(arg.to_string()),
@@ -92,19 +103,26 @@ mod tests {
     #[test]
     fn known_arguments() {
         let a = p(&[
-            "db=/srv/a.db",
+            "socket=/run/x.sock",
             "conf=/etc/x.conf",
             "service=imap",
+            "timeout=2s",
             "debug",
             "use_first_pass",
         ])
         .unwrap();
-        assert_eq!(a.db, Some(Location::Sqlite(PathBuf::from("/srv/a.db"))));
-        let pg = p(&["db=postgresql://apppass_login@db1/apppass"]).unwrap();
-        assert!(pg.db.is_some_and(|d| d.is_postgres()));
+        assert_eq!(a.socket, Some(PathBuf::from("/run/x.sock")));
         assert_eq!(a.conf, Some(PathBuf::from("/etc/x.conf")));
         assert_eq!(a.service.as_deref(), Some("imap"));
-        assert!(a.debug && a.unknown.is_empty());
+        assert_eq!(a.timeout, Some(Duration::from_secs(2)));
+        assert!(a.debug && a.unknown.is_empty() && a.obsolete.is_empty());
+    }
+
+    #[test]
+    fn db_is_obsolete_and_never_echoed() {
+        let a = p(&["db=postgresql://u:s3cret@h/d"]).unwrap();
+        assert_eq!(a.obsolete, vec!["db="]);
+        assert!(!format!("{a:?}").contains("s3cret"));
     }
 
     #[test]
@@ -118,14 +136,14 @@ mod tests {
     #[test]
     fn bad_values_are_errors() {
         for bad in [
-            &["db=relative.db"][..],
-            &["db=postgresql://u:pw@h/d"],
-            &["db="],
-            &["db"],
+            &["socket=relative.sock"][..],
+            &["socket"],
             &["conf=x"],
             &["service=a b"],
             &["service=*"],
             &["service="],
+            &["timeout=0"],
+            &["timeout=forever"],
         ] {
             assert!(p(bad).is_err(), "{bad:?}");
         }
