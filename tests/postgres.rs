@@ -1,25 +1,33 @@
-//! The built module and CLI on a PostgreSQL store (a private cluster, tests/pg): logins
-//! through the real libpam with the module's least-privilege role, what that role may
-//! not do, the server killed or hung mid-test (PAM_AUTHINFO_UNAVAIL within the timeout,
-//! and a stack that falls back), two hosts sharing one database, refused settings, and
-//! one Dovecot end-to-end login. Under CI a missing PostgreSQL fails.
+//! apppassd on a PostgreSQL store (a private cluster with TLS, tests/pg), set up as
+//! README "Running on several hosts" says: an administrators' host whose apppassd
+//! connects as the database's owner (it creates and migrates the schema, and takes
+//! additions and revocations), and front ends whose apppassd connects as the login role
+//! of sql/postgres/roles.sql, with its password in db_passfile. Logins go through the
+//! real libpam and the built module to a front end's apppassd: right, wrong, other
+//! service, revoked, expired, throttled, the audit log and last use; what the login role
+//! is refused; the server killed, hung or holding a lock (PAM_AUTHINFO_UNAVAIL within the
+//! timeouts, and apppassd recovers); two front ends on one database; refused settings.
+//! Dovecot on top of apppassd is tests/dovecot.rs's: the store behind apppassd changes
+//! nothing it sees. Under CI a missing PostgreSQL fails.
 
 mod common;
-mod e2e;
 mod pg;
 mod support;
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Sandbox, require};
+use common::{Daemon, Sandbox, require};
 use pam_apppass::code::Code;
 use pg::{ADMIN, Cluster, LOGIN};
 use support::wrong_secret;
 
-/// The timeouts the tests configure (db_connect_timeout, db_query_timeout).
+/// db_connect_timeout and db_query_timeout in the tests' configurations.
 const TIMEOUT: Duration = Duration::from_secs(1);
+/// How long apppassd may take to use its store again once the server is back: it
+/// leaves a store it could not open alone for 5 s.
+const RECOVERY: Duration = Duration::from_secs(15);
 
 fn cluster() -> Option<Cluster> {
     match Cluster::start() {
@@ -31,72 +39,106 @@ fn cluster() -> Option<Cluster> {
     }
 }
 
-/// One host: its own directory, configuration (the administrators' role for the CLI),
-/// password file and PAM service directory, on database `db` of `cluster`.
-fn host(cluster: &Cluster, db: &str, extra_conf: &str) -> Sandbox {
+/// A host's directory: the module, a PAM service directory, a password file with both
+/// roles' passwords, and apppass.conf with the timeouts and `extra`.
+fn host_dir(cluster: &Cluster, extra: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::Builder::new()
         .prefix("apppass-pg-host")
         .tempdir()
         .unwrap();
-    let module = dir.path().join("pam_apppass.so");
-    std::os::unix::fs::symlink(common::built_module(), &module).unwrap();
-    let confdir = dir.path().join("pam.d");
-    std::fs::create_dir(&confdir).unwrap();
+    std::os::unix::fs::symlink(common::built_module(), dir.path().join("pam_apppass.so")).unwrap();
+    std::fs::create_dir(dir.path().join("pam.d")).unwrap();
     let passfile = dir.path().join("apppass.pgpass");
     cluster.passfile(&passfile, &[ADMIN, LOGIN]);
-    let admin = cluster.uri(ADMIN, db);
     let conf = dir.path().join("apppass.conf");
     std::fs::write(
         &conf,
         format!(
-            "db = {admin}\ndb_passfile = {}\ndb_connect_timeout = {}s\ndb_query_timeout = {}s\n{extra_conf}",
+            "db_passfile = {}\ndb_connect_timeout = {t}s\ndb_query_timeout = {t}s\n\
+             timeout = 4s\nworkers = 2\n{extra}",
             passfile.display(),
-            TIMEOUT.as_secs(),
-            TIMEOUT.as_secs()
+            t = TIMEOUT.as_secs(),
         ),
     )
     .unwrap();
+    (dir, conf)
+}
+
+/// One host: an apppassd on `conninfo` (`--db`), in a directory of its own.
+fn host(cluster: &Cluster, conninfo: &str, extra: &str) -> Sandbox {
+    let (dir, conf) = host_dir(cluster, extra);
+    let daemon = Daemon::start_at(dir.path(), Path::new(conninfo), &conf, &[]);
+    sandbox(dir, conf, daemon)
+}
+
+fn sandbox(dir: tempfile::TempDir, conf: std::path::PathBuf, daemon: Daemon) -> Sandbox {
     Sandbox {
-        db: PathBuf::from(admin),
-        module,
-        confdir,
+        db: daemon.db.clone(),
+        socket: daemon.socket.clone(),
+        daemon,
+        module: dir.path().join("pam_apppass.so"),
+        confdir: dir.path().join("pam.d"),
         conf,
         dir,
     }
 }
 
-/// A database made with `apppass init` (as the administrators' role) and the module's
-/// role granted by sql/postgres/roles.sql; the first host on it.
-fn database(cluster: &Cluster, extra_conf: &str) -> (String, Sandbox) {
-    let db = cluster.create_database();
-    let s = host(cluster, &db, extra_conf);
-    let out = s.apppass(&["init"]);
-    assert!(
-        out.status.success(),
-        "init: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.starts_with(&format!(
-            "PostgreSQL user={ADMIN} host=127.0.0.1 port={} dbname={db}: ready (schema version ",
-            cluster.port
-        )),
-        "{text}"
-    );
-    cluster.grant_login_role(&db);
-    (db, s)
+/// apppassd as [`Daemon::start_at`] starts it, with environment variables of its own.
+fn start_with_env(dir: &Path, db: &str, conf: &Path, env: &[(&str, &Path)]) -> Daemon {
+    let socket = dir.join("apppassd.sock");
+    let mut c = Command::new(common::workspace_bin("apppassd"));
+    c.args(["--db", db, "--socket"])
+        .arg(&socket)
+        .arg("--config")
+        .arg(conf)
+        .arg("--stderr");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut d = Daemon {
+        child: c.spawn().unwrap(),
+        socket,
+        db: db.into(),
+        conf: conf.to_path_buf(),
+    };
+    d.wait_ready();
+    d
 }
 
-/// A PAM service on `s` whose module line uses the module's role.
-fn service(s: &Sandbox, cluster: &Cluster, db: &str, name: &str, control: &str, rest: &str) {
-    s.service(
-        name,
-        &format!(
-            "auth {control} {{module}} conf={{conf}} db={}\n{rest}",
-            cluster.uri(LOGIN, db)
-        ),
+/// Stops `s`'s apppassd and starts it again on the same store and configuration.
+fn restart(s: &mut Sandbox) {
+    s.daemon.stop();
+    s.daemon = Daemon::start_at(s.dir.path(), &s.db, &s.conf, &[]);
+}
+
+/// A new database, its schema made by the administrators' host's apppassd when it
+/// started, and the login role granted (roles.sql); that host.
+fn database(cluster: &Cluster, extra: &str) -> (String, Sandbox) {
+    let db = cluster.create_database();
+    let admin = host(cluster, &cluster.uri(ADMIN, &db), extra);
+    let status = admin.daemon.status().unwrap();
+    assert_eq!(status.store_error, None);
+    assert_eq!(
+        status.store,
+        format!(
+            "PostgreSQL user={ADMIN} host=127.0.0.1 port={} dbname={db}",
+            cluster.port
+        )
     );
+    assert_eq!(
+        status.schema_version,
+        Some(apppass_core::store::postgres::SCHEMA_VERSION)
+    );
+    cluster.grant_login_role(&db);
+    (db, admin)
+}
+
+/// A front end: apppassd with the login role, and an `imap` and a `pop3` service.
+fn front_end(cluster: &Cluster, db: &str, extra: &str) -> Sandbox {
+    let s = host(cluster, &cluster.uri(LOGIN, db), extra);
+    s.simple_service("imap", "");
+    s.simple_service("pop3", "");
+    s
 }
 
 fn json(out: &std::process::Output) -> serde_json::Value {
@@ -108,19 +150,35 @@ fn json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// Runs `f` and returns its result and how long it took.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let start = Instant::now();
+    let v = f();
+    (v, start.elapsed())
+}
+
+/// Waits until `f` holds, for at most `limit`.
+fn eventually(limit: Duration, what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
-fn logins_through_libpam_with_the_module_role() {
+fn logins_on_a_front_end_with_the_login_role() {
     let Some(cluster) = cluster() else { return };
-    let (db, s) = database(
+    let (db, admin) = database(&cluster, "");
+    let s = front_end(
         &cluster,
+        &db,
         "throttle_failures = 3\nthrottle_interval = 10m\nthrottle_lockout = 1h\n",
     );
-    service(&s, &cluster, &db, "imap", "required", "");
-    service(&s, &cluster, &db, "pop3", "required", "");
-    let pw = s.add("alice", "imap", &["--label", "Phone"]);
-    let other = s.add("alice", "pop3", &[]);
-    let to_revoke = s.add("alice", "imap", &[]);
-    let expiring = s.add("alice", "imap", &["--expires", "1s"]);
+    let pw = admin.add("alice", "imap", &["--label", "Phone"]);
+    let other = admin.add("alice", "pop3", &[]);
+    let to_revoke = admin.add("alice", "imap", &[]);
+    let expiring = admin.add("alice", "imap", &["--expires", "1s"]);
     let expired_by = Instant::now() + Duration::from_millis(2100);
 
     // Right, in every spelling; wrong; other service; other user; no app passwords.
@@ -139,31 +197,30 @@ fn logins_through_libpam_with_the_module_role() {
     assert_eq!(s.code("pop3", "alice", &pw.password), Code::AUTH_ERR);
     assert_eq!(s.code("pop3", "alice", &other.password), Code::SUCCESS);
     assert_eq!(s.code("imap", "bob", &pw.password), Code::USER_UNKNOWN);
-    // Revoked, at once; expired.
+    // Revoked on the administrators' host: refused on the front end at once; expired.
     assert_eq!(s.code("imap", "alice", &to_revoke.password), Code::SUCCESS);
-    assert!(
-        s.apppass(&["revoke", &to_revoke.id.to_string()])
-            .status
-            .success()
-    );
+    let out = admin.apppass(&["revoke", &to_revoke.id.to_string()]);
+    assert!(out.status.success());
     assert_eq!(s.code("imap", "alice", &to_revoke.password), Code::AUTH_ERR);
     std::thread::sleep(expired_by.saturating_duration_since(Instant::now()));
     assert_eq!(s.code("imap", "alice", &expiring.password), Code::AUTH_ERR);
 
-    // Last use, with the remote host and service.
+    // Last use, with the remote host and service, seen from both hosts.
     let out = s.login("imap", "alice", pw.password.as_bytes(), Some("203.0.113.9"));
     assert_eq!(out.code, Code::SUCCESS);
-    let rows = s.list();
-    let row = rows.iter().find(|r| r["id"] == pw.id).unwrap();
-    assert_eq!(row["use_count"], 4);
-    assert_eq!(row["last_rhost"], "203.0.113.9");
-    assert_eq!(row["last_service"], "imap");
-    assert_eq!(row["label"], "Phone");
-    let statuses: Vec<_> = rows.iter().map(|r| r["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, ["active", "active", "revoked", "expired"]);
+    for h in [&admin, &s] {
+        let rows = h.list();
+        let row = rows.iter().find(|r| r["id"] == pw.id).unwrap();
+        assert_eq!(row["use_count"], 4);
+        assert_eq!(row["last_rhost"], "203.0.113.9");
+        assert_eq!(row["last_service"], "imap");
+        assert_eq!(row["label"], "Phone");
+        let statuses: Vec<_> = rows.iter().map(|r| r["status"].as_str().unwrap()).collect();
+        assert_eq!(statuses, ["active", "active", "revoked", "expired"]);
+    }
 
     // The audit log, newest first; bob (no app passwords) left no event.
-    let log = json(&s.apppass(&["log", "--all", "--json"]));
+    let log = json(&admin.apppass(&["log", "--all", "--json"]));
     let seen: Vec<(String, String)> = log
         .as_array()
         .unwrap()
@@ -176,17 +233,22 @@ fn logins_through_libpam_with_the_module_role() {
         })
         .collect();
     assert_eq!(seen[0], ("success".to_string(), "-".to_string()));
-    assert!(
-        seen.contains(&("failure".into(), "wrong_password".into())),
-        "{seen:?}"
-    );
-    assert!(seen.contains(&("failure".into(), "not_app_password".into())));
-    assert!(seen.contains(&("failure".into(), "wrong_service".into())));
-    assert!(seen.contains(&("failure".into(), "revoked".into())));
-    assert!(seen.contains(&("failure".into(), "expired".into())));
+    for reason in [
+        "wrong_password",
+        "not_app_password",
+        "wrong_service",
+        "revoked",
+        "expired",
+    ] {
+        assert!(
+            seen.contains(&("failure".into(), reason.into())),
+            "{reason}: {seen:?}"
+        );
+    }
     assert!(log.as_array().unwrap().iter().all(|e| e["user"] == "alice"));
 
-    // Throttling per (user, host): three guesses from one host lock only that host.
+    // Throttling per (user, host): three guesses from one host lock only that host;
+    // unlocked from the administrators' host.
     let guess = wrong_secret(&pw.password);
     for _ in 0..3 {
         let out = s.login("imap", "alice", guess.as_bytes(), Some("198.51.100.66"));
@@ -198,13 +260,10 @@ fn logins_through_libpam_with_the_module_role() {
     };
     assert_eq!(code("198.51.100.66"), Code::AUTH_ERR);
     assert_eq!(code("203.0.113.5"), Code::SUCCESS);
-    let log = json(&s.apppass(&["log", "--all", "--json", "--limit", "2"]));
+    let log = json(&admin.apppass(&["log", "--all", "--json", "--limit", "2"]));
     assert_eq!(log[1]["reason"], "throttled");
-    assert!(
-        s.apppass(&["unlock", "--user", "alice", "--rhost", "198.51.100.66"])
-            .status
-            .success()
-    );
+    let out = admin.apppass(&["unlock", "--user", "alice", "--rhost", "198.51.100.66"]);
+    assert!(out.status.success());
     assert_eq!(code("198.51.100.66"), Code::SUCCESS);
 
     // The CLI's output has SQLite's shape.
@@ -220,24 +279,26 @@ fn logins_through_libpam_with_the_module_role() {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    assert_eq!(header(&s), header(&sqlite));
+    assert_eq!(header(&admin), header(&sqlite));
     let keys = |v: &serde_json::Value| {
         let mut k: Vec<String> = v[0].as_object().unwrap().keys().cloned().collect();
         k.sort();
         k
     };
     assert_eq!(
-        keys(&json(&s.apppass(&["list", "--all", "--json"]))),
+        keys(&json(&admin.apppass(&["list", "--all", "--json"]))),
         keys(&serde_json::Value::Array(sqlite.list()))
     );
 }
 
+/// roles.sql's grants, tried directly, and through a front end's apppassd: changes
+/// fail with the server's "permission denied" (the CLI exits 1), logins go on.
 #[test]
-fn the_module_role_cannot_change_what_it_must_not() {
+fn the_login_role_cannot_change_what_it_must_not() {
     let Some(cluster) = cluster() else { return };
-    let (db, s) = database(&cluster, "");
-    let pw = s.add("alice", "imap", &[]);
-    service(&s, &cluster, &db, "imap", "required", "");
+    let (db, admin) = database(&cluster, "");
+    let pw = admin.add("alice", "imap", &[]);
+    let s = front_end(&cluster, &db, "");
     assert_eq!(s.code("imap", "alice", &pw.password), Code::SUCCESS);
     let as_login = |sql: &str| {
         let out = cluster
@@ -264,7 +325,7 @@ fn the_module_role_cannot_change_what_it_must_not() {
         "CREATE TABLE x (y int)".to_string(),
     ] {
         let (ok, err) = as_login(&sql);
-        assert!(!ok, "the module's role may: {sql}");
+        assert!(!ok, "the login role may: {sql}");
         assert!(err.contains("permission denied"), "{sql}: {err}");
     }
     for sql in [
@@ -274,62 +335,110 @@ fn the_module_role_cannot_change_what_it_must_not() {
         "DELETE FROM throttle".to_string(),
     ] {
         let (ok, err) = as_login(&sql);
-        assert!(ok, "the module's role may not: {sql}: {err}");
+        assert!(ok, "the login role may not: {sql}: {err}");
     }
-    // The CLI with the module's role: reads work, changes are refused (exit 1).
-    let login_conf = s.dir.path().join("login.conf");
-    let conf = std::fs::read_to_string(&s.conf).unwrap();
-    std::fs::write(&login_conf, conf.replace(ADMIN, LOGIN)).unwrap();
-    let cli = |args: &[&str]| {
-        Command::new(common::apppass_bin())
-            .arg("--config")
-            .arg(&login_conf)
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    assert!(cli(&["list", "--all"]).status.success());
-    let out = cli(&["revoke", &id.to_string()]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"));
-    assert_eq!(
-        cli(&["add", "--user", "m", "--service", "imap"])
-            .status
-            .code(),
-        Some(1)
-    );
+
+    // Through the front end's apppassd (as root: an administrator there): reads work,
+    // changes and the audit log are refused with the server's reason.
+    assert_eq!(s.list().len(), 1);
+    let id = id.to_string();
+    for args in [
+        &["revoke", &id][..],
+        &["revoke", "--user", "alice", "--all"],
+        &["add", "--user", "mallory", "--service", "imap"],
+        &["log", "--all"],
+    ] {
+        let out = s.apppass(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("permission denied"), "{args:?}: {err}");
+    }
+    // Nothing changed, and logins go on.
+    let rows = admin.list();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["status"], "active");
     assert_eq!(s.code("imap", "alice", &pw.password), Code::SUCCESS);
 }
 
-/// Runs `f` and returns its result and how long it took.
-fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
-    let start = Instant::now();
-    let v = f();
-    (v, start.elapsed())
+/// The administrators' apppassd migrates an older schema when it starts; a front end's
+/// cannot, says why (in its status and log) and answers logins "unavailable", then
+/// carries on once the schema is up to date. The audit log is trimmed by the
+/// administrators' apppassd (after a request, now and then), never by the login role's.
+#[test]
+fn migration_and_pruning_belong_to_the_administrators_role() {
+    let Some(cluster) = cluster() else { return };
+    let (db, mut admin) = database(&cluster, "audit_max_rows = 3\n");
+    admin.simple_service("imap", "");
+    let pw = admin.add("alice", "imap", &[]);
+    // Version 1: no audit log, no throttle table.
+    admin.daemon.stop();
+    cluster.psql(
+        &db,
+        "DROP TABLE event, throttle; UPDATE apppass_schema SET version = 1",
+    );
+    let s = front_end(&cluster, &db, "audit_max_rows = 3\n");
+    let status = s.daemon.status().unwrap();
+    let why = status.store_error.unwrap_or_default();
+    assert!(
+        why.contains("schema version 1 is older") && why.contains("administrators' role"),
+        "{why}"
+    );
+    let (code, took) = timed(|| s.code("imap", "alice", &pw.password));
+    assert_eq!(code, Code::AUTHINFO_UNAVAIL);
+    assert!(took < 3 * TIMEOUT, "{took:?}");
+    // The administrators' host starts: the schema is migrated; roles.sql grants the
+    // login role the new tables; the front end carries on by itself.
+    admin.daemon = Daemon::start_at(admin.dir.path(), &admin.db, &admin.conf, &[]);
+    let status = admin.daemon.status().unwrap();
+    assert_eq!(status.store_error, None);
+    assert_eq!(
+        status.schema_version,
+        Some(apppass_core::store::postgres::SCHEMA_VERSION)
+    );
+    cluster.grant_login_role(&db);
+    eventually(RECOVERY, "the front end logs in again", || {
+        s.code("imap", "alice", &pw.password) == Code::SUCCESS
+    });
+
+    // Ten logins on the front end: all in the log (the login role may only add).
+    for _ in 0..10 {
+        assert_eq!(s.code("imap", "alice", &pw.password), Code::SUCCESS);
+    }
+    let count = || cluster.psql(&db, "SELECT count(*) FROM event");
+    assert!(count().parse::<u32>().unwrap() >= 10);
+    // A request to the administrators' host: trimmed to audit_max_rows.
+    assert_eq!(admin.code("imap", "alice", &pw.password), Code::SUCCESS);
+    assert_eq!(count(), "3");
 }
 
 #[test]
-fn server_down_or_hung_is_authinfo_unavail_within_the_timeout() {
+fn server_down_hung_or_locked_is_authinfo_unavail_within_the_timeout() {
     let Some(cluster) = cluster() else { return };
-    let (db, s) = database(&cluster, "");
-    let pw = s.add("alice", "imap", &[]);
-    service(&s, &cluster, &db, "imap", "required", "");
-    // The fallback stack of README "Running on several hosts": with the database
-    // unreachable, the next module decides (pam_permit here, pam_unix there).
-    service(
-        &s,
-        &cluster,
-        &db,
+    let (db, admin) = database(&cluster, "");
+    let pw = admin.add("alice", "imap", &[]);
+    // One worker, one connection: which connection a login uses is then known.
+    let s = front_end(&cluster, &db, "workers = 1\n");
+    // The fallback stack of README "Running on several hosts": with the store
+    // unavailable, the next module decides (pam_permit here, pam_unix there).
+    s.service(
         "fallback",
-        "[success=done authinfo_unavail=ignore default=die]",
-        "auth required pam_permit.so\n",
+        "auth [success=done authinfo_unavail=ignore default=die] {module} socket={socket} conf={conf}\n\
+         auth required pam_permit.so\n",
     );
     let bound = 3 * TIMEOUT;
-    assert_eq!(s.code("imap", "alice", &pw.password), Code::SUCCESS);
+    let ok = || s.code("imap", "alice", &pw.password) == Code::SUCCESS;
+    assert!(ok());
     assert_eq!(
         s.code("fallback", "alice", &wrong_secret(&pw.password)),
         Code::AUTH_ERR
     );
+
+    // Restarted between two logins: the connection is made again, no login fails.
+    cluster.stop_immediate();
+    cluster.restart();
+    for _ in 0..4 {
+        assert!(ok());
+    }
 
     // Killed: refused connections, at once.
     cluster.stop_immediate();
@@ -338,14 +447,24 @@ fn server_down_or_hung_is_authinfo_unavail_within_the_timeout() {
     assert!(took < bound, "{took:?}");
     assert_eq!(s.code("fallback", "alice", "anything"), Code::SUCCESS);
     cluster.restart();
-    assert_eq!(s.code("imap", "alice", &pw.password), Code::SUCCESS);
+    eventually(RECOVERY, "logins after the restart", ok);
 
-    // Hung (stopped): the connection is accepted by the kernel and never answered.
+    // The postmaster alone hung: connections already open still serve logins.
     cluster.signal("STOP");
-    let (code, took) = timed(|| s.code("imap", "alice", &pw.password));
+    let (good, took) = timed(ok);
     cluster.signal("CONT");
-    assert_eq!(code, Code::AUTHINFO_UNAVAIL);
-    assert!(took >= TIMEOUT && took < bound, "{took:?}");
+    assert!(good && took < bound, "{took:?}");
+
+    // The whole server hung (stopped): the query is never answered, nor a new
+    // connection.
+    cluster.signal_all("STOP");
+    for _ in 0..3 {
+        let (code, took) = timed(|| s.code("imap", "alice", &pw.password));
+        assert_eq!(code, Code::AUTHINFO_UNAVAIL);
+        assert!(took < bound, "{took:?}");
+    }
+    cluster.signal_all("CONT");
+    eventually(RECOVERY, "logins after the server woke up", ok);
 
     // A query that cannot finish (a lock held by someone else): the query timeout.
     let mut holder = cluster
@@ -374,194 +493,220 @@ fn server_down_or_hung_is_authinfo_unavail_within_the_timeout() {
     );
     assert_eq!(code, Code::AUTHINFO_UNAVAIL);
     assert!(took >= TIMEOUT && took < bound, "{took:?}");
-    // And back to normal.
-    assert_eq!(s.code("imap", "alice", &pw.password), Code::SUCCESS);
+    // And back to normal at once.
+    assert!(ok());
+    assert!(s.daemon.status().is_some());
 }
 
 #[test]
-fn two_hosts_one_store() {
+fn two_front_ends_one_store() {
     let Some(cluster) = cluster() else { return };
-    let (db, a) = database(&cluster, "");
-    let b = host(&cluster, &db, "");
-    for h in [&a, &b] {
-        service(h, &cluster, &db, "imap", "required", "");
-    }
+    let (db, admin) = database(&cluster, "");
+    let a = front_end(&cluster, &db, "");
+    let b = front_end(&cluster, &db, "");
     let ip = Some("192.0.2.44");
     let on = |h: &Sandbox, pw: &str| h.login("imap", "alice", pw.as_bytes(), ip).code;
-    // Added on one, works on the other at once; both see its use.
-    let from_a = a.add("alice", "imap", &[]);
-    assert_eq!(on(&b, &from_a.password), Code::SUCCESS);
-    let from_b = b.add("alice", "imap", &[]);
-    assert_eq!(on(&a, &from_b.password), Code::SUCCESS);
-    assert_eq!(on(&b, &from_b.password), Code::SUCCESS);
+    // Added on the administrators' host: works on both at once; both see its use.
+    let first = admin.add("alice", "imap", &[]);
+    let second = admin.add("alice", "imap", &[]);
+    assert_eq!(on(&a, &first.password), Code::SUCCESS);
+    assert_eq!(on(&b, &second.password), Code::SUCCESS);
+    assert_eq!(on(&a, &second.password), Code::SUCCESS);
     let uses = |h: &Sandbox, id: i64| {
         h.list().iter().find(|r| r["id"] == id).unwrap()["use_count"].clone()
     };
-    assert_eq!(uses(&a, from_b.id), 2);
-    assert_eq!(uses(&b, from_b.id), 2);
-    // Revoked on one, refused on the other at once.
+    for h in [&a, &b, &admin] {
+        assert_eq!(uses(h, second.id), 2);
+    }
+    // Revoked: refused on both at once.
     assert!(
-        a.apppass(&["revoke", &from_a.id.to_string()])
+        admin
+            .apppass(&["revoke", &first.id.to_string()])
             .status
             .success()
     );
-    assert_eq!(on(&b, &from_a.password), Code::AUTH_ERR);
-    assert!(
-        b.apppass(&["revoke", &from_b.id.to_string()])
-            .status
-            .success()
-    );
-    assert_eq!(on(&a, &from_b.password), Code::AUTH_ERR);
-    // Throttling is shared too: guesses on one host count on the other.
-    let fresh = a.add("alice", "imap", &[]);
-    let guess = wrong_secret(&fresh.password);
+    assert_eq!(on(&a, &first.password), Code::AUTH_ERR);
+    assert_eq!(on(&b, &first.password), Code::AUTH_ERR);
+    // Throttling is shared too: guesses on one front end count on the other.
+    let guess = wrong_secret(&second.password);
     for h in [&a, &b, &a, &b, &a, &b, &a, &b, &a, &b] {
         assert_eq!(on(h, &guess), Code::AUTH_ERR);
     }
-    assert_eq!(on(&b, &fresh.password), Code::AUTH_ERR);
-    assert_eq!(on(&a, &fresh.password), Code::AUTH_ERR);
+    assert_eq!(on(&b, &second.password), Code::AUTH_ERR);
+    assert_eq!(on(&a, &second.password), Code::AUTH_ERR);
+    // A front end may lift it (the login role keeps the throttle table).
     assert!(b.apppass(&["unlock", "--user", "alice"]).status.success());
-    assert_eq!(on(&a, &fresh.password), Code::SUCCESS);
+    assert_eq!(on(&a, &second.password), Code::SUCCESS);
 }
 
+/// Passwords anywhere but db_passfile, TCP without TLS that verifies the server, and a
+/// password file that cannot be used: refused, with a message that says why and never
+/// repeats the password. `service=` works, with what the service file says checked.
 #[test]
 fn refused_settings() {
     let Some(cluster) = cluster() else { return };
-    let (db, s) = database(&cluster, "");
-    let pw = s.add("alice", "imap", &[]);
-    let login = cluster.uri(LOGIN, &db);
-    let secret = "hunter2-in-the-uri";
-    // A password on the PAM line or in the configuration: PAM_SERVICE_ERR.
-    s.service(
-        "inline",
-        &format!(
-            "auth required {{module}} conf={{conf}} db={}\n",
-            login.replace(LOGIN, &format!("{LOGIN}:{secret}"))
-        ),
-    );
-    assert_eq!(s.code("inline", "alice", &pw.password), Code::SERVICE_ERR);
-    let bad_conf = s.dir.path().join("bad.conf");
+    let (db, admin) = database(&cluster, "");
+    let pw = admin.add("alice", "imap", &[]);
+    let secret = "hunter2-in-the-setting";
+
+    // In --db or in the configuration: apppassd does not start.
+    let (dir, conf) = host_dir(&cluster, "");
+    let with_password = cluster
+        .uri(LOGIN, &db)
+        .replace(LOGIN, &format!("{LOGIN}:{secret}"));
+    let bad_conf = dir.path().join("bad.conf");
     std::fs::write(
         &bad_conf,
         format!("db = host=127.0.0.1 password={secret}\n"),
     )
     .unwrap();
-    s.service(
-        "inconf",
-        &format!("auth required {{module}} conf={}\n", bad_conf.display()),
-    );
-    assert_eq!(s.code("inconf", "alice", &pw.password), Code::SERVICE_ERR);
-    // ... and from the CLI: a usage error that does not repeat it.
-    let out = Command::new(common::apppass_bin())
-        .args([
-            "--db",
-            &format!("postgresql://u:{secret}@127.0.0.1/x"),
-            "list",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("db_passfile") && !err.contains(secret),
-        "{err}"
-    );
-    // A password from a service file (or PGPASSWORD) is refused too.
-    let services = s.dir.path().join("pg_service.conf");
+    for (db_arg, conf) in [(Some(with_password.as_str()), &conf), (None, &bad_conf)] {
+        let mut c = Command::new(common::workspace_bin("apppassd"));
+        if let Some(d) = db_arg {
+            c.args(["--db", d]);
+        }
+        let out = c
+            .arg("--socket")
+            .arg(dir.path().join("never.sock"))
+            .arg("--config")
+            .arg(conf)
+            .arg("--stderr")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("db_passfile") && !err.contains(secret),
+            "{err}"
+        );
+    }
+
+    // Over TCP: verify-full or nothing, whether the string or a service file says it.
+    let services = dir.path().join("pg_service.conf");
     std::fs::write(
         &services,
         format!(
-            "[apppass]\nhost=127.0.0.1\nport={}\ndbname={db}\nuser={ADMIN}\npassword={}\n",
-            cluster.port, cluster.admin_password
+            "[weak]\nhost=127.0.0.1\nport={port}\ndbname={db}\nuser={LOGIN}\nsslmode=require\n\
+             [verified]\nhost=127.0.0.1\nport={port}\ndbname={db}\nuser={LOGIN}\n\
+             sslmode=verify-full\nsslrootcert={ca}\n\
+             [password]\nhost=127.0.0.1\nport={port}\ndbname={db}\nuser={LOGIN}\n\
+             sslmode=verify-full\nsslrootcert={ca}\npassword={secret}\n",
+            port = cluster.port,
+            ca = cluster.ca_file().display(),
         ),
     )
     .unwrap();
-    let out = Command::new(common::apppass_bin())
-        .env("PGSERVICEFILE", &services)
-        .args(["--db", "service=apppass", "--config"])
-        .arg(&s.conf)
-        .arg("list")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let store_error = |db: &str, env: &[(&str, &Path)]| {
+        let mut d = start_with_env(dir.path(), db, &conf, env);
+        let status = d.status().unwrap();
+        d.stop();
+        status.store_error
+    };
+    let env = [("PGSERVICEFILE", services.as_path())];
+    for (what, db, env) in [
+        ("no sslmode", cluster.plain_uri(LOGIN, &db), &[][..]),
+        (
+            "sslmode=require from the service file",
+            "service=weak".into(),
+            &env[..],
+        ),
+    ] {
+        let why = store_error(&db, env).unwrap_or_default();
+        assert!(
+            why.contains("over TCP") && why.contains("add sslmode=verify-full"),
+            "{what}: {why}"
+        );
+    }
+    let why = store_error("service=password", &env).unwrap_or_default();
     assert!(
-        err.contains("refusing a password") && !err.contains(&cluster.admin_password),
-        "{err}"
+        why.contains("refusing a password") && !why.contains(secret),
+        "{why}"
     );
+    let why = store_error(
+        &cluster.uri(LOGIN, &db).replace("127.0.0.1", "localhost"),
+        &[],
+    )
+    .unwrap_or_default();
+    assert!(why.contains("does not match host name"), "{why}");
+    // service= with verify-full, and a Unix socket without TLS: logins work.
+    for (db, env) in [
+        ("service=verified".to_string(), &env[..]),
+        (cluster.socket_conninfo(LOGIN, &db), &[][..]),
+    ] {
+        let daemon = start_with_env(dir.path(), &db, &conf, env);
+        assert_eq!(daemon.status().unwrap().store_error, None, "{db}");
+        let s = sandbox(tempfile::tempdir().unwrap(), conf.clone(), daemon);
+        std::os::unix::fs::symlink(common::built_module(), &s.module).unwrap();
+        std::fs::create_dir(&s.confdir).unwrap();
+        s.simple_service("imap", "");
+        assert_eq!(s.code("imap", "alice", &pw.password), Code::SUCCESS, "{db}");
+    }
 
-    // The password file: missing, open to others, or with a wrong password.
-    service(&s, &cluster, &db, "imap", "required", "");
+    // The password file: open to others, with a wrong password, or missing: the store
+    // is unavailable (and logins PAM_AUTHINFO_UNAVAIL) until it is right again.
+    let mut s = front_end(&cluster, &db, "");
     assert_eq!(s.code("imap", "alice", &pw.password), Code::SUCCESS);
     let passfile = s.dir.path().join("apppass.pgpass");
     let set_mode = |mode| {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(mode)).unwrap()
     };
-    set_mode(0o640);
-    assert_eq!(
-        s.code("imap", "alice", &pw.password),
-        Code::AUTHINFO_UNAVAIL
-    );
-    set_mode(0o600);
     let good = std::fs::read_to_string(&passfile).unwrap();
-    std::fs::write(&passfile, good.replace(&cluster.login_password, "wrong")).unwrap();
-    assert_eq!(
-        s.code("imap", "alice", &pw.password),
-        Code::AUTHINFO_UNAVAIL
-    );
-    std::fs::remove_file(&passfile).unwrap();
-    assert_eq!(
-        s.code("imap", "alice", &pw.password),
-        Code::AUTHINFO_UNAVAIL
-    );
+    let cases: [(&str, &dyn Fn()); 3] = [
+        ("open to group or other", &|| set_mode(0o640)),
+        ("password authentication failed", &|| {
+            set_mode(0o600);
+            std::fs::write(&passfile, good.replace(&cluster.login_password, "wrong")).unwrap();
+        }),
+        ("No such file", &|| std::fs::remove_file(&passfile).unwrap()),
+    ];
+    for (expected, break_it) in cases {
+        break_it();
+        restart(&mut s);
+        let why = s.daemon.status().unwrap().store_error.unwrap_or_default();
+        assert!(why.contains(expected), "{expected}: {why}");
+        assert!(!why.contains(&cluster.login_password), "{why}");
+        assert_eq!(
+            s.code("imap", "alice", &pw.password),
+            Code::AUTHINFO_UNAVAIL
+        );
+    }
     std::fs::write(&passfile, &good).unwrap();
     set_mode(0o600);
-    assert_eq!(s.code("imap", "alice", &pw.password), Code::SUCCESS);
-    // Not initialised: PAM_AUTHINFO_UNAVAIL.
-    let empty = cluster.create_database();
-    service(&s, &cluster, &empty, "empty", "required", "");
-    assert_eq!(
-        s.code("empty", "alice", &pw.password),
-        Code::AUTHINFO_UNAVAIL
-    );
+    eventually(RECOVERY, "logins with the password file back", || {
+        s.code("imap", "alice", &pw.password) == Code::SUCCESS
+    });
 }
 
-/// One Dovecot login through the shipped PAM file, with apppass.conf naming the
-/// PostgreSQL database and the module's role.
+/// libpq (and the OpenSSL, GSSAPI and LDAP it brings) is apppassd's alone: the module,
+/// loaded into every sshd and Dovecot login, and the CLI do not load it.
 #[test]
-fn dovecot_login_on_postgresql() {
-    if !e2e::have(&[e2e::DOVECOT, "curl", "unshare", "useradd"]) {
+fn only_apppassd_links_libpq() {
+    let have = Command::new("readelf").arg("--version").output().is_ok();
+    if !require(have, "readelf (binutils)") {
         return;
     }
-    let Some(cluster) = cluster() else { return };
-    let (db, s) = database(&cluster, "");
-    let user = e2e::TestUser::create();
-    let u = user.name.as_str();
-    let pw = s.add(u, "imap", &["--label", "Thunderbird"]);
-    let passfile = s.dir.path().join("apppass.pgpass");
-    let conf = format!(
-        "db = {}\ndb_passfile = {}\ndb_connect_timeout = 2s\ndb_query_timeout = 2s\n",
-        cluster.uri(LOGIN, &db),
-        passfile.display()
-    );
-    let world = e2e::World::with(s, &conf);
-    world.install_pam("dovecot-apppass-only", "imap");
-    let d = e2e::Dovecot::start(&world, &e2e::DovecotSetup::default());
-    let ip = e2e::fresh_ip();
-    e2e::mail_login(&d, e2e::Mail::Imap, u, &pw.password, &ip).assert_in(e2e::Mail::Imap);
-    let wrong = e2e::fresh_ip();
-    e2e::mail_login(&d, e2e::Mail::Imap, u, &wrong_secret(&pw.password), &wrong)
-        .assert_refused(e2e::Mail::Imap);
-    e2e::assert_last_use(&world, pw.id, &ip, "imap", 1);
-    // Revoked on the database: refused at the next login.
-    assert!(
-        world
-            .sandbox
-            .apppass(&["revoke", &pw.id.to_string()])
-            .status
-            .success()
-    );
-    e2e::mail_login(&d, e2e::Mail::Imap, u, &pw.password, &e2e::fresh_ip())
-        .assert_refused(e2e::Mail::Imap);
+    let needed = |path: &Path| -> Vec<String> {
+        let out = Command::new("readelf")
+            .arg("-d")
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "readelf {}", path.display());
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once("Shared library: [")?.1.strip_suffix(']'))
+            .map(String::from)
+            .collect()
+    };
+    let daemon = needed(&common::workspace_bin("apppassd"));
+    assert!(daemon.iter().any(|l| l == "libpq.so.5"), "{daemon:?}");
+    for path in [common::apppass_bin(), common::built_module()] {
+        let libs = needed(&path);
+        assert!(
+            !libs.iter().any(|l| l.starts_with("libpq")),
+            "{}: {libs:?}",
+            path.display()
+        );
+    }
 }

@@ -1,6 +1,8 @@
 //! One set of store cases, run against both stores through the [`Store`] interface:
 //! SQLite in a temporary file, PostgreSQL in a private cluster (tests/pg), each case on
-//! a database of its own made by `store::init`. Under CI a missing PostgreSQL fails.
+//! a database of its own made by `store::init`. Then what only PostgreSQL has: its
+//! connections (TLS that verifies the server over TCP, Unix sockets, several hosts, a
+//! server restart) and its two roles. Under CI a missing PostgreSQL fails.
 
 mod common;
 mod pg;
@@ -95,7 +97,7 @@ fn init_is_idempotent_and_versioned(db: &Db) {
         store::sqlite::SCHEMA_VERSION
     );
     assert_eq!(s.list(Owner::Anyone).unwrap()[0].id, id);
-    let s = db.open(Purpose::Login);
+    let s = db.open(Purpose::Read);
     assert_eq!(s.list(Owner::Anyone).unwrap().len(), 1);
 }
 
@@ -106,7 +108,7 @@ fn lookups_and_usage(db: &Db) {
         s.create(&row("bob", "imap", "abcdef")),
         Err(StoreError::SelectorTaken)
     ));
-    let s = db.open(Purpose::Login);
+    let s = db.open(Purpose::Read);
     let c = s.find_by_selector("abcdef").unwrap().unwrap();
     assert_eq!(
         (c.id, c.user.as_str(), c.service.as_str(), c.label.as_str()),
@@ -187,7 +189,7 @@ fn login_lookup_reads_everything_at_once(db: &Db) {
         )
         .unwrap();
     }
-    let s = db.open(Purpose::Login);
+    let s = db.open(Purpose::Read);
     let q = |user, selector, rhost, now| {
         s.lookup(&LookupQuery {
             user,
@@ -512,10 +514,9 @@ fn postgresql_schema_checks() {
         Location::Postgres(c) => c.to_string(),
         _ => unreachable!(),
     };
-    let open = |db: &Db| store::open(&db.location, &db.connect, Purpose::Login, false);
+    let open = |db: &Db| store::open(&db.location, &db.connect, Purpose::Read, false);
     let e = open(&db).err().unwrap();
     assert!(matches!(e, StoreError::Uninitialised(_)), "{e}");
-    assert!(e.to_string().contains("run apppass init"), "{e}");
     assert!(e.to_string().contains(&name), "{e}");
     // Two at once: both succeed, the schema is made once.
     let threads: Vec<_> = (0..2)
@@ -571,4 +572,201 @@ fn postgresql_schema_checks() {
     ] {
         assert!(matches!(e, StoreError::ForeignSchema(_)), "{e}");
     }
+}
+
+/// `db` of a PostgreSQL location (its shown form ends with it).
+fn dbname(db: &Db) -> String {
+    match &db.location {
+        Location::Postgres(c) => c.to_string().rsplit("dbname=").next().unwrap().to_string(),
+        _ => unreachable!(),
+    }
+}
+
+/// Opens `conninfo` with `db`'s password file, for `purpose`.
+fn open_at(db: &Db, conninfo: &str, purpose: Purpose) -> Result<Box<dyn Store>, String> {
+    let location = Location::parse(conninfo)?;
+    store::open(&location, &db.connect, purpose, false).map_err(|e| e.to_string())
+}
+
+fn lookup(s: &dyn Store) -> Result<bool, StoreError> {
+    s.lookup(&LookupQuery {
+        user: "alice",
+        selector: Some("aaaaaa"),
+        rhost: "",
+        now: 100,
+    })
+    .map(|l| l.credential.is_some())
+}
+
+/// TCP only with TLS that verifies the server, refused before any password is sent
+/// (what the string says by the parser, what libpq resolved at connect time); a Unix
+/// socket needs none; several hosts are tried in turn, a hung one for the connect
+/// timeout only; a lookup survives a server restart.
+#[test]
+fn postgresql_connections() {
+    let Some(cluster) = cluster() else { return };
+    let db = Db::postgres(&cluster);
+    db.init().create(&row("alice", "imap", "aaaaaa")).unwrap();
+    let name = dbname(&db);
+
+    // Verified TLS over TCP; the Unix socket without TLS.
+    let uri = cluster.uri(pg::ADMIN, &name);
+    assert!(lookup(&*open_at(&db, &uri, Purpose::Read).unwrap()).unwrap());
+    let socket = cluster.socket_conninfo(pg::ADMIN, &name);
+    let s = open_at(&db, &format!("{socket} sslmode=disable"), Purpose::Read);
+    assert!(s.is_ok(), "{:?}", s.err());
+    // TCP without sslmode (the default, prefer, would not check the server): refused at
+    // connect time, although the server would take it.
+    let plain = cluster.plain_uri(pg::ADMIN, &name);
+    let e = open_at(&db, &plain, Purpose::Read).err().unwrap();
+    assert!(
+        e.contains("over TCP with sslmode=prefer") && e.contains("sslmode=verify-full"),
+        "{e}"
+    );
+    // Weaker modes said in the string: refused by the parser.
+    for mode in ["disable", "allow", "require", "verify-ca"] {
+        let e = Location::parse(&format!("{plain}?sslmode={mode}")).unwrap_err();
+        assert!(e.contains(&format!("sslmode={mode}")), "{e}");
+    }
+    // verify-full verifies: another CA, or a name the certificate does not have, fails.
+    let dir = tempfile::tempdir().unwrap();
+    let other = pg::unrelated_ca(dir.path());
+    let wrong_ca = uri.replace(
+        &cluster.ca_file().display().to_string(),
+        &other.display().to_string(),
+    );
+    let e = open_at(&db, &wrong_ca, Purpose::Read).err().unwrap();
+    assert!(e.contains("certificate verify failed"), "{e}");
+    let e = open_at(&db, &uri.replace("127.0.0.1", "localhost"), Purpose::Read)
+        .err()
+        .unwrap();
+    assert!(e.contains("does not match host name"), "{e}");
+
+    // Several hosts, target_session_attrs=read-write: a refused one is skipped at once,
+    // a hung one (accepted by the kernel, never answered) after the connect timeout.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung_port = hung.local_addr().unwrap().port();
+    let closed = common::free_port();
+    let quick = Db {
+        connect: store::Connect {
+            connect_timeout: std::time::Duration::from_millis(500),
+            ..db.connect.clone()
+        },
+        location: db.location.clone(),
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    for first in [closed, hung_port] {
+        let several = format!(
+            "postgresql://{}@127.0.0.1:{first},127.0.0.1:{}/{name}?sslmode=verify-full&sslrootcert={}&target_session_attrs=read-write",
+            pg::ADMIN,
+            cluster.port,
+            cluster.ca_file().display()
+        );
+        let start = std::time::Instant::now();
+        let s = open_at(&quick, &several, Purpose::Read).unwrap();
+        assert!(lookup(&*s).unwrap());
+        let took = start.elapsed();
+        if first == hung_port {
+            assert!(took >= std::time::Duration::from_millis(500), "{took:?}");
+        }
+        assert!(took < std::time::Duration::from_secs(3), "{took:?}");
+    }
+
+    // A restart between two lookups: the second connects again and is answered; with
+    // the server down, an error (Db: apppassd drops the store and opens it again later).
+    let s = open_at(&db, &uri, Purpose::Daemon).unwrap();
+    assert!(lookup(&*s).unwrap());
+    cluster.stop_immediate();
+    cluster.restart();
+    assert!(lookup(&*s).unwrap());
+    cluster.stop_immediate();
+    let start = std::time::Instant::now();
+    let e = lookup(&*s).unwrap_err();
+    assert!(matches!(e, StoreError::Db(_)), "{e}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(2));
+    cluster.restart();
+    assert!(lookup(&*s).unwrap());
+}
+
+/// The login role reads, records and keeps the throttle, and nothing more: it cannot
+/// add, revoke, read the audit log, prune it (its prune does nothing), or migrate the
+/// schema; the administrators' role prunes and migrates, and apppassd's connection
+/// creates the schema of an empty database.
+#[test]
+fn postgresql_roles() {
+    let Some(cluster) = cluster() else { return };
+    let db = Db::postgres(&cluster);
+    let name = dbname(&db);
+    let admin_uri = cluster.uri(pg::ADMIN, &name);
+    let login_uri = cluster.uri(pg::LOGIN, &name);
+    cluster.passfile(
+        db.connect.passfile.as_deref().unwrap(),
+        &[pg::ADMIN, pg::LOGIN],
+    );
+    let daemon = |uri: &str| store::open_daemon(&Location::parse(uri).unwrap(), &db.connect, 1000);
+    // An empty database: the login role's apppassd says who creates the schema; the
+    // administrators' creates it.
+    let e = daemon(&login_uri).err().unwrap().to_string();
+    assert!(
+        e.contains("no apppass schema yet") && e.contains("administrators' role"),
+        "{e}"
+    );
+    let admin = daemon(&admin_uri).unwrap();
+    assert_eq!(
+        admin.schema_version().unwrap(),
+        store::postgres::SCHEMA_VERSION
+    );
+    cluster.grant_login_role(&name);
+    let id = admin.create(&row("alice", "imap", "aaaaaa")).unwrap();
+
+    let login = daemon(&login_uri).unwrap();
+    assert!(lookup(&*login).unwrap());
+    let keep = Retention {
+        max_age: 1_000_000,
+        max_rows: 2,
+    };
+    for at in 0..5 {
+        login
+            .record_attempt(&failure(at, "alice", None, true), None, keep)
+            .unwrap();
+    }
+    login.prune(keep, 10).unwrap();
+    assert_eq!(admin.events(Owner::Anyone, 100).unwrap().len(), 5);
+    let denied = |r: Result<(), StoreError>| {
+        let e = r.unwrap_err();
+        assert!(
+            matches!(e, StoreError::Db(_)) && e.to_string().contains("permission denied"),
+            "{e}"
+        );
+    };
+    denied(login.create(&row("mallory", "*", "mmmmmm")).map(|_| ()));
+    denied(login.revoke(&[id], Owner::Anyone, 10).map(|_| ()));
+    denied(login.revoke_all("alice", None, 10).map(|_| ()));
+    denied(login.events(Owner::Anyone, 10).map(|_| ()));
+    assert_eq!(admin.list(Owner::Anyone).unwrap()[0].revoked, None);
+    // The administrators' role prunes.
+    admin.prune(keep, 10).unwrap();
+    let left = admin.events(Owner::Anyone, 100).unwrap();
+    assert_eq!(left.len(), 2, "{left:?}");
+
+    // An older schema: the login role cannot migrate it and says so; the
+    // administrators' role does.
+    drop((admin, login));
+    cluster.psql(
+        &name,
+        "DROP TABLE event, throttle; UPDATE apppass_schema SET version = 1",
+    );
+    let e = daemon(&login_uri).err().unwrap().to_string();
+    assert!(
+        e.contains("schema version 1 is older") && e.contains("administrators' role"),
+        "{e}"
+    );
+    let admin = daemon(&admin_uri).unwrap();
+    assert_eq!(
+        admin.schema_version().unwrap(),
+        store::postgres::SCHEMA_VERSION
+    );
+    // (New tables need the login role's grants again: roles.sql.)
+    cluster.grant_login_role(&name);
+    assert!(lookup(&*daemon(&login_uri).unwrap()).unwrap());
 }

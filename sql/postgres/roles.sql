@@ -1,15 +1,19 @@
--- The module's role, with the least privilege a login needs. Run it as a superuser (or
--- the database's owner with CREATEROLE) in the apppass database, after `apppass init`:
+-- The login role of the front ends' apppassd, with the least privilege a login needs.
+-- Run it as a superuser (or the database's owner with CREATEROLE) in the apppass
+-- database, once the administrators' apppassd has created the schema (it does when it
+-- first starts), and again after an upgrade whose migration added a table:
 --
 --     psql -d apppass -f roles.sql
 --
 -- and give the role a password (psql: \password apppass_login) that goes into the
 -- front ends' db_passfile. The administrators' role (apppass_admin in the README) owns
--- the database and runs apppass init, add, revoke and unlock.
+-- the database; the apppassd that connects as it creates and migrates the schema,
+-- takes additions, revocations and unlocks, and trims the audit log.
 --
 -- A login reads app_password and apppass_schema, writes a password's usage columns,
 -- adds audit events and keeps the throttle table. It cannot create, revoke or re-hash
--- an app password, nor change or delete the audit log.
+-- an app password, read, change or delete the audit log, nor change the schema: a
+-- front end's apppassd that is asked to answers "permission denied".
 
 DO $$
 BEGIN

@@ -3,7 +3,9 @@
 //! that directory, stopped (`pg_ctl stop -m immediate`, then by pid) when dropped, also
 //! when a test fails. As root the server runs as the `postgres` system user (initdb
 //! refuses root). The superuser logs in over the socket (trust); apppass's roles over
-//! TCP with passwords (scram-sha-256), from a password file.
+//! TCP with passwords (scram-sha-256), from a password file, and TLS that verifies the
+//! server: a throwaway CA and a server certificate for 127.0.0.1, made with `openssl`
+//! when the cluster starts (apppass refuses TCP without `sslmode=verify-full`).
 //!
 //! Roles, as README "Running on several hosts" sets them up: `apppass_admin` owns each
 //! database and runs the CLI; `apppass_login` gets what sql/postgres/roles.sql grants.
@@ -45,6 +47,9 @@ pub struct Cluster {
     data: PathBuf,
     sock: PathBuf,
     log: PathBuf,
+    /// The CA that signed the server's certificate.
+    ca: PathBuf,
+    tls: PathBuf,
     /// Passwords of apppass_admin and apppass_login.
     pub admin_password: String,
     pub login_password: String,
@@ -65,14 +70,16 @@ impl Cluster {
         let data = dir.path().join("data");
         let sock = dir.path().join("sock");
         let log = dir.path().join("server.log");
-        for d in [&data, &sock] {
+        let tls = dir.path().join("tls");
+        for d in [&data, &sock, &tls] {
             std::fs::create_dir(d).unwrap();
         }
         std::fs::write(&log, "").unwrap();
+        let ca = certificates(&tls)?;
         if is_root() {
             let status = Command::new("chown")
-                .arg("postgres:")
-                .args([&data, &sock, &log])
+                .args(["-R", "postgres:"])
+                .args([&data, &sock, &log, &tls])
                 .status()
                 .map_err(|e| e.to_string())?;
             if !status.success() {
@@ -87,6 +94,8 @@ impl Cluster {
             data,
             sock,
             log,
+            ca,
+            tls,
             admin_password: random_hex(12),
             login_password: random_hex(12),
         };
@@ -144,9 +153,12 @@ impl Cluster {
         // the tests stop the server with -m immediate and expect the data back.
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-             -c full_page_writes=off -c max_connections=60",
+             -c full_page_writes=off -c max_connections=60 \
+             -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
             self.port,
-            self.sock.display()
+            self.sock.display(),
+            self.tls.join("server.crt").display(),
+            self.tls.join("server.key").display(),
         );
         let mut c = self.server_cmd("pg_ctl");
         c.arg("-D")
@@ -185,6 +197,42 @@ impl Cluster {
             .trim()
             .parse()
             .ok()
+    }
+
+    /// The postmaster and every process it started (each backend is the leader of a
+    /// process group of its own, so a signal to the postmaster's group misses them).
+    pub fn pids(&self) -> Vec<u32> {
+        let Some(postmaster) = self.pid() else {
+            return Vec::new();
+        };
+        let mut pids = vec![postmaster];
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            // pid (comm) state ppid ...: comm may hold spaces, so read after its ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(postmaster) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Sends a signal to the whole server, backends included (STOP: hung, answering
+    /// nothing, not even on connections already open; CONT: back).
+    pub fn signal_all(&self, signal: &str) {
+        for pid in self.pids() {
+            // One may have exited since it was listed.
+            let _ = Command::new("kill")
+                .args([&format!("-{signal}"), &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 
     /// Sends a signal to the postmaster (STOP: hung, accepting nothing; CONT: back).
@@ -243,7 +291,7 @@ impl Cluster {
         name
     }
 
-    /// Applies sql/postgres/roles.sql to `db` (after `apppass init`), as a superuser.
+    /// Applies sql/postgres/roles.sql to `db` (once it has its schema), as a superuser.
     pub fn grant_login_role(&self, db: &str) {
         let roles = Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/postgres/roles.sql");
         let out = self
@@ -259,9 +307,32 @@ impl Cluster {
         );
     }
 
-    /// `postgresql://ROLE@127.0.0.1:PORT/DB`.
+    /// `postgresql://ROLE@127.0.0.1:PORT/DB?sslmode=verify-full&sslrootcert=CA`.
     pub fn uri(&self, role: &str, db: &str) -> String {
+        format!(
+            "{}?sslmode=verify-full&sslrootcert={}",
+            self.plain_uri(role, db),
+            self.ca.display()
+        )
+    }
+
+    /// `postgresql://ROLE@127.0.0.1:PORT/DB`: TCP, without TLS settings.
+    pub fn plain_uri(&self, role: &str, db: &str) -> String {
         format!("postgresql://{role}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// `host=SOCKET_DIR port=PORT dbname=DB user=ROLE`: the Unix socket (trust).
+    pub fn socket_conninfo(&self, role: &str, db: &str) -> String {
+        format!(
+            "host={} port={} dbname={db} user={role}",
+            self.sock.display(),
+            self.port
+        )
+    }
+
+    /// The CA file that verifies the server's certificate.
+    pub fn ca_file(&self) -> &Path {
+        &self.ca
     }
 
     /// Writes a password file (mode 0600) with the given roles' passwords.
@@ -292,11 +363,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         // A stopped (SIGSTOP) server cannot shut down: wake it first.
-        if let Some(pid) = self.pid() {
-            let _ = Command::new("kill")
-                .args(["-CONT", &pid.to_string()])
-                .status();
-        }
+        self.signal_all("CONT");
         self.stop_immediate();
         let deadline = Instant::now() + Duration::from_secs(10);
         while let Some(pid) = self.pid() {
@@ -312,6 +379,91 @@ impl Drop for Cluster {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Another throwaway CA, in `dir`, that signed nothing this cluster uses; returns its
+/// file.
+pub fn unrelated_ca(dir: &Path) -> PathBuf {
+    let mut c = Command::new("openssl");
+    c.current_dir(dir).stdin(Stdio::null()).args([
+        "req",
+        "-x509",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=apppass unrelated CA",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "other-ca.key",
+        "-out",
+        "other-ca.crt",
+    ]);
+    run(c).unwrap();
+    dir.join("other-ca.crt")
+}
+
+/// A throwaway CA and a certificate it signed for 127.0.0.1 (ECDSA P-256, two days), in
+/// `dir`; returns the CA's file.
+fn certificates(dir: &Path) -> Result<PathBuf, String> {
+    let openssl = |args: &[&str]| {
+        let mut c = Command::new("openssl");
+        c.current_dir(dir).args(args).stdin(Stdio::null());
+        run(c).map_err(|e| {
+            if e.contains("No such file") {
+                "openssl (package openssl)".to_string()
+            } else {
+                e
+            }
+        })
+    };
+    let key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=apppass test CA"];
+    ca.extend(key);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
+    openssl(&ca)?;
+    let mut req = vec!["req", "-subj", "/CN=apppass test server"];
+    req.extend(key);
+    req.extend(["-keyout", "server.key", "-out", "server.csr"]);
+    openssl(&req)?;
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName = IP:127.0.0.1\nbasicConstraints = critical, CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.crt",
+    ])?;
+    // The server refuses a key others can read.
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    Ok(dir.join("ca.crt"))
 }
 
 fn run(mut c: Command) -> Result<Output, String> {

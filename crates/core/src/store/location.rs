@@ -89,11 +89,22 @@ impl Location {
                 );
             }
         }
-        let options = pairs
-            .iter()
-            .rev()
-            .find(|(k, _)| k == "options")
-            .map(|(_, v)| v.clone());
+        let last = |key: &str| {
+            pairs
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        // What the string itself says; the connection checks again what libpq resolved
+        // (a service file or PGSSLMODE may supply sslmode, PGHOST the host).
+        if let Some(mode) = last("sslmode") {
+            let tcp = tcp_hosts(last("host"), last("hostaddr"));
+            if mode != "verify-full" && !tcp.is_empty() {
+                return Err(unverified_tls(&tcp, mode));
+            }
+        }
+        let options = last("options").map(String::from);
         let shown = pairs
             .into_iter()
             .filter(|(k, _)| SHOWN.contains(&k.as_str()))
@@ -154,6 +165,39 @@ impl fmt::Debug for Conninfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Conninfo({self})")
     }
+}
+
+/// The hosts of `host` / `hostaddr` lists that libpq reaches over TCP: an address, or a
+/// name that is not a Unix socket's directory (`/...`, or `@...` in the abstract
+/// namespace). No host at all is the local socket.
+pub(crate) fn tcp_hosts(host: Option<&str>, hostaddr: Option<&str>) -> Vec<String> {
+    let split = |v: Option<&str>| -> Vec<String> {
+        v.filter(|v| !v.is_empty())
+            .map(|v| v.split(',').map(String::from).collect())
+            .unwrap_or_default()
+    };
+    let (hosts, addrs) = (split(host), split(hostaddr));
+    (0..hosts.len().max(addrs.len()))
+        .filter_map(|i| {
+            let addr = addrs.get(i).filter(|a| !a.is_empty());
+            let name = hosts.get(i).filter(|h| !h.is_empty());
+            match (name, addr) {
+                (_, Some(a)) => Some(name.unwrap_or(a).clone()),
+                (Some(h), None) if !h.starts_with('/') && !h.starts_with('@') => Some(h.clone()),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Why a TCP connection without sslmode=verify-full is refused, and what to do.
+pub(crate) fn unverified_tls(tcp: &[String], mode: &str) -> String {
+    format!(
+        "refusing to reach PostgreSQL at {} over TCP with sslmode={mode}, which does not \
+         verify the server: add sslmode=verify-full (with sslrootcert=FILE, the CA of the \
+         server's certificate) to db, or use a Unix socket (host=/var/run/postgresql)",
+        tcp.join(",")
+    )
 }
 
 /// libpq's `key=value` syntax: values bare (backslash escapes) or single-quoted.
@@ -386,6 +430,42 @@ mod tests {
                 .unwrap_err()
                 .contains("db_passfile")
         );
+    }
+
+    #[test]
+    fn tcp_needs_tls_that_verifies_the_server() {
+        for bad in [
+            "postgresql://u@db1/apppass?sslmode=require",
+            "postgresql://u@db1,db2/apppass?sslmode=verify-ca",
+            "host=/run/postgresql,db2 sslmode=prefer",
+            "hostaddr=10.0.0.5 sslmode=disable",
+            "host=db1 sslmode=verify-full sslmode=allow",
+        ] {
+            let e = Location::parse(bad).unwrap_err();
+            assert!(
+                e.contains("over TCP") && e.contains("sslmode=verify-full"),
+                "{bad}: {e}"
+            );
+        }
+        for good in [
+            "postgresql://u@db1/apppass?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem",
+            "host=db1,db2 sslmode=verify-full target_session_attrs=read-write",
+            // Unix sockets need no TLS.
+            "host=/var/run/postgresql dbname=apppass sslmode=disable",
+            "postgresql://%2Fvar%2Frun%2Fpostgresql/apppass?sslmode=disable",
+            "dbname=apppass sslmode=disable",
+            "host=@pg sslmode=disable",
+            // No sslmode here: a service file or PGSSLMODE may set it; the connection
+            // checks what libpq resolved.
+            "host=db1 dbname=apppass",
+            "service=apppass",
+        ] {
+            assert!(Location::parse(good).is_ok(), "{good}");
+        }
+        assert_eq!(tcp_hosts(Some("/s,db1,"), None), ["db1"]);
+        assert_eq!(tcp_hosts(Some("db1"), Some("10.0.0.5")), ["db1"]);
+        assert_eq!(tcp_hosts(None, Some("10.0.0.5,10.0.0.6")).len(), 2);
+        assert!(tcp_hosts(Some(""), None).is_empty());
     }
 
     #[test]

@@ -1,14 +1,27 @@
 //! The PostgreSQL store: a database shared by several hosts, schema from
-//! `sql/postgres/` migrations, reached through libpq loaded on demand
-//! ([`apppass_pq`]). The same semantics as [`super::sqlite`]: one lookup by selector,
-//! the "has any password" check only when no row matched, a login's record in one
-//! transaction, the CLI's changes in transactions.
+//! `sql/postgres/` migrations, reached through libpq ([`apppass_pq`]). The same
+//! semantics as [`super::sqlite`]: one lookup by selector, the "has any password" check
+//! only when no row matched, a login's record in one transaction, changes in
+//! transactions.
+//!
+//! apppassd keeps one connection per worker. Each prepares the login path's statements
+//! once ([`LOGIN_STATEMENTS`]), so that a login is one round trip for the lookup and one
+//! for its record, with nothing parsed or planned again. A lookup that finds the
+//! connection closed (the server restarted) connects again and asks once more; any
+//! other error is [`StoreError::Db`], after which apppassd drops the store and opens it
+//! anew.
+//!
+//! Over TCP the connection must verify the server (`sslmode=verify-full`), checked on
+//! the settings libpq resolved (service file and `PG*` variables included) before any
+//! password is sent. A Unix socket needs none.
 //!
 //! Every statement is sent with parameters (text, cast in SQL), never built from values.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::location::{tcp_hosts, unverified_tls};
 use super::{
     Attempt, Connect, Conninfo, Credential, Event, KEPT_INACTIVE, Listing, Lookup, LookupQuery,
     NewRow, Outcome, Owner, Purpose, Retention, Revoked, Store, StoreError,
@@ -36,33 +49,121 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 /// `apppass_schema.application` of an apppass database.
 const APPLICATION: &str = "apppass";
 
-/// The advisory lock `apppass init` holds while migrating ("APPS", as SQLite's
-/// application_id): two hosts initialising at once take turns.
+/// The advisory lock held while migrating ("APPS", as SQLite's application_id): two
+/// hosts (or two workers) migrating at once take turns.
 const MIGRATION_LOCK: i64 = 0x4150_5053;
 
 /// Additions for one user take turns under this advisory lock class (with the user's
 /// hash as the second key).
 const USER_LOCK_CLASS: i64 = 0x4150_5054;
 
-/// The CLI waits at least this long for a query: an administrator would rather wait
-/// than retry (SQLite's CLI busy timeout is the same).
+/// Tools and migrations wait at least this long for a query: an administrator would
+/// rather wait than retry (SQLite's CLI busy timeout is the same), and a migration
+/// waits for another host's.
 const ADMIN_MIN_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Audit events deleted per statement when pruning, and statements per prune: each
+/// stays well within the query timeout, and a log far behind is caught up over several
+/// prunes rather than holding a worker for long.
+const PRUNE_BATCH: u64 = 10_000;
+const PRUNE_BATCHES: usize = 10;
 
 /// Where no password file was configured: a path that cannot exist (not even root can
 /// make a file below /dev/null), so libpq reads no password file at all, silently. (It
-/// would otherwise read ~/.pgpass, and warn on the host's stderr about a bad one.)
+/// would otherwise read ~/.pgpass, and warn on stderr about a bad one.)
 const NO_PASSFILE: &str = "/dev/null/apppass-no-passfile";
 
 /// A `SELECT` list in the order of [`listing`].
 const LISTING_COLUMNS: &str = r#"id, "user", service, label, created, expires, revoked, last_used, last_service, last_rhost, use_count"#;
 
+/// An audit event: $1 time, $2 user, $3 service, $4 rhost, $5 password id, $6 outcome,
+/// $7 reason.
+macro_rules! event_insert {
+    () => {
+        r#"INSERT INTO event (time, "user", service, password_id, rhost, outcome, reason)
+           VALUES ($1::bigint, $2::text, $3::text, $5::bigint, $4::text, $6::text, $7::text)"#
+    };
+}
+
+/// The login path's statements, prepared on every connection: name and SQL.
+pub const LOGIN_STATEMENTS: &[(&str, &str)] = &[
+    // $1 user, $2 selector, $3 rhost: the row, whether the user has any, the throttle.
+    (
+        LOOKUP,
+        r#"SELECT p.id, p."user", p.service, p.label, p.hash,
+                  p.created, p.expires, p.revoked, p.last_used,
+                  EXISTS (SELECT 1 FROM app_password WHERE "user" = $1::text),
+                  (SELECT locked_until FROM throttle WHERE "user" = $1::text AND rhost = $3::text)
+             FROM (SELECT 1) AS one
+             LEFT JOIN app_password AS p ON p.selector = $2::text AND p."user" = $1::text"#,
+    ),
+    // A success: usage, the throttle cleared, the event.
+    (
+        RECORD_SUCCESS,
+        concat!(
+            r#"WITH used AS (
+                 UPDATE app_password
+                    SET last_used = $1::bigint, last_service = $3::text,
+                        last_rhost = $4::text, use_count = use_count + 1
+                  WHERE id = $5::bigint
+               ), cleared AS (
+                 DELETE FROM throttle
+                  WHERE "user" = $2::text AND rhost = coalesce($4::text, '')
+               )
+               "#,
+            event_insert!()
+        ),
+    ),
+    // A guess: the event, and the throttle counted with INSERT ... ON CONFLICT (atomic
+    // however many hosts count at once). $8 failures that lock, $9 interval, $10
+    // lockout: SQLite's rules.
+    (
+        RECORD_GUESS,
+        concat!(
+            "WITH logged AS (",
+            event_insert!(),
+            r#") INSERT INTO throttle AS t ("user", rhost, failures, window_start, locked_until)
+               VALUES ($2::text, coalesce($4::text, ''), 1, $1::bigint,
+                       CASE WHEN 1 >= $8::bigint THEN $1::bigint + $10::bigint END)
+               ON CONFLICT ("user", rhost) DO UPDATE SET
+                 failures = CASE WHEN $1::bigint - t.window_start < $9::bigint
+                                 THEN t.failures + 1 ELSE 1 END,
+                 window_start = CASE WHEN $1::bigint - t.window_start < $9::bigint
+                                     THEN t.window_start ELSE $1::bigint END,
+                 locked_until = CASE WHEN (CASE WHEN $1::bigint - t.window_start < $9::bigint
+                                                THEN t.failures + 1 ELSE 1 END) >= $8::bigint
+                                     THEN $1::bigint + $10::bigint END"#
+        ),
+    ),
+    // Anything else: the event alone.
+    (RECORD_EVENT, event_insert!()),
+];
+
+const LOOKUP: &str = "apppass_lookup";
+const RECORD_SUCCESS: &str = "apppass_record_success";
+const RECORD_GUESS: &str = "apppass_record_guess";
+const RECORD_EVENT: &str = "apppass_record_event";
+
 /// An open connection to an apppass database on PostgreSQL.
 #[derive(Debug)]
 pub struct PgStore {
-    conn: pq::Connection,
+    /// Replaced when a lookup finds it closed.
+    conn: RefCell<pq::Connection>,
+    link: Link,
     timeout: Duration,
     /// The location as it may be shown (no password can be in it).
     name: String,
+    /// Whether this role may delete audit events (the administrators' may, the login
+    /// role may not).
+    may_prune: bool,
+}
+
+/// What it takes to connect (again).
+#[derive(Debug)]
+struct Link {
+    /// Keywords and values for libpq, in order.
+    params: Vec<(&'static str, String)>,
+    connect_timeout: Duration,
 }
 
 /// A statement parameter.
@@ -100,6 +201,18 @@ impl From<Option<i64>> for P<'_> {
 /// Builds a parameter list from values of mixed types.
 macro_rules! params {
     ($($v:expr),* $(,)?) => { &[$(P::from($v)),*] };
+}
+
+/// Parameters as libpq takes them: text, or NULL.
+fn texts(params: &[P<'_>]) -> Vec<Option<String>> {
+    params
+        .iter()
+        .map(|p| match p {
+            P::Null => None,
+            P::Text(s) => Some((*s).to_string()),
+            P::Int(n) => Some(n.to_string()),
+        })
+        .collect()
 }
 
 /// A credential from columns 0 to 8: id, user, service, label, hash, created, expires,
@@ -201,6 +314,85 @@ fn check_passfile(path: &Path, as_root: bool) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// What apppass requires of the settings libpq resolved, before anything is sent: no
+/// password but the password file's, and TLS that verifies the server over TCP.
+fn vet(settings: &pq::Settings) -> Result<(), String> {
+    if settings.get("password").is_some() {
+        return Err(
+            "refusing a password from the connection's parameters (a service file \
+             or PGPASSWORD): put it in the file db_passfile names"
+                .into(),
+        );
+    }
+    let tcp = tcp_hosts(settings.get("host"), settings.get("hostaddr"));
+    let mode = settings.get("sslmode").unwrap_or("prefer");
+    if !tcp.is_empty() && mode != "verify-full" {
+        return Err(unverified_tls(&tcp, mode));
+    }
+    Ok(())
+}
+
+impl Link {
+    fn new(conninfo: &Conninfo, connect: &Connect, purpose: Purpose, timeout: Duration) -> Link {
+        // The server gives up on a statement when the client would.
+        let options = format!(
+            "{} -c statement_timeout={}",
+            conninfo.options().unwrap_or(""),
+            timeout.as_millis()
+        );
+        let passfile = connect
+            .passfile
+            .as_deref()
+            .map_or(NO_PASSFILE.into(), |p| p.display().to_string());
+        let application = match purpose {
+            Purpose::Daemon => "apppassd",
+            Purpose::Admin | Purpose::Read => "apppass",
+        };
+        // In order: defaults the connection string may override, the string itself
+        // (expanded), then what apppass decides.
+        let params = vec![
+            // No Kerberos probe unless the string asks for it.
+            ("gssencmode", "disable".to_string()),
+            ("fallback_application_name", application.to_string()),
+            // A long-lived connection: keep NAT and firewall state alive, and notice a
+            // server that vanished without a word within a minute and a half.
+            ("keepalives_idle", "60".to_string()),
+            ("keepalives_interval", "10".to_string()),
+            ("keepalives_count", "3".to_string()),
+            ("dbname", conninfo.text().to_string()),
+            ("passfile", passfile),
+            ("client_encoding", "UTF8".to_string()),
+            ("options", options.trim_start().to_string()),
+        ];
+        Link {
+            params,
+            connect_timeout: connect.connect_timeout,
+        }
+    }
+
+    fn dial(&self, name: &str) -> Result<pq::Connection, StoreError> {
+        let params: Vec<(&str, &str)> = self.params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let conn = pq::connect(&params, self.connect_timeout, &vet).map_err(|e| {
+            StoreError::Db(match e {
+                PqError::Timeout(_) => format!(
+                    "{name}: no connection within {} s (db_connect_timeout)",
+                    self.connect_timeout.as_secs_f32()
+                ),
+                PqError::Refused(why) => format!("{name}: {why}"),
+                e => format!("{name}: {e}"),
+            })
+        })?;
+        // What libpq promised for verify-full, checked on what it did.
+        let host = conn.host();
+        if !host.starts_with('/') && !host.starts_with('@') && !conn.ssl_in_use() {
+            return Err(StoreError::Db(format!(
+                "{name}: connected to {host} over TCP without TLS: refusing it"
+            )));
+        }
+        Ok(conn)
+    }
+}
+
 impl PgStore {
     /// Connects and checks the schema: apppass's, and not newer than this build; an
     /// older one is brought up to date (which needs the administrators' role).
@@ -221,7 +413,38 @@ impl PgStore {
         if version != SCHEMA_VERSION {
             store.migrate()?;
         }
-        Ok(store)
+        store.ready()
+    }
+
+    /// apppassd's connection: the schema created on an empty database or brought up to
+    /// date, if this role may (the administrators' role: the database's owner); with a
+    /// role that may not (the login role of a front end), a schema that is missing or
+    /// older is an error that says who does it.
+    pub fn open_daemon(
+        conninfo: &Conninfo,
+        connect: &Connect,
+        as_root: bool,
+    ) -> Result<PgStore, StoreError> {
+        let store = Self::connect(conninfo, connect, Purpose::Daemon, as_root)?;
+        let from = match store.version() {
+            Ok(v) if v == SCHEMA_VERSION => None,
+            Ok(v) => Some(format!(
+                "schema version {v} is older than this apppassd's ({SCHEMA_VERSION})"
+            )),
+            Err(StoreError::Uninitialised(_)) => Some("it has no apppass schema yet".to_string()),
+            Err(e) => return Err(e),
+        };
+        if let Some(state) = from {
+            store.migrate().map_err(|e| match e {
+                StoreError::Db(why) => StoreError::Db(format!(
+                    "{why}; {state}, and this connection's role could not bring it up to \
+                     date: the apppassd that connects as the administrators' role (the \
+                     database's owner) does that when it starts"
+                )),
+                e => e,
+            })?;
+        }
+        store.ready()
     }
 
     /// Creates the schema if the database has none, or brings it up to date. Safe to run
@@ -233,7 +456,7 @@ impl PgStore {
     ) -> Result<PgStore, StoreError> {
         let store = Self::connect(conninfo, connect, Purpose::Admin, as_root)?;
         store.migrate()?;
-        Ok(store)
+        store.ready()
     }
 
     fn connect(
@@ -251,51 +474,40 @@ impl PgStore {
             Purpose::Daemon => connect.query_timeout,
             Purpose::Admin | Purpose::Read => connect.query_timeout.max(ADMIN_MIN_QUERY_TIMEOUT),
         };
-        // The server gives up on a statement when the client would.
-        let options = format!(
-            "{} -c statement_timeout={}",
-            conninfo.options().unwrap_or(""),
-            timeout.as_millis()
-        );
-        let passfile = connect
-            .passfile
-            .as_deref()
-            .map_or(NO_PASSFILE.into(), |p| p.display().to_string());
-        let application = match purpose {
-            Purpose::Daemon => "apppassd",
-            Purpose::Admin | Purpose::Read => "apppass",
-        };
-        // In order: defaults the connection string may override, the string itself
-        // (expanded), then what apppass decides.
-        let params = [
-            // No Kerberos probe on every login unless the string asks for it.
-            ("gssencmode", "disable"),
-            ("fallback_application_name", application),
-            ("dbname", conninfo.text()),
-            ("passfile", passfile.as_str()),
-            ("client_encoding", "UTF8"),
-            ("options", options.trim_start()),
-        ];
-        let conn = pq::connect(&params, connect.connect_timeout).map_err(|e| {
-            StoreError::Db(match e {
-                PqError::Timeout(_) => format!(
-                    "{name}: no connection within {} s (db_connect_timeout)",
-                    connect.connect_timeout.as_secs_f32()
-                ),
-                e => format!("{name}: {e}"),
-            })
-        })?;
-        if conn.password_in_parameters() {
-            return Err(StoreError::Db(format!(
-                "{name}: refusing a password from the connection's parameters (a service \
-                 file or PGPASSWORD): put it in the file db_passfile names"
-            )));
-        }
+        let link = Link::new(conninfo, connect, purpose, timeout);
+        let conn = link.dial(&name)?;
         Ok(PgStore {
-            conn,
+            conn: RefCell::new(conn),
+            link,
             timeout,
             name,
+            may_prune: false,
         })
+    }
+
+    /// Once the schema is right: the login path's statements prepared, and whether this
+    /// role may prune.
+    fn ready(mut self) -> Result<PgStore, StoreError> {
+        self.prepare()?;
+        let row = self.one_row("SELECT has_table_privilege('event', 'DELETE')", &[])?;
+        self.may_prune = row.is_some_and(|r| r[0].as_deref() == Some("t"));
+        Ok(self)
+    }
+
+    fn prepare(&self) -> Result<(), StoreError> {
+        let conn = self.conn.borrow();
+        for (name, sql) in LOGIN_STATEMENTS {
+            conn.prepare(name, sql, self.timeout)
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// A new connection in place of one the server closed, its statements prepared.
+    fn reconnect(&self) -> Result<(), StoreError> {
+        let conn = self.link.dial(&self.name)?;
+        *self.conn.borrow_mut() = conn;
+        self.prepare()
     }
 
     fn err(&self, e: PqError) -> StoreError {
@@ -314,16 +526,16 @@ impl PgStore {
     }
 
     fn query_raw(&self, sql: &str, params: &[P<'_>]) -> Result<Rows, PqError> {
-        let owned: Vec<Option<String>> = params
-            .iter()
-            .map(|p| match p {
-                P::Null => None,
-                P::Text(s) => Some((*s).to_string()),
-                P::Int(n) => Some(n.to_string()),
-            })
-            .collect();
+        let owned = texts(params);
         let refs: Vec<Option<&str>> = owned.iter().map(Option::as_deref).collect();
-        self.conn.query(sql, &refs, self.timeout)
+        self.conn.borrow().query(sql, &refs, self.timeout)
+    }
+
+    /// Runs one of [`LOGIN_STATEMENTS`].
+    fn execute(&self, name: &str, params: &[P<'_>]) -> Result<Rows, PqError> {
+        let owned = texts(params);
+        let refs: Vec<Option<&str>> = owned.iter().map(Option::as_deref).collect();
+        self.conn.borrow().execute(name, &refs, self.timeout)
     }
 
     fn one_row(
@@ -378,10 +590,24 @@ impl PgStore {
     }
 
     /// Applies the migrations the database lacks, all in one transaction under the
-    /// advisory lock (DDL is transactional in PostgreSQL: all or nothing).
+    /// advisory lock (DDL is transactional in PostgreSQL: all or nothing), with an
+    /// administrator's patience rather than a login's.
     fn migrate(&self) -> Result<(), StoreError> {
+        let patience = self.timeout.max(ADMIN_MIN_QUERY_TIMEOUT);
+        let run = |sql: &str, params: &[P<'_>]| {
+            let owned = texts(params);
+            let refs: Vec<Option<&str>> = owned.iter().map(Option::as_deref).collect();
+            self.conn
+                .borrow()
+                .query(sql, &refs, patience)
+                .map_err(|e| self.err(e))
+        };
         let tx = Transaction::begin(self)?;
-        self.query(
+        run(
+            &format!("SET LOCAL statement_timeout = {}", patience.as_millis()),
+            &[],
+        )?;
+        run(
             "SELECT pg_advisory_xact_lock($1::bigint)",
             params![MIGRATION_LOCK],
         )?;
@@ -403,9 +629,10 @@ impl PgStore {
         };
         for &(number, sql) in MIGRATIONS.iter().filter(|(n, _)| *n > version) {
             self.conn
-                .batch(sql, self.timeout)
+                .borrow()
+                .batch(sql, patience)
                 .map_err(|e| self.err(e))?;
-            self.query(
+            run(
                 "UPDATE apppass_schema SET version = $1::integer",
                 params![number],
             )?;
@@ -416,6 +643,35 @@ impl PgStore {
     /// The schema version of the open database.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
         self.version()
+    }
+
+    /// Whether this connection's role may trim the audit log.
+    pub fn may_prune(&self) -> bool {
+        self.may_prune
+    }
+
+    /// One bounded step of [`Store::prune`] (each statement stays within the query
+    /// timeout, however far behind the log is): how many events it deleted.
+    fn prune_some(&self, keep: Retention, now: Timestamp) -> Result<u64, StoreError> {
+        if !self.may_prune {
+            return Ok(0);
+        }
+        let events = self.query(
+            "DELETE FROM event WHERE id IN (
+                 SELECT id FROM event
+                  WHERE time < $1::bigint OR id <= (SELECT max(id) FROM event) - $2::bigint
+                  ORDER BY id LIMIT $3::bigint)",
+            params![
+                now.saturating_sub(keep.max_age),
+                keep.max_rows,
+                PRUNE_BATCH as i64
+            ],
+        )?;
+        self.query(
+            "DELETE FROM throttle WHERE coalesce(locked_until, window_start) < $1::bigint",
+            params![now.saturating_sub(keep.max_age.min(86400))],
+        )?;
+        Ok(events.affected)
     }
 
     fn count_active_now(&self, user: &str, now: Timestamp) -> Result<usize, StoreError> {
@@ -457,18 +713,23 @@ impl Drop for Transaction<'_> {
 }
 
 impl Store for PgStore {
-    /// One statement: one round trip before the hash, however the login turns out.
+    /// One prepared statement: one round trip before the hash, however the login turns
+    /// out. A connection the server closed (a restart, a failover) is made again and the
+    /// question asked once more: a read, so asking twice is harmless.
     fn lookup(&self, q: &LookupQuery<'_>) -> Result<Lookup, StoreError> {
-        let row = self
-            .one_row(
-                r#"SELECT p.id, p."user", p.service, p.label, p.hash,
-                          p.created, p.expires, p.revoked, p.last_used,
-                          EXISTS (SELECT 1 FROM app_password WHERE "user" = $1::text),
-                          (SELECT locked_until FROM throttle WHERE "user" = $1::text AND rhost = $3::text)
-                     FROM (SELECT 1) AS one
-                     LEFT JOIN app_password AS p ON p.selector = $2::text AND p."user" = $1::text"#,
-                params![q.user, q.selector, q.rhost],
-            )?
+        let params = params![q.user, q.selector, q.rhost];
+        let rows = match self.execute(LOOKUP, params) {
+            Err(e) if !matches!(e, PqError::Timeout(_)) && self.conn.borrow().is_lost() => {
+                self.reconnect()?;
+                self.execute(LOOKUP, params)
+            }
+            other => other,
+        };
+        let row = rows
+            .map_err(|e| self.err(e))?
+            .rows
+            .into_iter()
+            .next()
             .ok_or_else(|| unreadable("empty lookup"))?;
         // The LEFT JOIN's columns are NULL when no row matched.
         let credential = match row[0] {
@@ -513,11 +774,10 @@ impl Store for PgStore {
         Ok(until.filter(|&t| t > now))
     }
 
-    /// One statement, so one transaction and one round trip: the usage update (on
-    /// success), the audit event, and the throttle (cleared on success, counted on a
-    /// guess with `INSERT ... ON CONFLICT`, atomic however many hosts count at once).
-    /// The audit log is not pruned here: the module's role may only add to it
-    /// ([`Store::prune`], run by `apppass init`, does).
+    /// One prepared statement, so one transaction and one round trip: the usage update
+    /// (on success), the audit event, and the throttle (cleared on success, counted on a
+    /// guess). The audit log is not trimmed here (the login role may only add to it):
+    /// apppassd calls [`Store::prune`] now and then, which the administrators' role does.
     fn record_attempt(
         &self,
         a: &Attempt<'_>,
@@ -529,9 +789,6 @@ impl Store for PgStore {
             Outcome::Throttled => Some("throttled"),
             Outcome::Success => None,
         };
-        // $1 time, $2 user, $3 service, $4 rhost, $5 password id, $6 outcome, $7 reason.
-        const EVENT: &str = r#"INSERT INTO event (time, "user", service, password_id, rhost, outcome, reason)
-                VALUES ($1::bigint, $2::text, $3::text, $5::bigint, $4::text, $6::text, $7::text)"#;
         let base = params![
             a.at,
             a.user,
@@ -541,51 +798,20 @@ impl Store for PgStore {
             a.outcome.as_str(),
             reason
         ];
-        match (a.outcome, throttle) {
-            (Outcome::Success, _) => {
-                let sql = format!(
-                    r#"WITH used AS (
-                         UPDATE app_password
-                            SET last_used = $1::bigint, last_service = $3::text,
-                                last_rhost = $4::text, use_count = use_count + 1
-                          WHERE id = $5::bigint
-                       ), cleared AS (
-                         DELETE FROM throttle
-                          WHERE "user" = $2::text AND rhost = coalesce($4::text, '')
-                       )
-                       {EVENT}"#
-                );
-                self.query(&sql, base)?;
-            }
+        let done = match (a.outcome, throttle) {
+            (Outcome::Success, _) => self.execute(RECORD_SUCCESS, base),
             (Outcome::Failure { guess: true, .. }, Some(t)) => {
-                // $8 failures that lock, $9 interval, $10 lockout: SQLite's rules.
-                let sql = format!(
-                    r#"WITH logged AS ({EVENT})
-                       INSERT INTO throttle AS t ("user", rhost, failures, window_start, locked_until)
-                       VALUES ($2::text, coalesce($4::text, ''), 1, $1::bigint,
-                               CASE WHEN 1 >= $8::bigint THEN $1::bigint + $10::bigint END)
-                       ON CONFLICT ("user", rhost) DO UPDATE SET
-                         failures = CASE WHEN $1::bigint - t.window_start < $9::bigint
-                                         THEN t.failures + 1 ELSE 1 END,
-                         window_start = CASE WHEN $1::bigint - t.window_start < $9::bigint
-                                             THEN t.window_start ELSE $1::bigint END,
-                         locked_until = CASE WHEN (CASE WHEN $1::bigint - t.window_start < $9::bigint
-                                                        THEN t.failures + 1 ELSE 1 END) >= $8::bigint
-                                             THEN $1::bigint + $10::bigint END"#
-                );
                 let mut p = base.to_vec();
                 p.extend([
                     P::Int(i64::from(t.failures)),
                     P::Int(t.interval),
                     P::Int(t.lockout),
                 ]);
-                self.query(&sql, &p)?;
+                self.execute(RECORD_GUESS, &p)
             }
-            _ => {
-                self.query(EVENT, base)?;
-            }
-        }
-        Ok(())
+            _ => self.execute(RECORD_EVENT, base),
+        };
+        done.map(|_| ()).map_err(|e| self.err(e))
     }
 
     fn create(&self, row: &NewRow<'_>) -> Result<i64, StoreError> {
@@ -737,16 +963,15 @@ impl Store for PgStore {
         self.version()
     }
 
+    /// Nothing for a role that may not delete audit events (the login role of a front
+    /// end): the administrators' apppassd prunes for every host. At most
+    /// [`PRUNE_BATCHES`] of [`PRUNE_BATCH`] events at a time.
     fn prune(&self, keep: Retention, now: Timestamp) -> Result<(), StoreError> {
-        self.query(
-            "DELETE FROM event WHERE time < $1::bigint
-                 OR id <= (SELECT max(id) FROM event) - $2::bigint",
-            params![now.saturating_sub(keep.max_age), keep.max_rows],
-        )?;
-        self.query(
-            "DELETE FROM throttle WHERE coalesce(locked_until, window_start) < $1::bigint",
-            params![now.saturating_sub(keep.max_age.min(86400))],
-        )?;
+        for _ in 0..PRUNE_BATCHES {
+            if self.prune_some(keep, now)? < PRUNE_BATCH {
+                break;
+            }
+        }
         Ok(())
     }
 }
