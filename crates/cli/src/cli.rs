@@ -698,6 +698,8 @@ fn backup(s: &mut Session, a: BackupArgs, out: &mut impl Write) -> Result<(), Cl
     use std::os::unix::fs::OpenOptionsExt;
     let fail =
         |what: &str, e: io::Error| CliError::Other(format!("{}: {what}: {e}", a.file.display()));
+    // Asked first: a refusal leaves nothing behind.
+    let mut r = s.call(&Request::Backup)?;
     // The copy holds every hash: private from the start, and never over another file.
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -707,7 +709,6 @@ fn backup(s: &mut Session, a: BackupArgs, out: &mut impl Write) -> Result<(), Cl
         .map_err(|e| fail("cannot create it", e))?;
     let mut written = 0u64;
     let result = (|| {
-        let mut r = s.call(&Request::Backup)?;
         loop {
             match r {
                 Response::Chunk(data) => {

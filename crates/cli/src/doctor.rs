@@ -1005,14 +1005,16 @@ fn check_daemon(
             report.push(
                 Level::Problem,
                 format!(
-                    "{e}: every login through pam_apppass fails with PAM_AUTHINFO_UNAVAIL;                      start it (systemctl start apppassd.socket, or apppassd --user {} in the                      foreground)",
+                    "{e}: every login through pam_apppass fails with PAM_AUTHINFO_UNAVAIL; start it (systemctl start apppassd.socket, or apppassd --user {} in the foreground)",
                     settings.user
                 ),
             );
             return;
         }
     };
-    let owner = std::fs::metadata(&socket).map(|m| m.uid()).unwrap_or(0);
+    let owner = std::fs::metadata(&socket)
+        .map(|m| format!("uid {}", m.uid()))
+        .unwrap_or_else(|e| format!("nobody known ({e})"));
     let status = match client.call(&Request::Status) {
         Ok(Response::Status(s)) => s,
         Ok(other) => {
@@ -1033,7 +1035,7 @@ fn check_daemon(
     report.push(
         Level::Ok,
         format!(
-            "apppassd answers: version {}, pid {}, running as uid {}, socket owned by uid {owner}",
+            "apppassd answers: version {}, pid {}, running as uid {}, socket owned by {owner}",
             status.version, status.pid, status.daemon_uid
         ),
     );
@@ -1050,7 +1052,7 @@ fn check_daemon(
         report.push(
             Level::Problem,
             format!(
-                "apppassd cannot use its store {}: {why}: it answers every login \"unavailable\"                  (PAM_AUTHINFO_UNAVAIL) until that is fixed",
+                "apppassd cannot use its store {}: {why}: it answers every login \"unavailable\" (PAM_AUTHINFO_UNAVAIL) until that is fixed",
                 status.store
             ),
         );

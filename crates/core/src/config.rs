@@ -406,6 +406,46 @@ mod tests {
     }
 
     #[test]
+    fn daemon_keys() {
+        let c = parse(
+            "socket = /run/x/apppassd.sock\ntimeout = 750ms\nuser = apppassd\nworkers = 4\n\
+             queue_max = 64\nmax_clients = 300\nauth_trusted = dovecot, %mail\n\
+             argon2_max_memory = 65536\nargon2_max_time = 4\nargon2_max_lanes = 2\n",
+        )
+        .unwrap()
+        .config;
+        assert_eq!(c.socket, PathBuf::from("/run/x/apppassd.sock"));
+        assert_eq!(c.timeout, Duration::from_millis(750));
+        assert_eq!(c.user, "apppassd");
+        assert_eq!((c.workers, c.queue_max, c.max_clients), (Some(4), 64, 300));
+        assert_eq!(c.auth_trusted, ["dovecot", "%mail"]);
+        assert_eq!(
+            c.hash_cap,
+            HashParams {
+                m_kib: 65536,
+                t: 4,
+                p: 2
+            }
+        );
+        let d = Config::default();
+        assert_eq!(d.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(
+            (d.user.as_str(), d.timeout),
+            (DEFAULT_USER, Duration::from_secs(5))
+        );
+        for bad in [
+            "socket = relative",
+            "timeout = 0",
+            "workers = 0",
+            "auth_trusted = %",
+            "user = a b",
+            "argon2_max_memory = 8192",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_warn() {
         let l = parse("colour = blue\n").unwrap();
         assert_eq!(

@@ -129,8 +129,12 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         access,
         health: Health::default(),
         uid,
+        last_prune: std::sync::atomic::AtomicI64::new(0),
         workers,
     });
+    // The store is checked, created or migrated once, before any worker opens its own
+    // connection: status and the log say from the start whether it can be used.
+    service::probe(&shared);
     let queue = Arc::new(Queue::new(queue_limits));
     let handles = worker::spawn(workers, &shared, &queue);
     shared.log.info(&format!(

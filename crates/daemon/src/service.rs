@@ -28,6 +28,9 @@ use crate::state::{Shared, count};
 
 /// How long a store that could not be opened is left alone before the next try.
 const RETRY: Duration = Duration::from_secs(5);
+/// How often the audit log and the throttle table are trimmed to their bounds (SQLite
+/// also does it as logins go; PostgreSQL only here).
+const PRUNE_EVERY: i64 = 3600;
 /// How many times to draw a new password when its selector is already taken.
 const SELECTOR_TRIES: usize = 8;
 
@@ -50,6 +53,29 @@ pub struct BackupFile(pub PathBuf);
 impl Drop for BackupFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Opens the store once at start (creating or migrating it), records whether it can be
+/// used, and says so in the log.
+pub fn probe(shared: &Shared) {
+    let c = &shared.config;
+    match store::open_daemon(&c.db, &c.connect, shared.uid) {
+        Ok(s) => {
+            let version = s.schema_version().unwrap_or(0);
+            shared.health.set_schema_version(version);
+            shared.health.set_store_error(None);
+            shared
+                .log
+                .info(&format!("store ready: {} (schema version {version})", c.db));
+        }
+        Err(e) => {
+            let why = e.to_string();
+            shared.health.set_store_error(Some(why.clone()));
+            shared.log.err(&format!(
+                "store unavailable, answering every request \"unavailable\" until it can be used: {why}"
+            ));
+        }
     }
 }
 
@@ -133,9 +159,45 @@ impl Service {
         }
     }
 
-    /// Handles one request.
+    /// Handles one request, then trims the audit log if it is this worker's turn.
     pub fn handle(&mut self, peer: &Peer, request: Request) -> Reply {
         let now = time::now();
+        let reply = self.answer(peer, request, now);
+        self.maintain(now);
+        reply
+    }
+
+    /// Trims the audit log and forgets old throttle windows, once per PRUNE_EVERY across
+    /// all workers. (On PostgreSQL a role that may not delete audit events trims nothing:
+    /// the administrators' apppassd does.)
+    fn maintain(&mut self, now: Timestamp) {
+        let last = self.shared.last_prune.load(Ordering::Relaxed);
+        if now - last < PRUNE_EVERY
+            || self
+                .shared
+                .last_prune
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let keep = Retention {
+            max_age: self.shared.config.audit_max_age,
+            max_rows: self.shared.config.audit_max_rows,
+        };
+        let result = match self.store() {
+            Ok(store) => store.prune(keep, now),
+            Err(_) => return,
+        };
+        if let Err(e) = result {
+            self.failed(&e);
+            self.shared
+                .log
+                .warning(&format!("could not trim the audit log: {e}"));
+        }
+    }
+
+    fn answer(&mut self, peer: &Peer, request: Request, now: Timestamp) -> Reply {
         let result = match request {
             Request::Authenticate(a) => return self.authenticate(peer, a, now).into(),
             Request::Status => Err(Response::error(
@@ -295,22 +357,38 @@ impl Service {
                 dummy.as_str()
             }
         };
-        let matched = secret::verify_in(&mut self.hasher, candidate, hash, Some(config.hash_cap))
-            .map_err(|e| {
-            format!(
-                "app password id={}: {e}",
-                found.credential.as_ref().map_or(0, |c| c.id)
-            )
-        })?;
-        let answer = judge(
-            found.credential.as_ref(),
-            found.has_passwords,
-            candidate.is_some(),
-            matched,
-            service,
-            &config,
-            now,
-        );
+        let (matched, checkable) =
+            match secret::verify_in(&mut self.hasher, candidate, hash, Some(config.hash_cap)) {
+                Ok(m) => (m, true),
+                Err(e) => {
+                    // A row that cannot be checked (damaged, or asking for more than the
+                    // caps) is refused, never computed; the answer still costs what a
+                    // check costs.
+                    self.shared.log.err(&format!(
+                        "app password id={} of {} cannot be checked, refusing it: {e}",
+                        found.credential.as_ref().map_or(0, |c| c.id),
+                        field(user.unwrap_or(""))
+                    ));
+                    let dummy = secret::dummy_hash(config.hash).map_err(|e| e.to_string())?;
+                    let _ = secret::verify_in(&mut self.hasher, candidate, &dummy, None);
+                    (false, false)
+                }
+            };
+        let answer = match (&found.credential, checkable) {
+            (Some(row), false) => AuthAnswer::Denied {
+                reason: Reason::BadHash,
+                id: Some(row.id),
+            },
+            _ => judge(
+                found.credential.as_ref(),
+                found.has_passwords,
+                candidate.is_some(),
+                matched,
+                service,
+                &config,
+                now,
+            ),
+        };
         // Best effort, after the verdict: a locked, read-only or full database must not
         // turn a right password into a failed login. Users without app passwords leave
         // no trace here (syslog has them): anyone can send any name.

@@ -116,5 +116,7 @@ pub struct Shared {
     pub health: Health,
     /// apppassd's own uid (the store must be its own).
     pub uid: u32,
+    /// When the audit log was last trimmed (Unix seconds), by whichever worker.
+    pub last_prune: AtomicI64,
     pub workers: u32,
 }

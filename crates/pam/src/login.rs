@@ -160,7 +160,9 @@ fn ask(host: &mut dyn Host, args: &ModuleArgs) -> Result<Response, Failure> {
     let socket = args.socket.as_deref().unwrap_or(&settings.socket);
     let timeout = args.timeout.unwrap_or(settings.timeout);
     let user = host.user().map_err(Failure::Host)?;
-    let pam_service = host.service().ok_or(Failure::Host(Code::SERVICE_ERR))?;
+    let pam_service = host
+        .service()
+        .ok_or_else(|| Failure::Config("the application set no PAM service name".into()))?;
     let service = args.service.clone().unwrap_or_else(|| pam_service.clone());
     if args.debug {
         host.log(

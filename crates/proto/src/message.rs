@@ -26,10 +26,13 @@ pub enum Reason {
     WrongService,
     /// Too many guesses from this remote host for this user: refused without checking.
     Throttled,
+    /// The app password's stored hash cannot be checked (damaged, or beyond the
+    /// configured argon2 caps): refused, whatever was typed.
+    BadHash,
 }
 
 impl Reason {
-    const ALL: [Reason; 8] = [
+    const ALL: [Reason; 9] = [
         Reason::NotAppPassword,
         Reason::UnknownPassword,
         Reason::WrongPassword,
@@ -38,6 +41,7 @@ impl Reason {
         Reason::Revoked,
         Reason::WrongService,
         Reason::Throttled,
+        Reason::BadHash,
     ];
 
     /// Whether this failure could be someone guessing: only these count toward
@@ -58,6 +62,7 @@ impl Reason {
             Reason::Revoked => "revoked",
             Reason::WrongService => "wrong_service",
             Reason::Throttled => "throttled",
+            Reason::BadHash => "bad_hash",
         }
     }
 

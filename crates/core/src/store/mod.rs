@@ -71,17 +71,12 @@ pub fn open_daemon(
                 Err(e) => return Err(e),
             }
         }
-        Location::Postgres(c) => Box::new(postgres::PgStore::open(
-            c,
-            connect,
-            Purpose::Daemon,
-            owner == 0,
-        )?),
+        Location::Postgres(c) => Box::new(postgres::PgStore::open_daemon(c, connect, owner == 0)?),
     })
 }
 
 /// Creates the database (SQLite) or its schema (PostgreSQL) if needed and brings it up
-/// to date: `apppass init`.
+/// to date (apppassd at start; tools and tests).
 pub fn init(
     location: &Location,
     connect: &Connect,
@@ -275,7 +270,7 @@ pub enum StoreError {
     ForeignSchema(String),
     /// The PostgreSQL password file cannot be used (and why).
     Passfile(PathBuf, String),
-    /// Never initialised with `apppass init`.
+    /// Never initialised (apppassd does it at start).
     Uninitialised(PathBuf),
     /// Made by a newer apppass than this one.
     SchemaTooNew {
@@ -299,7 +294,7 @@ impl fmt::Display for StoreError {
             StoreError::Missing(p) => {
                 write!(
                     f,
-                    "database {} does not exist (run apppass init)",
+                    "database {} does not exist (apppassd creates it at start)",
                     p.display()
                 )
             }
@@ -328,7 +323,7 @@ impl fmt::Display for StoreError {
             StoreError::Uninitialised(p) => {
                 write!(
                     f,
-                    "database {} is not initialised (run apppass init)",
+                    "database {} is not initialised (apppassd initialises it at start)",
                     p.display()
                 )
             }
