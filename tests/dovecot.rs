@@ -1,5 +1,6 @@
 //! Dovecot 2.3 (IMAP, POP3, submission) logging in through the shipped PAM files with
-//! real clients (curl), then the syslog lines, `apppass list` and fail2ban counts those
+//! real clients (curl), with the test's apppassd running and stopped, then the syslog
+//! lines (apppassd's, the module's, Dovecot's), `apppass list` and fail2ban counts those
 //! logins produced. The servers and helpers are in tests/e2e/mod.rs.
 
 mod common;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::AuthLog;
 use e2e::{
     Dovecot, DovecotSetup, Expected, Host, Mail, TestUser, World, assert_last_use, check_syslog,
-    fail2ban_ips, fresh_ip, listed, mail_login, sorted,
+    check_unavailable, fail2ban_ips, fresh_ip, listed, mail_login, sorted,
 };
 use support::wrong_secret;
 
@@ -175,7 +176,7 @@ fn app_passwords_only() {
     assert_eq!(listed(&world, imap.id)["use_count"], 2);
     assert_eq!(listed(&world, ssh.id)["use_count"], 0);
 
-    let lines = check_syslog(&log, Host::Dovecot, &expected);
+    let lines = check_syslog(&log, &world, Host::Dovecot, &expected);
 
     // fail2ban, strict mode (meant for this stack): every failure counts once.
     let failures: Vec<&String> = expected
@@ -279,7 +280,7 @@ fn migration_accepts_the_account_password_too() {
         None,
     ));
 
-    let lines = check_syslog(&log, Host::Dovecot, &expected);
+    let lines = check_syslog(&log, &world, Host::Dovecot, &expected);
 
     // Migration mode counts the refused app passwords and none of the account-password
     // logins; strict mode would count the legitimate ones too (why the mode exists).
@@ -305,12 +306,7 @@ fn migration_accepts_the_account_password_too() {
     let mut generic = fail2ban_ips(&lines, "pam-generic");
     generic.dedup();
     assert_eq!(generic, refused_any);
-    let dovecot_log: Vec<String> = std::fs::read_to_string(&d.log)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    let mut stock = fail2ban_ips(&dovecot_log, "dovecot");
+    let mut stock = fail2ban_ips(&dovecot_log(&d), "dovecot");
     stock.dedup();
     assert_eq!(stock, refused_any);
 }
@@ -336,6 +332,7 @@ fn auth_cache_keeps_a_revoked_password_until_flushed() {
         &DovecotSetup {
             passdb_args: "cache_key=%u%s %s",
             auth_cache_size: "1M",
+            ..DovecotSetup::default()
         },
     );
     let first = login(&d, Mail::Imap, u, &pw.password, true);
@@ -349,6 +346,7 @@ fn auth_cache_keeps_a_revoked_password_until_flushed() {
     let after_flush = login(&d, Mail::Imap, u, &pw.password, false);
     check_syslog(
         &log,
+        &world,
         Host::Dovecot,
         &[
             Expected::success(&first, u, "imap", pw.id, ""),
@@ -369,9 +367,120 @@ fn auth_cache_keeps_a_revoked_password_until_flushed() {
         &DovecotSetup {
             passdb_args: "cache_key=%u %s",
             auth_cache_size: "1M",
+            ..DovecotSetup::default()
         },
     );
     login(&d, Mail::Imap, u, &pw.password, true);
     login(&d, Mail::Pop3, u, &pw.password, true);
     assert_eq!(listed(&world, pw.id)["use_count"], 1);
+}
+
+/// Dovecot's own log, as lines for fail2ban's stock dovecot filter.
+fn dovecot_log(d: &Dovecot) -> Vec<String> {
+    std::fs::read_to_string(&d.log)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn apppass_only_refuses_every_password_while_apppassd_is_down() {
+    if !prerequisites() {
+        return;
+    }
+    let Some(log) = AuthLog::open() else { return };
+    let user = TestUser::create();
+    let mut world = World::new();
+    for name in ["imap", "pop3"] {
+        world.install_pam("dovecot-apppass-only", name);
+    }
+    let u = user.name.as_str();
+    let imap = world.sandbox.add(u, "imap", &[]);
+    let d = Dovecot::start(&world, &DovecotSetup::default());
+    let before = login(&d, Mail::Imap, u, &imap.password, true);
+
+    // Down: the right app password and the account password are both refused, as a
+    // wrong password is ("NO [AUTHENTICATIONFAILED]": Dovecot does not tell the client
+    // that the service is unavailable), and nothing falls back to the account password.
+    world.stop_daemon();
+    let mut refused = vec![
+        login(&d, Mail::Imap, u, &imap.password, false),
+        login(&d, Mail::Imap, u, &user.password, false),
+    ];
+    check_unavailable(&log, &world, Host::Dovecot, "imap", 2);
+    refused.push(login(&d, Mail::Pop3, u, &user.password, false));
+    let lines = check_unavailable(&log, &world, Host::Dovecot, "pop3", 1);
+    // The module's line has no remote host: apppass's filter counts none of these;
+    // Dovecot's own "auth failed" line (the stock dovecot filter) counts each.
+    for mode in ["strict", "migration"] {
+        assert!(fail2ban_ips(&lines, &format!("apppass[mode={mode}]")).is_empty());
+    }
+    let mut stock = fail2ban_ips(&dovecot_log(&d), "dovecot");
+    stock.dedup();
+    assert_eq!(stock, sorted(&refused));
+
+    // Back: the same Dovecot logs in again at once.
+    world.start_daemon();
+    let after = login(&d, Mail::Imap, u, &imap.password, true);
+    check_syslog(
+        &log,
+        &world,
+        Host::Dovecot,
+        &[Expected::success(&after, u, "imap", imap.id, "")],
+    );
+    assert_eq!(listed(&world, imap.id)["use_count"], 2);
+    assert_eq!(listed(&world, imap.id)["last_rhost"], after.as_str());
+    assert_ne!(before, after);
+}
+
+#[test]
+fn migration_takes_the_account_password_while_apppassd_is_down() {
+    if !prerequisites() {
+        return;
+    }
+    let Some(log) = AuthLog::open() else { return };
+    let submission = e2e::have_submission();
+    let user = TestUser::create();
+    let mut world = World::new();
+    for name in ["imap", "pop3", "submission"] {
+        world.install_pam("dovecot-migration", name);
+    }
+    let u = user.name.as_str();
+    let imap = world.sandbox.add(u, "imap", &[]);
+    let d = Dovecot::start(&world, &DovecotSetup::default());
+    world.stop_daemon();
+
+    // "sufficient" ignores PAM_AUTHINFO_UNAVAIL: pam_unix decides, and takes the account
+    // password only.
+    let mut protos = vec![Mail::Imap, Mail::Pop3];
+    if submission {
+        protos.push(Mail::Submission);
+    }
+    for &proto in &protos {
+        login(&d, proto, u, &user.password, true);
+        check_unavailable(&log, &world, Host::Dovecot, proto.service(), 1);
+    }
+    let refused = vec![
+        login(&d, Mail::Imap, u, &imap.password, false),
+        login(&d, Mail::Imap, u, "Not-the-password-1", false),
+    ];
+    let lines = check_unavailable(&log, &world, Host::Dovecot, "imap", 3);
+    for mode in ["strict", "migration"] {
+        assert!(fail2ban_ips(&lines, &format!("apppass[mode={mode}]")).is_empty());
+    }
+    let mut stock = fail2ban_ips(&dovecot_log(&d), "dovecot");
+    stock.dedup();
+    assert_eq!(stock, sorted(&refused));
+
+    // Back: nothing was recorded while it was down, and the app password works again.
+    world.start_daemon();
+    assert_eq!(listed(&world, imap.id)["use_count"], 0);
+    let ip = login(&d, Mail::Imap, u, &imap.password, true);
+    check_syslog(
+        &log,
+        &world,
+        Host::Dovecot,
+        &[Expected::success(&ip, u, "imap", imap.id, "")],
+    );
 }

@@ -67,6 +67,28 @@ fn jail_example_loads_with_the_filter_in_either_mode() {
             .any(|l| l.contains("'addlogpath', '/var/log/auth.log'")),
         "{jail:#?}"
     );
+    // A banned host is shut out of every service the module guards: IMAP, POP3,
+    // submission (Dovecot's or Postfix's), Postfix's SMTP AUTH on port 25, ssh.
+    let ports = jail
+        .iter()
+        .find_map(|l| {
+            let start = l.find("['port', '")? + "['port', '".len();
+            l[start..].split('\'').next()
+        })
+        .unwrap_or_else(|| panic!("no port in {jail:#?}"));
+    let ports: Vec<&str> = ports.split(',').collect();
+    for port in [
+        "imap",
+        "imaps",
+        "pop3",
+        "pop3s",
+        "submission",
+        "submissions",
+        "smtp",
+        "ssh",
+    ] {
+        assert!(ports.contains(&port), "{port} not in {ports:?}");
+    }
     let failregex = |jail: &[&str]| {
         jail.iter()
             .find(|l| l.contains("'addfailregex'"))

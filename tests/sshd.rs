@@ -1,7 +1,7 @@
 //! OpenSSH 9.2 logging in through the shipped PAM files with a real client (ssh, driven
-//! by sshpass for passwords), running a command and checking its output; then the syslog
-//! lines, `apppass list` and fail2ban counts those logins produced. The servers and
-//! helpers are in tests/e2e/mod.rs.
+//! by sshpass for passwords), running a command and checking its output, with the test's
+//! apppassd running and stopped; then the syslog lines, `apppass list` and fail2ban
+//! counts those logins produced. The servers and helpers are in tests/e2e/mod.rs.
 
 mod common;
 mod e2e;
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::{AuthLog, unique};
 use e2e::{
     Expected, Host, Sshd, TestUser, World, assert_last_use, authorize_key, check_syslog,
-    fail2ban_ips, fresh_ip, listed, sorted, ssh_key, ssh_password,
+    check_unavailable, fail2ban_ips, fresh_ip, listed, sorted, ssh_key, ssh_password,
 };
 use support::wrong_secret;
 
@@ -115,7 +115,7 @@ fn shipped_file_takes_app_passwords_keys_and_the_account_password() {
 
     assert_eq!(listed(&world, sftp.id)["use_count"], 2);
     assert_eq!(listed(&world, imap.id)["use_count"], 0);
-    let lines = check_syslog(&log, Host::Sshd, &expected);
+    let lines = check_syslog(&log, &world, Host::Sshd, &expected);
     assert!(
         !lines
             .iter()
@@ -228,7 +228,7 @@ fn app_passwords_only() {
     legitimate_looking.push(ip);
 
     assert_eq!(listed(&world, sftp.id)["use_count"], 2);
-    let lines = check_syslog(&log, Host::Sshd, &expected);
+    let lines = check_syslog(&log, &world, Host::Sshd, &expected);
 
     // fail2ban, strict mode (meant for this file): every failure counts once.
     let failures: Vec<&String> = expected
@@ -247,5 +247,116 @@ fn app_passwords_only() {
                 .into_iter()
                 .filter(|ip| !legitimate_looking.contains(ip))
         )
+    );
+}
+
+#[test]
+fn apppass_only_refuses_every_password_while_apppassd_is_down() {
+    if !prerequisites() {
+        return;
+    }
+    let Some(log) = AuthLog::open() else { return };
+    let user = TestUser::create();
+    let mut world = World::new();
+    world.install_pam("sshd-apppass-only", "sshd");
+    let u = user.name.as_str();
+    let sftp = world.sandbox.add(u, "sshd", &[]);
+    let key = authorize_key(&world, &user);
+    let sshd = Sshd::start(&world, &[u]);
+    world.stop_daemon();
+
+    // Down: no password logs in, the app password included; the account password is not
+    // a way around it. Keys never ask apppassd.
+    let (mut by_password, mut by_kbdint) = (Vec::new(), Vec::new());
+    for password in [&sftp.password, &user.password] {
+        let ip = fresh_ip();
+        ssh_password(&sshd, "password", u, password, &ip).assert_refused();
+        by_password.push(ip);
+        let ip = fresh_ip();
+        ssh_password(&sshd, "keyboard-interactive", u, password, &ip).assert_refused();
+        by_kbdint.push(ip);
+    }
+    let lines = check_unavailable(&log, &world, Host::Sshd, "sshd", 4);
+    ssh_key(&sshd, u, &key, &fresh_ip()).assert_in(u);
+    // The module's line has no remote host: apppass's filter counts none of these.
+    for mode in ["strict", "migration"] {
+        assert!(fail2ban_ips(&lines, &format!("apppass[mode={mode}]")).is_empty());
+    }
+    // sshd logs "Failed password" for the password method, which the stock sshd filter
+    // counts; for keyboard-interactive it logs PAM's message for PAM_AUTHINFO_UNAVAIL
+    // instead, which no stock filter counts.
+    let sshd_lines: Vec<String> = log
+        .wait_for("", 0)
+        .into_iter()
+        .filter(|l| {
+            by_password
+                .iter()
+                .chain(&by_kbdint)
+                .any(|ip| e2e::mentions_ip(l, ip))
+        })
+        .collect();
+    let mut stock = fail2ban_ips(&sshd_lines, "sshd");
+    stock.dedup();
+    assert_eq!(stock, sorted(&by_password));
+    for ip in &by_kbdint {
+        let unavailable = format!(
+            "error: PAM: Authentication service cannot retrieve authentication info for {u} from {ip}"
+        );
+        assert!(
+            sshd_lines.iter().any(|l| l.ends_with(&unavailable)),
+            "{unavailable}: {sshd_lines:#?}"
+        );
+    }
+
+    // Back: the same sshd takes the app password again.
+    world.start_daemon();
+    let ip = fresh_ip();
+    ssh_password(&sshd, "password", u, &sftp.password, &ip).assert_in(u);
+    check_syslog(
+        &log,
+        &world,
+        Host::Sshd,
+        &[Expected::success(&ip, u, "sshd", sftp.id, "")],
+    );
+    assert_last_use(&world, sftp.id, &ip, "sshd", 1);
+}
+
+#[test]
+fn shipped_file_takes_the_account_password_while_apppassd_is_down() {
+    if !prerequisites() {
+        return;
+    }
+    let Some(log) = AuthLog::open() else { return };
+    let user = TestUser::create();
+    let mut world = World::new();
+    world.install_pam("sshd", "sshd");
+    let u = user.name.as_str();
+    let sftp = world.sandbox.add(u, "sshd", &[]);
+    let key = authorize_key(&world, &user);
+    let sshd = Sshd::start(&world, &[u]);
+    world.stop_daemon();
+
+    // "sufficient" ignores PAM_AUTHINFO_UNAVAIL: common-auth's pam_unix decides, with
+    // the password already given (one prompt), and takes the account password only.
+    for method in METHODS {
+        let login = ssh_password(&sshd, method, u, &user.password, &fresh_ip());
+        login.assert_in(u);
+        assert_eq!(login.prompts, 1, "{method}: {}", login.stderr);
+    }
+    let refused = fresh_ip();
+    ssh_password(&sshd, "password", u, &sftp.password, &refused).assert_refused();
+    check_unavailable(&log, &world, Host::Sshd, "sshd", 3);
+    ssh_key(&sshd, u, &key, &fresh_ip()).assert_in(u);
+
+    // Back: the app password works again; nothing was recorded while it was down.
+    world.start_daemon();
+    assert_eq!(listed(&world, sftp.id)["use_count"], 0);
+    let ip = fresh_ip();
+    ssh_password(&sshd, "keyboard-interactive", u, &sftp.password, &ip).assert_in(u);
+    check_syslog(
+        &log,
+        &world,
+        Host::Sshd,
+        &[Expected::success(&ip, u, "sshd", sftp.id, "")],
     );
 }

@@ -1,16 +1,17 @@
-//! The end-to-end tests' world: real Dovecot and OpenSSH servers on loopback, each with
-//! its own configuration, state, log and pid files, loading the module built from this
-//! tree through the PAM files shipped in `pam.d/`; a throwaway Linux user; real clients
-//! (curl, ssh driven by sshpass); and fail2ban-regex over the syslog lines the logins
-//! really produced.
+//! The end-to-end tests' world: real Dovecot, Postfix and OpenSSH servers on loopback,
+//! each with its own configuration, state, log and pid files, loading the module built
+//! from this tree through the PAM files shipped in `pam.d/`; the test's own apppassd,
+//! which the module asks; a throwaway Linux user; real clients (curl, python3's smtplib,
+//! ssh driven by sshpass); and fail2ban-regex over the syslog lines the logins really
+//! produced.
 //!
 //! Dovecot and sshd read their PAM files from /etc/pam.d under their real names (imap,
-//! pop3, submission, sshd), and that name is the scope an app password must have. So that
-//! a test never touches the machine's /etc, each server runs in a private mount namespace
-//! (unshare(1)) in which a copy of /etc/pam.d holding our files, and a copy of
-//! /etc/security holding an apppass.conf that names the test's database, are mounted over
-//! the real directories. The servers see an ordinary system; the machine sees nothing, and
-//! the namespace ends with the server.
+//! pop3, submission, smtp, sshd), and that name is the scope an app password must have.
+//! So that a test never touches the machine's /etc, each server runs in a private mount
+//! namespace (unshare(1)) in which a copy of /etc/pam.d holding our files, and a copy of
+//! /etc/security holding an apppass.conf that names the test's apppassd socket, are
+//! mounted over the real directories. The servers see an ordinary system; the machine
+//! sees nothing, and the namespace ends with the server.
 #![allow(dead_code)]
 
 use std::io::Write;
@@ -205,8 +206,9 @@ impl Drop for TestUser {
 // ---------------------------------------------------------------------------------------
 // The private /etc.
 
-/// A test's database and CLI ([`Sandbox`]), plus the private copies of /etc/pam.d and
-/// /etc/security the servers run with, and a directory for the servers' own files.
+/// A test's apppassd, store and CLI ([`Sandbox`]), plus the private copies of
+/// /etc/pam.d and /etc/security the servers run with, and a directory for the servers'
+/// own files.
 pub struct World {
     pub sandbox: Sandbox,
     pub dir: tempfile::TempDir,
@@ -216,13 +218,17 @@ pub struct World {
 
 impl World {
     pub fn new() -> World {
-        let sandbox = Sandbox::new();
-        let conf = format!("db = {}\n", sandbox.db.display());
+        World::around(Sandbox::new())
+    }
+
+    /// A world whose module asks `sandbox`'s apppassd.
+    pub fn around(sandbox: Sandbox) -> World {
+        let conf = format!("socket = {}\n", sandbox.socket.display());
         World::with(sandbox, &conf)
     }
 
-    /// A world around `sandbox`, whose servers' apppass.conf says `conf` (a database
-    /// other than the sandbox's SQLite file: PostgreSQL).
+    /// A world around `sandbox`, whose servers' apppass.conf (what the module reads:
+    /// `socket`, `timeout`, `user`) says `conf`.
     pub fn with(sandbox: Sandbox, conf: &str) -> World {
         let dir = tempfile::Builder::new()
             .prefix("apppass-e2e")
@@ -246,6 +252,24 @@ impl World {
             pam_d,
             security,
         }
+    }
+
+    /// Stops apppassd (SIGTERM, waiting for it to exit): what a login gets while it is
+    /// down.
+    pub fn stop_daemon(&mut self) {
+        let status = self.sandbox.daemon.stop();
+        assert!(status.success(), "apppassd stopped with {status}");
+    }
+
+    /// Starts apppassd again on the same socket, store and configuration.
+    pub fn start_daemon(&mut self) {
+        let s = &mut self.sandbox;
+        s.daemon = common::Daemon::start_at(s.dir.path(), &s.db, &s.conf, &[]);
+    }
+
+    /// apppassd's pid: the syslog lines of logins carry it.
+    pub fn daemon_pid(&self) -> u32 {
+        self.sandbox.daemon.child.id()
     }
 
     /// Installs the shipped `pam.d/<shipped>` as `/etc/pam.d/<name>` of the namespace,
@@ -394,6 +418,9 @@ pub struct DovecotSetup<'a> {
     pub passdb_args: &'a str,
     /// auth_cache_size: 0 turns the cache off (Dovecot's default).
     pub auth_cache_size: &'a str,
+    /// A SASL socket of Dovecot's auth service for this user (Postfix's smtpd, which
+    /// runs as "postfix"), as Dovecot's documentation has one made for Postfix.
+    pub sasl_for: Option<&'a str>,
 }
 
 impl Default for DovecotSetup<'_> {
@@ -401,6 +428,7 @@ impl Default for DovecotSetup<'_> {
         DovecotSetup {
             passdb_args: "%s",
             auth_cache_size: "0",
+            sasl_for: None,
         }
     }
 }
@@ -413,7 +441,12 @@ pub struct Dovecot {
     pub submission: Option<u16>,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// The SASL socket [`DovecotSetup::sasl_for`] asked for.
+    pub sasl_socket: Option<PathBuf>,
 }
+
+/// The SASL socket's name in Dovecot's base_dir.
+const SASL_SOCKET: &str = "auth-sasl";
 
 pub const DOVECOT: &str = "/usr/sbin/dovecot";
 const SUBMISSION_BINARY: &str = "/usr/lib/dovecot/submission";
@@ -429,32 +462,28 @@ pub fn have_submission() -> bool {
 impl Dovecot {
     pub fn start(world: &World, setup: &DovecotSetup) -> Dovecot {
         let submission = Path::new(SUBMISSION_BINARY).exists();
-        let (server, (imap, pop3, sub, config, log)) = start_with_ports("dovecot", |n| {
+        let (server, (imap, pop3, sub, dir)) = start_with_ports("dovecot", |n| {
             let dir = world.dir.path().join(format!("dovecot{n}"));
             std::fs::create_dir_all(dir.join("state")).unwrap();
             let (imap, pop3) = (free_port(), free_port());
             let sub = submission.then(free_port);
             let config = dir.join("dovecot.conf");
-            let log = dir.join("dovecot.log");
             std::fs::write(&config, dovecot_config(&dir, imap, pop3, sub, setup)).unwrap();
             let mut cmd = world.command(Path::new(DOVECOT));
             cmd.arg("-F").arg("-c").arg(&config);
             let mut ports = vec![imap, pop3];
             ports.extend(sub);
-            (
-                cmd,
-                ports,
-                dir.join("stdout"),
-                (imap, pop3, sub, config, log),
-            )
+            (cmd, ports, dir.join("stdout"), (imap, pop3, sub, dir))
         });
+        let sasl_socket = setup.sasl_for.map(|_| dir.join("run").join(SASL_SOCKET));
         Dovecot {
             server,
             imap,
             pop3,
             submission: sub,
-            config,
-            log,
+            config: dir.join("dovecot.conf"),
+            log: dir.join("dovecot.log"),
+            sasl_socket,
         }
     }
 
@@ -485,6 +514,14 @@ fn dovecot_config(
         .map(|port| {
             format!(
                 "service submission-login {{\n  inet_listener submission {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n}}\n"
+            )
+        })
+        .unwrap_or_default();
+    let sasl_service = setup
+        .sasl_for
+        .map(|user| {
+            format!(
+                "service auth {{\n  unix_listener {SASL_SOCKET} {{\n    mode = 0600\n    user = {user}\n  }}\n}}\n"
             )
         })
         .unwrap_or_default();
@@ -536,12 +573,251 @@ service pop3-login {{
     port = 0
   }}
 }}
-{submission_service}",
+{submission_service}{sasl_service}",
         dir = dir.display(),
         cache = setup.auth_cache_size,
         relay = free_port(),
         args = setup.passdb_args,
     )
+}
+
+pub const POSTFIX: &str = "/usr/sbin/postfix";
+
+/// A private Postfix whose smtpd takes SMTP AUTH through a Dovecot's SASL socket
+/// (`smtpd_sasl_type = dovecot`), as Postfix's SASL_README sets it up: its own
+/// configuration, queue and data directories (`postfix -c DIR`), a loopback port;
+/// relaying for authenticated clients only. Stopped with `postfix -c DIR stop`, then by
+/// the master's pid, when dropped, also when the test fails.
+pub struct Postfix {
+    pub port: u16,
+    /// The configuration directory (main.cf, master.cf).
+    pub config: PathBuf,
+    /// Postfix's own log (maillog_file).
+    pub log: PathBuf,
+    /// The master daemon, a child of `postfix-script start-fg` (which is `server`).
+    pub master: u32,
+    server: Server,
+}
+
+impl Postfix {
+    pub fn start(world: &World, dovecot: &Dovecot) -> Postfix {
+        let sasl = dovecot
+            .sasl_socket
+            .as_ref()
+            .expect("a Dovecot with a SASL socket for postfix (DovecotSetup::sasl_for)");
+        let (server, (port, dir)) = start_with_ports("postfix", |n| {
+            let dir = world.dir.path().join(format!("postfix{n}"));
+            let config = dir.join("config");
+            for d in ["config", "queue", "data"] {
+                std::fs::create_dir_all(dir.join(d)).unwrap();
+            }
+            // Postfix's own files: its data directory is the mail owner's.
+            run(Command::new("chown").arg("postfix:").arg(dir.join("data")));
+            let port = free_port();
+            std::fs::write(config.join("main.cf"), postfix_main_cf(&dir, sasl)).unwrap();
+            std::fs::write(
+                config.join("master.cf"),
+                format!(
+                    "# service type private unpriv chroot wakeup maxproc command
+127.0.0.1:{port} inet n - n - - smtpd
+anvil     unix  -  -  n  -  1  anvil
+rewrite   unix  -  -  n  -  -  trivial-rewrite
+cleanup   unix  n  -  n  -  0  cleanup
+postlog   unix-dgram n - n - 1 postlogd
+"
+                ),
+            )
+            .unwrap();
+            let mut cmd = Command::new(POSTFIX);
+            cmd.arg("-c").arg(&config).arg("start-fg");
+            (cmd, vec![port], dir.join("stdout"), (port, dir))
+        });
+        let pid_file = dir.join("queue/pid/master.pid");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let master = loop {
+            let pid = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|t| t.trim().parse().ok());
+            match pid {
+                Some(pid) => break pid,
+                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                None => panic!("no pid in {}", pid_file.display()),
+            }
+        };
+        Postfix {
+            port,
+            config: dir.join("config"),
+            log: dir.join("postfix.log"),
+            master,
+            server,
+        }
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        // The master is not our child: stop it as Postfix's own script does (SIGTERM,
+        // then SIGKILL to its process group after 5 s); then make sure by its pid.
+        let _ = Command::new(POSTFIX)
+            .arg("-c")
+            .arg(&self.config)
+            .arg("stop")
+            .output();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while running(self.master) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if running(self.master) {
+            eprintln!("postfix master {} did not stop; killing it", self.master);
+            common::signal(self.master, "KILL");
+        }
+        // `server` (postfix-script, the master's parent) exits with it.
+    }
+}
+
+/// Whether process `pid` exists and has not exited (a zombie has).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+fn postfix_main_cf(dir: &Path, sasl: &Path) -> String {
+    format!(
+        "# A private Postfix for apppass's end-to-end tests: its own directories and port,
+# nothing shared with a system instance, and no mail delivered anywhere.
+compatibility_level = 3.6
+queue_directory = {dir}/queue
+data_directory = {dir}/data
+maillog_file = {dir}/postfix.log
+maillog_file_prefixes = {dir}
+inet_protocols = ipv4
+inet_interfaces = 127.0.0.1
+myhostname = apppass-e2e.invalid
+mydestination =
+relay_domains =
+local_recipient_maps =
+alias_maps =
+alias_database =
+# No DNS at test time: no reverse lookup of each client.
+smtpd_peername_lookup = no
+# SMTP AUTH through Dovecot, which asks PAM with the service Postfix names (smtp).
+smtpd_sasl_auth_enable = yes
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = {sasl}
+smtpd_sasl_security_options = noanonymous
+# Plaintext AUTH on loopback, as a TLS-terminated setup would see it.
+smtpd_tls_security_level = none
+# What SMTP AUTH is for: only an authenticated client may relay.
+smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination
+",
+        dir = dir.display(),
+        sasl = sasl.display(),
+    )
+}
+
+/// An SMTP session with python3's smtplib: EHLO, AUTH with `mech` (PLAIN or LOGIN), then
+/// MAIL and RCPT to an outside address (relaying, which only an authenticated client may
+/// do), RSET and QUIT. It prints each reply, never what it sent.
+const SMTP_CLIENT: &str = r#"
+import smtplib, sys
+host, port, source, mech = sys.argv[1:]
+user, password = sys.stdin.read().split("\n")[:2]
+def reply(step, code, text):
+    text = text.decode() if isinstance(text, bytes) else str(text)
+    print(step, code, " ".join(text.split()))
+s = smtplib.SMTP(host, int(port), source_address=(source, 0), timeout=60)
+code, _ = s.ehlo("client.apppass-e2e.invalid")
+reply("EHLO", code, "AUTH " + s.esmtp_features.get("auth", ""))
+s.user, s.password = user, password
+try:
+    code, text = s.auth(mech, getattr(s, "auth_" + mech.lower()))
+except smtplib.SMTPAuthenticationError as e:
+    code, text = e.smtp_code, e.smtp_error
+reply("AUTH", code, text)
+reply("MAIL", *s.mail("probe@apppass-e2e.invalid"))
+reply("RCPT", *s.rcpt("someone@example.com"))
+s.rset()
+s.quit()
+"#;
+
+pub const PYTHON3: &str = "/usr/bin/python3";
+
+/// What an SMTP session gave: the replies, one line per step (`AUTH 235 2.7.0 ...`).
+#[derive(Debug)]
+pub struct SmtpSession {
+    pub transcript: String,
+}
+
+impl SmtpSession {
+    /// The reply to `step` (EHLO, AUTH, MAIL, RCPT).
+    pub fn reply(&self, step: &str) -> &str {
+        self.transcript
+            .lines()
+            .find_map(|l| l.strip_prefix(step)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {step} in\n{}", self.transcript))
+    }
+
+    /// Logged in, and so allowed to relay.
+    pub fn assert_in(&self) {
+        assert!(
+            self.reply("AUTH").starts_with("235 2.7.0 "),
+            "{}",
+            self.transcript
+        );
+        assert!(
+            self.reply("RCPT").starts_with("250 "),
+            "{}",
+            self.transcript
+        );
+    }
+
+    /// Refused, and so not allowed to relay.
+    pub fn assert_refused(&self) {
+        assert!(
+            self.reply("AUTH").starts_with("535 5.7.8 "),
+            "{}",
+            self.transcript
+        );
+        assert!(
+            self.reply("RCPT")
+                .starts_with("554 5.7.1 <someone@example.com>: Relay access denied"),
+            "{}",
+            self.transcript
+        );
+    }
+}
+
+/// An SMTP session with Postfix from `ip`, authenticating with `mech`.
+pub fn smtp_login(p: &Postfix, mech: &str, user: &str, password: &str, ip: &str) -> SmtpSession {
+    assert!(
+        !format!("{user}{password}").contains('\n'),
+        "credentials with a line break"
+    );
+    // The credentials go through stdin, not the command line other processes can read.
+    let mut child = Command::new(PYTHON3)
+        .arg("-c")
+        .arg(SMTP_CLIENT)
+        .args(["127.0.0.1", &p.port.to_string(), ip, mech])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    writeln!(child.stdin.take().unwrap(), "{user}\n{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let transcript = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "smtplib from {ip}: {}\n{transcript}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    SmtpSession { transcript }
 }
 
 /// Dovecot's protocols, as its PAM service names (passdb args = %s).
@@ -891,7 +1167,8 @@ pub fn authorize_key(world: &World, user: &TestUser) -> PathBuf {
 // ---------------------------------------------------------------------------------------
 // Syslog and fail2ban.
 
-/// What one login attempt must have logged through pam_apppass.
+/// What one login attempt must have logged: apppassd writes the line, in the shape the
+/// module wrote it before (`pam_apppass(SERVICE:auth): ...`).
 #[derive(Debug, Clone)]
 pub struct Expected {
     pub ip: String,
@@ -956,7 +1233,8 @@ impl Expected {
     }
 }
 
-/// How a host program fills the PAM items pam_apppass logs.
+/// How a host program fills the PAM items the module passes on and apppassd logs, and
+/// the syslog tag of what the module itself logs (through libpam, as the host).
 #[derive(Debug, Clone, Copy)]
 pub enum Host {
     /// Dovecot's auth worker: syslog tag `auth`, PAM_TTY "dovecot", PAM_RUSER the user.
@@ -965,22 +1243,38 @@ pub enum Host {
     Sshd,
 }
 
-/// Checks that each attempt logged exactly its one documented line, as rsyslog wrote it,
-/// and returns every auth.log line that names one of the attempts' addresses (ours,
-/// pam_unix's and the server's own), for fail2ban.
-pub fn check_syslog(log: &AuthLog, host: Host, expected: &[Expected]) -> Vec<String> {
+impl Host {
+    /// The start of the syslog tag of the host's own lines.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Host::Dovecot => " auth: ",
+            Host::Sshd => " sshd[",
+        }
+    }
+}
+
+/// Checks that each attempt logged exactly its one documented line, written by the
+/// world's apppassd as rsyslog wrote it, and returns every auth.log line that names one
+/// of the attempts' addresses (ours, pam_unix's and the server's own), for fail2ban.
+pub fn check_syslog(
+    log: &AuthLog,
+    world: &World,
+    host: Host,
+    expected: &[Expected],
+) -> Vec<String> {
+    let tag = format!(" apppassd[{}]: ", world.daemon_pid());
     for e in expected {
         let marker = format!("rhost={} user={} service=", e.ip, e.user);
         let lines = log.wait_for(&marker, 1);
         assert_eq!(lines.len(), 1, "one line for {e:?}: {lines:#?}");
-        let (tty, ruser, tag) = match host {
-            Host::Dovecot => ("dovecot", e.user.as_str(), " auth: "),
-            Host::Sshd => ("ssh", "", " sshd["),
+        let (tty, ruser) = match host {
+            Host::Dovecot => ("dovecot", e.user.as_str()),
+            Host::Sshd => ("ssh", ""),
         };
-        let want = e.line(tty, ruser);
+        let want = format!("{tag}{}", e.line(tty, ruser));
         assert!(
-            lines[0].ends_with(&want) && lines[0].contains(tag),
-            "logged:   {}\nexpected: ...{tag}...{want}",
+            lines[0].ends_with(&want),
+            "logged:   {}\nexpected: ...{want}",
             lines[0]
         );
     }
@@ -988,6 +1282,31 @@ pub fn check_syslog(log: &AuthLog, host: Host, expected: &[Expected]) -> Vec<Str
         .into_iter()
         .filter(|l| expected.iter().any(|e| mentions_ip(l, &e.ip)))
         .collect()
+}
+
+/// Checks that `n` logins to `service` found apppassd down: each logged, through the
+/// host (libpam's pam_syslog, the host's tag), that the module could not ask apppassd on
+/// the world's socket and answered PAM_AUTHINFO_UNAVAIL; returns those lines.
+pub fn check_unavailable(
+    log: &AuthLog,
+    world: &World,
+    host: Host,
+    service: &str,
+    n: usize,
+) -> Vec<String> {
+    let marker = format!(
+        "pam_apppass({service}:auth): cannot ask apppassd on {}: apppassd is not running",
+        world.sandbox.socket.display()
+    );
+    let lines = log.wait_for(&marker, n);
+    assert_eq!(lines.len(), n, "{marker}: {lines:#?}");
+    for l in &lines {
+        assert!(
+            l.contains(host.tag()) && l.ends_with(": PAM_AUTHINFO_UNAVAIL"),
+            "{l}"
+        );
+    }
+    lines
 }
 
 /// The addresses (one per counted failure, sorted) fail2ban-regex finds in `lines` with
