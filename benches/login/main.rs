@@ -1,12 +1,14 @@
-//! The login benchmark: apppass through the real libpam, side by side in one run with the
-//! floor (one bare argon2id verification at the same parameters), the peers (pam_userdb,
-//! pam_pwdfile with yescrypt), the naive "verify every hash" design, and the C reference
-//! argon2. Every figure is a median of samples taken in interleaved rounds, each in a fresh
-//! order, so that the noise of a shared machine and the order of cases fall on all of them
-//! alike; ratios are what to read.
+//! The login benchmark: apppass through the real libpam (the module asking a real
+//! apppassd over its socket), side by side in one run with the floor (one bare argon2id
+//! verification by apppassd's own code, in steady state: a kept arena, as a worker has
+//! it), the peers (pam_userdb, pam_pwdfile with yescrypt), the naive "verify every hash"
+//! design, and the C reference argon2. Every figure is a median of samples taken in
+//! interleaved rounds, each in a fresh order, so that the noise of a shared machine and
+//! the order of cases fall on all of them alike; ratios are what to read.
 //!
-//! Run with `scripts/bench` (which installs the peers and fetches the C reference's
-//! source) or `cargo bench --bench login -- [--rounds N] [--json PATH] [--svg PATH]`.
+//! Run with `scripts/bench` (which builds apppassd, installs the peers and fetches the C
+//! reference's source) or `cargo bench --bench login -- [--rounds N] [--json PATH]
+//! [--svg PATH]` after `cargo build --release --workspace --bins --lib`.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -21,8 +23,10 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use apppass_argon2::Hasher;
 use apppass_core::secret::{self, Candidate, HashParams};
 use argon2::PasswordVerifier;
+use common::Daemon;
 use pam_apppass::client::{self, Attempt};
 use pam_apppass::code::Code;
 
@@ -41,8 +45,12 @@ struct Opts {
     throughput_secs: f64,
     fresh_processes: usize,
     large_rows: usize,
-    /// argon2id parameters of every hash in the run, the module's and the CLI's included.
+    /// argon2id parameters of every hash in the run, apppassd's and the CLI's included.
     params: HashParams,
+    /// apppassd's workers (default: one per CPU, as apppassd's own default).
+    workers: u32,
+    /// Concurrent clients of the flood.
+    flood: usize,
 }
 
 fn opts() -> Opts {
@@ -56,12 +64,15 @@ fn opts() -> Opts {
         fresh_processes: 101,
         large_rows: 1_000_000,
         params: HashParams::default(),
+        workers: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        flood: 200,
     };
     let quick = |o: &mut Opts| {
         o.rounds = 7;
         o.throughput_secs = 0.5;
         o.fresh_processes = 7;
         o.large_rows = 100_000;
+        o.flood = 20;
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     // `cargo bench` passes --bench. `cargo test --all-targets` runs this without it, in a
@@ -120,18 +131,6 @@ fn main() {
         return;
     }
     let o = opts();
-    // A server (sshd, Dovecot's auth worker) loads the module and what it links around
-    // every login. With SQLite built in (the default), this process and the module each
-    // have their own and nothing stays loaded between logins; a build against the
-    // system's libsqlite3 keeps it loaded here, and its rows would leave that load out.
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-    if maps.contains("libsqlite3.so") {
-        eprintln!(
-            "bench: warning: built against the system's libsqlite3 (--no-default-features), \
-             which stays loaded in this process: the login rows leave out loading it, \
-             which each login in a server pays (about 0.6 ms here)"
-        );
-    }
     let params = o.params;
     let work = tempfile::Builder::new()
         .prefix("apppass-bench")
@@ -139,7 +138,7 @@ fn main() {
         .unwrap();
     let dir = work.path();
     eprintln!(
-        "bench: hashing the real rows and building databases of 1,000 and {} app passwords ...",
+        "bench: hashing the real rows and building stores of 1,000 and {} app passwords ...",
         o.large_rows
     );
     let real = setup::RealRows::make(params);
@@ -150,32 +149,32 @@ fn main() {
     } else {
         format!("{}k", o.large_rows / 1000)
     };
+    // Other parameters than the defaults go to apppassd the way an administrator gives
+    // them, in its configuration: its unknown-user and unknown-selector logins then hash
+    // at those parameters too. The workers as apppassd's default would have them.
+    let params_conf = setup::params_conf(params);
+    let conf = dir.join("apppass.conf");
+    std::fs::write(&conf, format!("{params_conf}workers = {}\n", o.workers)).unwrap();
+    let daemon = |name: &str, db: &Path, conf: &Path| {
+        let run = dir.join(format!("run-{name}"));
+        std::fs::create_dir(&run).unwrap();
+        Daemon::start_at(&run, db, conf, &[])
+    };
+    let small = daemon("small", &small_db, &conf);
+    let large = daemon("large", &large_db, &conf);
 
     let confdir = dir.join("pam.d");
     std::fs::create_dir(&confdir).unwrap();
-    let module = module_path();
+    let module = common::built_module();
     let service =
         |name: &str, line: String| std::fs::write(confdir.join(name), line + "\n").unwrap();
-    // Other parameters than the defaults go to the module and the CLI the way an
-    // administrator gives them, in a configuration file: the module's unknown-user and
-    // unknown-selector logins then hash at those parameters too.
-    let params_conf = setup::params_conf(params);
-    let conf = (!params_conf.is_empty()).then(|| {
-        let path = dir.join("apppass.conf");
-        std::fs::write(&path, &params_conf).unwrap();
-        path
-    });
-    let conf_arg = conf
-        .as_ref()
-        .map(|c| format!(" conf={}", c.display()))
-        .unwrap_or_default();
-    for (name, db) in [("apppass-1k", &small_db), ("apppass-large", &large_db)] {
+    for (name, d) in [("apppass-1k", &small), ("apppass-large", &large)] {
         service(
             name,
             format!(
-                "auth required {} db={} service=imap{conf_arg}",
+                "auth required {} socket={} service=imap",
                 module.display(),
-                db.display()
+                d.socket.display()
             ),
         );
     }
@@ -225,7 +224,7 @@ fn main() {
     let active40 = &people.forty[1..];
     let mut cases: Vec<Case> = vec![
         Case::floor(
-            "floor: one argon2id verification, in process",
+            "floor: one argon2id verification, apppassd's code, steady state",
             people.solo.password.clone(),
             solo_hash.clone(),
         ),
@@ -286,8 +285,9 @@ fn main() {
             Code::AUTH_ERR,
         ));
     }
-    // PostgreSQL on loopback: the same real rows in a private cluster, logged in with the
-    // module's role; what the connection and round trips add shows against the floor.
+    // PostgreSQL on loopback (TLS that verifies the server, as apppassd requires over
+    // TCP): the same real rows in a private cluster, served by an apppassd with the
+    // front ends' login role; what its round trips add shows against the floor.
     let cluster = match pg::Cluster::start() {
         Ok(c) => Some(c),
         Err(e) => {
@@ -295,17 +295,28 @@ fn main() {
             None
         }
     };
-    if let Some(cluster) = &cluster {
-        let (conf, login) = setup::postgres(cluster, dir, &real, &params_conf);
+    let pg_daemon = cluster.as_ref().map(|cluster| {
+        let (pg_conf, login) = setup::postgres(
+            cluster,
+            dir,
+            &real,
+            &format!("{params_conf}workers = {}\n", o.workers),
+        );
+        let run = dir.join("run-pg");
+        std::fs::create_dir(&run).unwrap();
+        let d = Daemon::start_at(&run, Path::new(&login), &pg_conf, &[]);
         service(
             "apppass-pg",
             format!(
-                "auth required {} conf={} db={login} service=imap",
+                "auth required {} socket={} service=imap",
                 module.display(),
-                conf.display()
+                d.socket.display()
             ),
         );
-        let g = "PostgreSQL (loopback), 81 rows".to_string();
+        d
+    });
+    if pg_daemon.is_some() {
+        let g = "PostgreSQL (loopback, TLS), 81 rows".to_string();
         for (name, user, pw, code) in [
             (
                 "right password, user with 1",
@@ -372,10 +383,12 @@ fn main() {
     );
     let mut order: Vec<usize> = (0..cases.len()).collect();
     let mut rng = support::Rng::fixed(0x0061_7070_7061_7373);
+    // The floor's kept arena, as an apppassd worker keeps its own.
+    let mut hasher = Hasher::new();
     for round in 0..=o.rounds {
-        // Each round in a fresh order: what ran just before a case (a login whose module
-        // text is still in the caches, or a hash that evicted it) must not always favour
-        // the same ones. The seed is fixed, so runs are comparable.
+        // Each round in a fresh order: what ran just before a case (a login whose code
+        // is still in the caches, or a hash that evicted it) must not always favour the
+        // same ones. The seed is fixed, so runs are comparable.
         rng.shuffle(&mut order);
         for &i in &order {
             let case = &mut cases[i];
@@ -384,14 +397,14 @@ fn main() {
             if round % case.every != 1 % case.every {
                 continue;
             }
-            let ms = case.run(&confdir, round);
+            let ms = case.run(&confdir, round, &mut hasher);
             if round > 0 {
                 case.samples.push(ms);
             }
         }
     }
 
-    let mut report = Report::new(params, o.rounds, o.large_rows);
+    let mut report = Report::new(params, o.rounds, o.large_rows, o.workers);
     let floor = &cases[0].samples;
     for c in &cases {
         report
@@ -408,14 +421,22 @@ fn main() {
         &solo_hash,
         o.throughput_secs,
     );
-    eprintln!("bench: peak memory of a login in a fresh process ...");
-    report.memory = memory(&confdir, "apppass-large", "solo", &people.solo.password);
+    eprintln!("bench: a flood of {} concurrent clients ...", o.flood);
+    report.flood = flood(
+        &confdir,
+        &large,
+        "apppass-large",
+        "solo",
+        &people.solo.password,
+        o.flood,
+    );
     eprintln!(
         "bench: argon2id implementations, first verification in fresh processes and steady state ..."
     );
     report.hashes = hashes(dir, &solo_hash, &people.solo.password, o.fresh_processes);
-    eprintln!("bench: the CLI on the {large_name}-row database ...");
-    report.cli = cli(&large_db, conf.as_deref(), people.cli_user);
+    eprintln!("bench: the CLI on the {large_name}-row store ...");
+    report.cli = cli(&large, people.cli_user);
+    drop(pg_daemon);
 
     report.check(&large_name);
     print!("{}", report.table());
@@ -504,11 +525,11 @@ impl Case {
         }
     }
 
-    fn run(&self, confdir: &Path, round: usize) -> f64 {
+    fn run(&self, confdir: &Path, round: usize, hasher: &mut Hasher) -> f64 {
         match &self.kind {
             Kind::Floor { password, hash } => {
                 let c = Candidate::parse(password.as_bytes()).unwrap();
-                let (ms, ok) = time(|| secret::verify(Some(&c), hash).unwrap());
+                let (ms, ok) = time(|| secret::verify_in(hasher, Some(&c), hash, None).unwrap());
                 assert!(ok);
                 ms
             }
@@ -557,23 +578,6 @@ fn hashes_of(db: &Path, user: &str) -> Vec<String> {
         .unwrap()
         .map(Result::unwrap)
         .collect()
-}
-
-/// The module cargo built beside this benchmark: in `deps/` (where `cargo bench` leaves
-/// it) or one level up (after `cargo build --release`), whichever is newer.
-fn module_path() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    let candidates = [
-        deps.join("libpam_apppass.so"),
-        deps.parent().unwrap().join("libpam_apppass.so"),
-    ];
-    candidates
-        .iter()
-        .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p.clone())))
-        .max()
-        .map(|(_, p)| p)
-        .unwrap_or_else(|| panic!("{} not built", candidates[0].display()))
 }
 
 fn self_command(role: &str) -> Command {
@@ -636,33 +640,65 @@ fn throughput(
     }
 }
 
-/// Memory one login adds in a fresh process (medians of five): the peak of anonymous
-/// memory (what the login allocates: argon2's arena, heaps, stacks), sampled from
-/// outside while it runs, and the peak resident set (which also counts the shared,
-/// file-backed text of the libraries the login maps: libsqlite3, the module).
-fn memory(confdir: &Path, service: &str, user: &str, password: &str) -> report::Memory {
-    let (mut anon, mut rss) = (Samples::default(), Samples::default());
-    for _ in 0..5 {
-        let child = self_command("memory")
-            .args([confdir.to_str().unwrap(), service, user, password])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let rollup = format!("/proc/{}/smaps_rollup", child.id());
-        let mut peak = 0.0f64;
-        while let Ok(text) = std::fs::read_to_string(&rollup) {
-            peak = peak.max(kib(&text, "Anonymous:"));
+/// A flood of `n` clients logging in at once through libpam (threads of this process,
+/// each its own PAM handle and connection): how many apppassd answered within the
+/// module's timeout, how long they waited, and apppassd's peak memory meanwhile.
+fn flood(
+    confdir: &Path,
+    daemon: &Daemon,
+    service: &str,
+    user: &str,
+    password: &str,
+    n: usize,
+) -> report::Flood {
+    let pid = daemon.child.id();
+    let status = || std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    // The peak from here on (root may reset another process's).
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+    let idle_kib = kib(&status(), "VmRSS:");
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(n));
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            let barrier = std::sync::Arc::clone(&barrier);
+            let (confdir, service, user, password) = (
+                confdir.to_path_buf(),
+                service.to_string(),
+                user.to_string(),
+                password.to_string(),
+            );
+            std::thread::spawn(move || {
+                barrier.wait();
+                time(|| {
+                    client::authenticate(&Attempt {
+                        confdir: &confdir,
+                        service: &service,
+                        user: user.as_bytes(),
+                        password: password.as_bytes(),
+                        rhost: Some("192.0.2.1"),
+                    })
+                    .unwrap()
+                    .code
+                })
+            })
+        })
+        .collect();
+    let mut waits = Samples::default();
+    let mut in_time = 0;
+    for h in handles {
+        let (ms, code) = h.join().unwrap();
+        // The module's default timeout: what a login waits at most.
+        if code == Code::SUCCESS && ms <= 5000.0 {
+            in_time += 1;
         }
-        let out = child.wait_with_output().unwrap();
-        let text = String::from_utf8(out.stdout).unwrap();
-        let mut lines = text.lines().map(|l| l.trim().parse::<f64>().unwrap());
-        let (anon_before, rss_added) = (lines.next().unwrap(), lines.next().unwrap());
-        anon.push(peak - anon_before);
-        rss.push(rss_added);
+        waits.push(ms);
     }
-    report::Memory {
-        anon_kib: anon.median(),
-        rss_kib: rss.median(),
+    let peak_kib = kib(&status(), "VmHWM:");
+    report::Flood {
+        clients: n,
+        in_time,
+        waits,
+        idle_kib,
+        peak_kib,
     }
 }
 
@@ -792,32 +828,27 @@ fn reference_binaries(dir: &Path) -> Vec<(String, PathBuf)> {
     out
 }
 
-/// `apppass add` and `apppass list` for a user with forty app passwords.
-fn cli(db: &Path, conf: Option<&Path>, user: &str) -> Vec<(String, Samples)> {
+/// `apppass add` and `apppass list` for a user with forty app passwords, through apppassd.
+fn cli(daemon: &Daemon, user: &str) -> Vec<(String, Samples)> {
     let bin = common::apppass_bin();
     let (mut add, mut list) = (Samples::default(), Samples::default());
+    let run = |args: &[&str]| {
+        Command::new(&bin)
+            .arg("--socket")
+            .arg(&daemon.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    };
     for _ in 0..11 {
-        let (ms, out) = time(|| {
-            let mut c = Command::new(&bin);
-            if let Some(conf) = conf {
-                c.arg("--config").arg(conf);
-            }
-            c.arg("--db")
-                .arg(db)
-                .args(["add", "--user", user, "--service", "imap", "--json"])
-                .output()
-                .unwrap()
-        });
-        assert!(out.status.success());
+        let (ms, out) = time(|| run(&["add", "--user", user, "--service", "imap", "--json"]));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         add.push(ms);
-        let (ms, out) = time(|| {
-            Command::new(&bin)
-                .arg("--db")
-                .arg(db)
-                .args(["list", "--user", user])
-                .output()
-                .unwrap()
-        });
+        let (ms, out) = time(|| run(&["list", "--user", user]));
         assert!(out.status.success());
         list.push(ms);
     }
@@ -865,9 +896,14 @@ fn child(role: &str, args: &[String]) {
                 args[3].parse::<usize>().unwrap(),
             );
             let candidate = Candidate::parse(password.as_bytes()).unwrap();
+            // The first verification maps the arena; the next ones reuse it, as an
+            // apppassd worker does.
+            let mut hasher = Hasher::new();
             for _ in 0..n {
                 let (ms, ok) = match which.as_str() {
-                    "ours" => time(|| secret::verify(Some(&candidate), phc).unwrap()),
+                    "ours" => time(|| {
+                        secret::verify_in(&mut hasher, Some(&candidate), phc, None).unwrap()
+                    }),
                     _ => time(|| {
                         argon2::Argon2::default()
                             .verify_password(password.as_bytes(), phc.as_str())
@@ -879,25 +915,14 @@ fn child(role: &str, args: &[String]) {
             }
         }
         "hash-worker" => {
-            // hash-worker PHC PASSWORD SECS: bare verifications, counted.
+            // hash-worker PHC PASSWORD SECS: bare verifications in a kept arena, counted.
             let candidate = Candidate::parse(args[1].as_bytes()).unwrap();
+            let mut hasher = Hasher::new();
             count_for(&args[2], || {
-                assert!(secret::verify(Some(&candidate), &args[0]).unwrap())
+                assert!(secret::verify_in(&mut hasher, Some(&candidate), &args[0], None).unwrap())
             });
         }
         "worker" => count_for(&args[4], || assert_eq!(login_once(args), Code::SUCCESS)),
-        "memory" => {
-            // Tell the sampling parent where anonymous memory stands, let it see this
-            // state, then log in once with the peak reset to what is resident now.
-            let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap();
-            println!("{}", kib(&rollup, "Anonymous:"));
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            let status = || std::fs::read_to_string("/proc/self/status").unwrap();
-            std::fs::write("/proc/self/clear_refs", "5").unwrap();
-            let before = kib(&status(), "VmRSS:");
-            assert_eq!(login_once(args), Code::SUCCESS);
-            println!("{}", kib(&status(), "VmHWM:") - before);
-        }
         other => panic!("unknown role {other}"),
     }
 }

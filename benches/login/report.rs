@@ -43,13 +43,23 @@ pub struct Throughput {
     pub hash_two: f64,
 }
 
-/// What one login adds, in KiB.
-pub struct Memory {
-    /// Peak anonymous memory: what the login allocates.
-    pub anon_kib: f64,
-    /// Peak resident set, shared library text included.
-    pub rss_kib: f64,
+/// A flood of concurrent clients against one apppassd.
+#[derive(Default)]
+pub struct Flood {
+    pub clients: usize,
+    /// Answered (a right password: PAM_SUCCESS) within the module's timeout.
+    pub in_time: usize,
+    /// How long each client waited for its answer.
+    pub waits: Samples,
+    /// apppassd's resident memory before the flood, and its peak during it (KiB).
+    pub idle_kib: f64,
+    pub peak_kib: f64,
 }
+
+/// The fixed part of apppassd's memory the flood's target allows beside the workers'
+/// arenas: its image (with libpq's and OpenSSL's text), heap, stacks and connections;
+/// less than one more arena.
+pub const FIXED_KIB: f64 = 24.0 * 1024.0;
 
 pub struct HashImpl {
     pub name: String,
@@ -69,8 +79,9 @@ pub struct Report {
     pub rounds: usize,
     pub large_rows: usize,
     pub rows: Vec<Row>,
+    pub workers: u32,
     pub throughput: Throughput,
-    pub memory: Memory,
+    pub flood: Flood,
     pub hashes: Vec<HashImpl>,
     pub cli: Vec<(String, Samples)>,
     pub checks: Vec<Check>,
@@ -92,17 +103,15 @@ fn machine() -> String {
 }
 
 impl Report {
-    pub fn new(params: HashParams, rounds: usize, large_rows: usize) -> Report {
+    pub fn new(params: HashParams, rounds: usize, large_rows: usize, workers: u32) -> Report {
         Report {
             params,
             rounds,
             large_rows,
+            workers,
             rows: Vec::new(),
             throughput: Throughput::default(),
-            memory: Memory {
-                anon_kib: 0.0,
-                rss_kib: 0.0,
-            },
+            flood: Flood::default(),
             hashes: Vec::new(),
             cli: Vec::new(),
             checks: Vec::new(),
@@ -123,26 +132,30 @@ impl Report {
 
     /// Compares this run with the targets.
     pub fn check(&mut self, large: &str) {
-        let apppass: Vec<&Row> = self
-            .rows
-            .iter()
-            .filter(|r| r.group.starts_with("apppass"))
-            .collect();
-        let worst = apppass
-            .iter()
-            .copied()
-            .max_by(|a, b| a.ratio.total_cmp(&b.ratio));
-        let ratio = worst.map_or(f64::NAN, |r| r.ratio);
-        self.record(
-            "every apppass login <= 1.10 x floor (median)".into(),
-            worst.map_or("no rows".into(), |r| {
-                format!(
-                    "worst {:.3} (95%: {:.3}-{:.3})",
-                    r.ratio, r.ratio_interval.0, r.ratio_interval.1
-                )
-            }),
-            ratio <= 1.10,
-        );
+        for (prefix, what, bound) in [
+            ("apppass", "every apppass login", 1.05),
+            ("PostgreSQL", "every login on PostgreSQL", 1.10),
+        ] {
+            let worst = self
+                .rows
+                .iter()
+                .filter(|r| r.group.starts_with(prefix))
+                .max_by(|a, b| a.ratio.total_cmp(&b.ratio));
+            if prefix == "PostgreSQL" && worst.is_none() {
+                continue;
+            }
+            let ratio = worst.map_or(f64::NAN, |r| r.ratio);
+            self.record(
+                format!("{what} <= {bound:.2} x floor (median)"),
+                worst.map_or("no rows".into(), |r| {
+                    format!(
+                        "worst {:.3} (95%: {:.3}-{:.3})",
+                        r.ratio, r.ratio_interval.0, r.ratio_interval.1
+                    )
+                }),
+                ratio <= bound,
+            );
+        }
 
         let mut flat_pw: f64 = 0.0;
         let mut flat_db: f64 = 0.0;
@@ -202,22 +215,61 @@ impl Report {
             fail_gap <= 0.10,
         );
         let scale = self.throughput.two / self.throughput.one;
+        let hash_scale = self.throughput.hash_two / self.throughput.hash_one;
         self.record(
-            "2 login processes >= 1.8 x the logins/s of 1".into(),
+            "2 login processes' scaling >= 0.95 x the bare hash's".into(),
             format!(
-                "{:.1} vs {:.1}/s = {scale:.2} (the bare hash: {:.2})",
+                "logins {:.1} vs {:.1}/s = {scale:.2}; bare hash {:.1} vs {:.1}/s = {hash_scale:.2}; ratio {:.3}",
                 self.throughput.two,
                 self.throughput.one,
-                self.throughput.hash_two / self.throughput.hash_one
+                self.throughput.hash_two,
+                self.throughput.hash_one,
+                scale / hash_scale
             ),
-            scale >= 1.8,
+            scale >= 0.95 * hash_scale,
         );
-        let budget = f64::from(self.params.m_kib) + 2048.0;
-        self.record(
-            format!("peak memory a login allocates <= m + 2 MiB ({budget:.0} KiB)"),
-            format!("{:.0} KiB", self.memory.anon_kib),
-            self.memory.anon_kib <= budget,
+        let f = &self.flood;
+        let answered = (
+            format!(
+                "a flood of {} clients all answered within the timeout",
+                f.clients
+            ),
+            format!(
+                "{} of {}; waits median {:.0} ms, max {:.0} ms",
+                f.in_time,
+                f.clients,
+                f.waits.median(),
+                f.waits.percentile(100.0)
+            ),
+            f.in_time == f.clients,
         );
+        let budget = f64::from(self.workers) * f64::from(self.params.m_kib) + FIXED_KIB;
+        let memory = (
+            format!(
+                "apppassd's peak memory <= workers x m + {} MiB ({:.0} KiB)",
+                FIXED_KIB / 1024.0,
+                budget
+            ),
+            format!(
+                "{:.0} KiB at peak ({:.0} KiB before the flood)",
+                f.peak_kib, f.idle_kib
+            ),
+            f.peak_kib <= budget,
+        );
+        for (what, measured, pass) in [answered, memory] {
+            self.record(what, measured, pass);
+        }
+        if let (Some(ours), Some(avx2)) = (
+            self.hashes.iter().find(|h| h.name == "ours"),
+            self.hashes.iter().find(|h| h.name.contains("AVX2")),
+        ) {
+            let (a, b) = (ours.steady.median(), avx2.steady.median());
+            self.record(
+                "argon2id steady state <= the C reference's AVX2 build".into(),
+                format!("{a:.2} vs {b:.2} ms"),
+                a <= b,
+            );
+        }
         if let (Some(ours), Some(c)) = (
             self.hashes.iter().find(|h| h.name == "ours"),
             self.hashes.iter().find(|h| h.name.contains("Debian")),
@@ -253,7 +305,7 @@ impl Report {
         let _ = writeln!(
             t,
             "{:<64} {:>9} {:>9} {:>8} {:>13}",
-            "login through libpam (pam_start_confdir)",
+            "login through libpam (pam_start_confdir) and apppassd",
             "median ms",
             "p99 ms",
             "x floor",
@@ -329,11 +381,19 @@ impl Report {
             self.throughput.hash_one,
             self.throughput.hash_two
         );
+        let f = &self.flood;
         let _ = writeln!(
             t,
-            "memory one login adds in a fresh process: {:.0} KiB allocated at peak (argon2 m = {} KiB);\n\
-             {:.0} KiB peak resident, counting the libraries' shared text it maps\n",
-            self.memory.anon_kib, p.m_kib, self.memory.rss_kib
+            "flood: {} clients at once: {} answered within the timeout, waits median {:.0} ms, \
+             p99 {:.0} ms; apppassd ({} workers, m = {} KiB) resident {:.0} KiB before, {:.0} KiB at peak\n",
+            f.clients,
+            f.in_time,
+            f.waits.median(),
+            f.waits.p99(),
+            self.workers,
+            p.m_kib,
+            f.idle_kib,
+            f.peak_kib
         );
         let _ = writeln!(t, "targets:");
         for c in &self.checks {
@@ -371,9 +431,14 @@ impl Report {
                 "bare_verification_one_process": self.throughput.hash_one,
                 "bare_verification_two_processes": self.throughput.hash_two
             },
-            "peak_memory_kib": {
-                "allocated": self.memory.anon_kib,
-                "resident_with_shared_text": self.memory.rss_kib,
+            "workers": self.workers,
+            "flood": {
+                "clients": self.flood.clients,
+                "answered_within_timeout": self.flood.in_time,
+                "wait_median_ms": self.flood.waits.median(),
+                "wait_p99_ms": self.flood.waits.p99(),
+                "apppassd_resident_before_kib": self.flood.idle_kib,
+                "apppassd_peak_kib": self.flood.peak_kib,
             },
             "targets": self.checks.iter().map(|c| json!({"target": c.what, "measured": c.measured, "met": c.pass})).collect::<Vec<_>>(),
         })

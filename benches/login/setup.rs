@@ -1,5 +1,6 @@
-//! What the benchmark logs in against: apppass databases of 1,000 and 1,000,000 app
-//! passwords, and the peers' files (pam_userdb, pam_pwdfile) with yescrypt hashes.
+//! What the benchmark logs in against: apppassd's stores of 1,000 and 1,000,000 app
+//! passwords (each in a directory of its own, as apppassd requires), a PostgreSQL
+//! database, and the peers' files (pam_userdb, pam_pwdfile) with yescrypt hashes.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -67,7 +68,8 @@ impl RealRows {
 /// seconds rather than the hours a million argon2id hashes would take; the filler rows
 /// are never logged in with, they only make the table and its indexes the size given.
 pub fn database(dir: &Path, name: &str, total: usize, real: &RealRows) -> (PathBuf, People) {
-    let path = dir.join(format!("{name}.db"));
+    // init makes the directory 0700 and the file 0600, as apppassd wants them.
+    let path = dir.join(name).join("apppass.db");
     let store = SqliteStore::init(&path).unwrap();
     let people = real_rows(&store, real);
     drop(store);
@@ -144,14 +146,14 @@ fn real_rows(store: &dyn Store, real: &RealRows) -> People {
     }
 }
 
-/// The same real rows in a PostgreSQL database of `cluster` (made with `apppass init`'s
-/// code as the administrators' role, then roles.sql); returns the configuration file and
-/// the module's connection string for a PAM line.
+/// The same real rows in a PostgreSQL database of `cluster` (its schema made as the
+/// administrators' role, then roles.sql); returns a configuration file for apppassd
+/// (`extra` appended) and the front ends' connection string (the login role).
 pub fn postgres(
     cluster: &crate::pg::Cluster,
     dir: &Path,
     real: &RealRows,
-    params_conf: &str,
+    extra: &str,
 ) -> (PathBuf, String) {
     use apppass_core::store::{self, Connect, Location};
     let db = cluster.create_database();
@@ -160,7 +162,7 @@ pub fn postgres(
     let conf = dir.join("apppass-pg.conf");
     std::fs::write(
         &conf,
-        format!("db_passfile = {}\n{params_conf}", passfile.display()),
+        format!("db_passfile = {}\n{extra}", passfile.display()),
     )
     .unwrap();
     let connect = Connect {

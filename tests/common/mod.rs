@@ -335,6 +335,9 @@ impl Daemon {
     pub fn start_at(dir: &Path, db: &Path, conf: &Path, extra: &[&str]) -> Daemon {
         let socket = dir.join("apppassd.sock");
         let db = db.to_path_buf();
+        // Its log (every login is a line) goes to a file beside its socket, not into
+        // the test's output: `Daemon::log` reads it.
+        let log = std::fs::File::create(dir.join("apppassd.log")).unwrap();
         let child = Command::new(workspace_bin("apppassd"))
             .arg("--db")
             .arg(&db)
@@ -344,6 +347,7 @@ impl Daemon {
             .arg(conf)
             .arg("--stderr")
             .args(extra)
+            .stderr(log)
             .spawn()
             .unwrap();
         let mut daemon = Daemon {
@@ -361,7 +365,7 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("apppassd exited at start: {status}");
+                panic!("apppassd exited at start: {status}\n{}", self.log());
             }
             if self.status().is_some() {
                 return;
@@ -391,6 +395,11 @@ impl Daemon {
         let mut client =
             apppass_proto::Client::connect(&self.socket, Duration::from_secs(10), &[0, own])?;
         client.call(request)
+    }
+
+    /// What it logged so far (a copy of its syslog lines).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.socket.with_file_name("apppassd.log")).unwrap_or_default()
     }
 
     /// Stops it with SIGTERM and waits for it to exit; returns its exit status.

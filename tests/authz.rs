@@ -1,0 +1,307 @@
+//! Who may ask apppassd what, decided from the peer's kernel credentials alone: run by
+//! throwaway unprivileged users (setpriv), the real CLI and the real libpam manage and
+//! check their own app passwords and nobody else's, whatever they send; the admin group
+//! manages everyone's but cannot back up the store; a user of auth_trusted checks any
+//! user's password, as root does.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::{Daemon, is_root, require, unique};
+
+/// Throwaway users and groups, removed again even when a test fails.
+struct Accounts {
+    users: Vec<String>,
+    groups: Vec<String>,
+}
+
+impl Accounts {
+    /// `n` users; the first group is the admin group, the second auth_trusted's.
+    fn create(n: usize) -> Accounts {
+        let mut accounts = Accounts {
+            users: Vec::new(),
+            groups: Vec::new(),
+        };
+        for g in ["adm", "trs"] {
+            let group = unique(&format!("apz{g}"));
+            run_ok(Command::new("groupadd").arg(&group));
+            accounts.groups.push(group);
+        }
+        for i in 0..n {
+            let user = unique(&format!("apz{i}"));
+            run_ok(Command::new("useradd").args(["-M", "-s", "/usr/sbin/nologin", &user]));
+            accounts.users.push(user);
+        }
+        accounts
+    }
+
+    fn join(&self, user: usize, group: usize) {
+        run_ok(Command::new("usermod").args(["-aG", &self.groups[group], &self.users[user]]));
+    }
+}
+
+impl Drop for Accounts {
+    fn drop(&mut self) {
+        for u in &self.users {
+            let _ = Command::new("userdel").arg(u).output();
+        }
+        for g in &self.groups {
+            let _ = Command::new("groupdel").arg(g).output();
+        }
+    }
+}
+
+fn run_ok(c: &mut Command) -> Output {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{c:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// apppassd as root, and copies of the CLI, the PAM client and the module where any
+/// user can run them (the build tree may be in a private home).
+struct World {
+    dir: tempfile::TempDir,
+    daemon: Daemon,
+    apppass: PathBuf,
+    pamlogin: PathBuf,
+    confdir: PathBuf,
+}
+
+impl World {
+    fn new(config: &str) -> World {
+        let dir = tempfile::Builder::new()
+            .prefix("apppass-authz")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = |from: &Path, name: &str| {
+            let to = dir.path().join(name);
+            std::fs::copy(from, &to).unwrap();
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+            to
+        };
+        let apppass = copy(&common::apppass_bin(), "apppass");
+        let pamlogin = copy(&common::workspace_bin("examples/pamlogin"), "pamlogin");
+        let module = copy(&common::built_module(), "pam_apppass.so");
+        let conf = dir.path().join("apppass.conf");
+        std::fs::write(&conf, config).unwrap();
+        std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let daemon = Daemon::start_at(&run, &dir.path().join("store/apppass.db"), &conf, &[]);
+        let confdir = dir.path().join("pam.d");
+        std::fs::create_dir(&confdir).unwrap();
+        std::fs::set_permissions(&confdir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(
+            confdir.join("imap"),
+            format!(
+                "auth required {} socket={} conf={}\n",
+                module.display(),
+                daemon.socket.display(),
+                conf.display()
+            ),
+        )
+        .unwrap();
+        World {
+            dir,
+            daemon,
+            apppass,
+            pamlogin,
+            confdir,
+        }
+    }
+
+    /// The CLI as `user` (None: root).
+    fn apppass(&self, user: Option<&str>, args: &[&str]) -> Output {
+        let mut c = as_user(user);
+        c.arg(&self.apppass)
+            .arg("--socket")
+            .arg(&self.daemon.socket)
+            .args(args);
+        c.output().unwrap()
+    }
+
+    /// One login through the real libpam, in a process of `user`, for `login_user`.
+    fn login(&self, user: Option<&str>, login_user: &str, password: &str) -> String {
+        let mut c = as_user(user);
+        c.arg(&self.pamlogin)
+            .arg(&self.confdir)
+            .args(["imap", login_user, "192.0.2.44"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        std::io::Write::write_all(
+            child.stdin.as_mut().unwrap(),
+            format!("{password}\n").as_bytes(),
+        )
+        .unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// `apppass add --json` as `user`; the password, or the exit code.
+    fn add(&self, user: Option<&str>, args: &[&str]) -> Result<(i64, String), i32> {
+        let mut all = vec!["add", "--service", "imap", "--json"];
+        all.extend_from_slice(args);
+        let out = self.apppass(user, &all);
+        if !out.status.success() {
+            return Err(out.status.code().unwrap_or(-1));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        Ok((
+            v["id"].as_i64().unwrap(),
+            v["password"].as_str().unwrap().to_string(),
+        ))
+    }
+}
+
+fn as_user(user: Option<&str>) -> Command {
+    match user {
+        Some(u) => {
+            let mut c = Command::new("setpriv");
+            c.args([
+                &format!("--reuid={u}"),
+                &format!("--regid={u}"),
+                "--init-groups",
+                "--",
+            ]);
+            c.env("HOME", "/nonexistent");
+            c
+        }
+        None => Command::new("env"),
+    }
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn ids(out: &Output) -> Vec<(i64, String)> {
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_i64().unwrap(),
+                r["user"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn prerequisites() -> bool {
+    require(is_root(), "root (to create throwaway users)")
+        && require(support_program("setpriv"), "setpriv (util-linux)")
+        && require(
+            common::target_dir().join("examples/pamlogin").exists(),
+            "target/*/examples/pamlogin (cargo build --workspace --all-targets)",
+        )
+}
+
+fn support_program(name: &str) -> bool {
+    Command::new(name).arg("--version").output().is_ok()
+}
+
+#[test]
+fn people_manage_their_own_app_passwords_and_nobody_elses() {
+    if !prerequisites() {
+        return;
+    }
+    let acc = Accounts::create(4);
+    let (alice, bob, admin) = (&acc.users[0], &acc.users[1], &acc.users[2]);
+    acc.join(2, 0);
+    let w = World::new(&format!("admin_group = {}\n", acc.groups[0]));
+    let a = Some(alice.as_str());
+
+    // Their own: add, list, log, revoke.
+    let (alice_id, _) = w.add(a, &["--label", "mine"]).unwrap();
+    let (bob_id, bob_pw) = w.add(None, &["--user", bob]).unwrap();
+    let mine = w.apppass(a, &["list", "--json"]);
+    assert_eq!(ids(&mine), [(alice_id, alice.clone())]);
+    assert!(w.apppass(a, &["log", "--json"]).status.success());
+
+    // Anyone else's: refused (4) or, for an id, as if it did not exist (3).
+    assert_eq!(w.add(a, &["--user", bob]), Err(4));
+    assert_eq!(code(&w.apppass(a, &["list", "--all"])), 4);
+    assert_eq!(code(&w.apppass(a, &["list", "--user", bob])), 4);
+    assert_eq!(code(&w.apppass(a, &["log", "--all"])), 4);
+    assert_eq!(code(&w.apppass(a, &["unlock", "--user", bob])), 4);
+    assert_eq!(code(&w.apppass(a, &["revoke", "--all", "--user", bob])), 4);
+    assert_eq!(code(&w.apppass(a, &["revoke", &bob_id.to_string()])), 3);
+    assert_eq!(code(&w.apppass(a, &["backup", "/tmp/never"])), 4);
+    // bob's password is untouched.
+    let all = ids(&w.apppass(None, &["list", "--all", "--json"]));
+    assert!(all.contains(&(bob_id, bob.clone())), "{all:?}");
+
+    // The admin group: everyone's, but no backup (it holds every hash).
+    let ad = Some(admin.as_str());
+    assert_eq!(ids(&w.apppass(ad, &["list", "--all", "--json"])).len(), 2);
+    assert!(w.add(ad, &["--user", alice]).is_ok());
+    let backup = w.dir.path().join("admin-backup.db");
+    assert_eq!(
+        code(&w.apppass(ad, &["backup", backup.to_str().unwrap()])),
+        4
+    );
+    assert!(
+        w.apppass(ad, &["revoke", &bob_id.to_string()])
+            .status
+            .success()
+    );
+    assert_eq!(w.login(None, bob, &bob_pw), "PAM_AUTH_ERR");
+
+    // status says who apppassd takes each caller to be.
+    let status = |user: Option<&str>| -> serde_json::Value {
+        serde_json::from_slice(&w.apppass(user, &["status", "--json"]).stdout).unwrap()
+    };
+    assert_eq!(status(a)["you"]["user"], alice.as_str());
+    assert_eq!(status(a)["you"]["admin"], false);
+    assert_eq!(status(ad)["you"]["admin"], true);
+    assert_eq!(status(None)["you"]["authenticates_anyone"], true);
+    assert_eq!(status(a)["you"]["authenticates_anyone"], false);
+}
+
+#[test]
+fn a_process_checks_only_its_own_users_password_unless_trusted() {
+    if !prerequisites() {
+        return;
+    }
+    let acc = Accounts::create(4);
+    let (alice, bob, trusted, in_group) =
+        (&acc.users[0], &acc.users[1], &acc.users[2], &acc.users[3]);
+    acc.join(3, 1);
+    let w = World::new(&format!("auth_trusted = {trusted} %{}\n", acc.groups[1]));
+    let (_, alice_pw) = w.add(None, &["--user", alice]).unwrap();
+    let (_, bob_pw) = w.add(None, &["--user", bob]).unwrap();
+    // Root checks anyone.
+    assert_eq!(w.login(None, alice, &alice_pw), "PAM_SUCCESS");
+    // A screen locker of alice checks alice, and nobody else, whatever the password.
+    assert_eq!(w.login(Some(alice), alice, &alice_pw), "PAM_SUCCESS");
+    assert_eq!(w.login(Some(alice), bob, &bob_pw), "PAM_AUTH_ERR");
+    assert_eq!(w.login(Some(bob), alice, &alice_pw), "PAM_AUTH_ERR");
+    // A trusted service account, by name or by group, checks anyone.
+    assert_eq!(w.login(Some(trusted), bob, &bob_pw), "PAM_SUCCESS");
+    assert_eq!(w.login(Some(in_group), alice, &alice_pw), "PAM_SUCCESS");
+    // Refusals are counted, and a refused check is no login attempt: bob's last use is
+    // the trusted login's only.
+    let s = w.daemon.status().unwrap();
+    let refused = s
+        .counts
+        .iter()
+        .find(|(k, _)| k == "login_refused_peer")
+        .unwrap()
+        .1;
+    assert_eq!(refused, 2);
+    let list: serde_json::Value =
+        serde_json::from_slice(&w.apppass(None, &["list", "--user", bob, "--json"]).stdout)
+            .unwrap();
+    assert_eq!(list[0]["use_count"], 1);
+}
