@@ -1,7 +1,8 @@
 //! What apppass hashes verifies with another implementation of argon2id: the C
 //! reference, as Debian's libargon2 ships it. At the default parameters and at others
-//! with more passes and lanes (apppass computes these with its own argon2id where the
-//! CPU has AVX2, src/secret/argon2id.rs); a wrong password does not verify.
+//! with more passes and lanes (apppass computes these with its own argon2id, crates/argon2,
+//! in AVX-512 or AVX2, whichever is the best the CPU has); a wrong password does not
+//! verify.
 
 mod common;
 mod support;

@@ -1,9 +1,10 @@
 //! Argon2id, version 0x13 (RFC 9106), computed in memory the caller provides with a
-//! compression function the caller chooses: [`crate::blamka`]'s AVX2 one.
+//! compression function the caller chooses: one of [`crate::blamka`]'s.
 //!
 //! The argon2 crate still checks parameters and reads and writes PHC strings, and
-//! computes the hash where the CPU has no AVX2. The tests hold this to the crate and to
-//! RFC 9106's test vector, so that a hash stays verifiable by any implementation.
+//! computes the hash where the CPU has neither AVX2 nor AVX-512. The tests hold this to
+//! the crate and to RFC 9106's test vector, with every compression, so that a hash
+//! stays verifiable by any implementation.
 
 use argon2::{Block, Params};
 use blake2::Blake2b512;
@@ -160,62 +161,31 @@ fn blake2b_var<'a>(out: &mut [u8], inputs: impl IntoIterator<Item = &'a [u8]>) {
     full.zeroize();
 }
 
-/// One segment of one lane in one pass: RFC 9106, sections 3.2 to 3.4.
-fn fill_segment(
-    memory: &mut [Block],
-    params: &Params,
+/// One segment of one lane in one pass: where its blocks take their references from
+/// (RFC 9106, section 3.4).
+struct Segment {
     pass: usize,
     slice: usize,
     lane: usize,
-    compress: Compress,
-) {
-    let segment_length = segment_length(params);
-    let lane_length = lane_length(params);
-    // argon2id: the first half of the first pass takes its references from a counter
-    // (data-independent), the rest from the previous block.
-    let independent = pass == 0 && slice < SYNC_POINTS / 2;
-    let zero = Block::new();
-    let mut input = Block::new();
-    let mut addresses = Block::new();
-    if independent {
-        input.as_mut()[..6].copy_from_slice(&[
-            pass as u64,
-            lane as u64,
-            slice as u64,
-            params.block_count() as u64,
-            u64::from(params.t_cost()),
-            u64::from(ARGON2ID),
-        ]);
-    }
-    let next_addresses = |input: &mut Block, addresses: &mut Block| {
-        input.as_mut()[6] += 1;
-        let mut once = Block::new();
-        compress(&zero, input, &mut once, false);
-        compress(&zero, &once, addresses, false);
-    };
-    // The first two blocks of each lane come from H0.
-    let first = if pass == 0 && slice == 0 { 2 } else { 0 };
-    if first == 2 && independent {
-        next_addresses(&mut input, &mut addresses);
-    }
-    let lane_start = lane * lane_length;
-    for index in first..segment_length {
+    lanes: usize,
+    lane_length: usize,
+    segment_length: usize,
+}
+
+impl Segment {
+    /// The block that block `index` of the segment refers to, given its pseudo-random
+    /// word.
+    fn reference(&self, index: usize, pseudo_random: u64) -> usize {
+        let (pass, slice, segment_length, lane_length) =
+            (self.pass, self.slice, self.segment_length, self.lane_length);
         let column = slice * segment_length + index;
-        let previous = lane_start + (column + lane_length - 1) % lane_length;
-        let pseudo_random = if independent {
-            if index % WORDS == 0 {
-                next_addresses(&mut input, &mut addresses);
-            }
-            addresses.as_ref()[index % WORDS]
-        } else {
-            memory[previous].as_ref()[0]
-        };
         let ref_lane = if pass == 0 && slice == 0 {
-            lane
+            self.lane
         } else {
-            ((pseudo_random >> 32) as usize) % params.p_cost() as usize
+            // Lanes fit in 24 bits (argon2's bound): a 32-bit division is enough.
+            ((pseudo_random >> 32) as u32 % self.lanes as u32) as usize
         };
-        let same_lane = ref_lane == lane;
+        let same_lane = ref_lane == self.lane;
         // The blocks this one may refer to: finished segments, and in its own lane the
         // blocks before it but the previous one.
         let area = if pass == 0 {
@@ -237,12 +207,154 @@ fn fill_segment(
         } else {
             (slice + 1) * segment_length
         };
-        let reference = ref_lane * lane_length + (start + relative) % lane_length;
+        // Both are below `lane_length`: a subtraction, not a division, wraps the sum.
+        let at = start + relative;
+        let at = if at >= lane_length {
+            at - lane_length
+        } else {
+            at
+        };
+        ref_lane * lane_length + at
+    }
+}
+
+/// One segment of one lane in one pass: RFC 9106, sections 3.2 to 3.4.
+fn fill_segment(
+    memory: &mut [Block],
+    params: &Params,
+    pass: usize,
+    slice: usize,
+    lane: usize,
+    compress: Compress,
+) {
+    let segment = Segment {
+        pass,
+        slice,
+        lane,
+        lanes: params.p_cost() as usize,
+        lane_length: lane_length(params),
+        segment_length: segment_length(params),
+    };
+    let (segment_length, lane_length) = (segment.segment_length, segment.lane_length);
+    // argon2id: the first half of the first pass takes its references from a counter
+    // (data-independent), the rest from the previous block.
+    let independent = pass == 0 && slice < SYNC_POINTS / 2;
+    let zero = Block::new();
+    let mut input = Block::new();
+    let mut addresses = Block::new();
+    if independent {
+        input.as_mut()[..6].copy_from_slice(&[
+            pass as u64,
+            lane as u64,
+            slice as u64,
+            params.block_count() as u64,
+            u64::from(params.t_cost()),
+            u64::from(ARGON2ID),
+        ]);
+    }
+    let next_addresses = |input: &mut Block, addresses: &mut Block| {
+        input.as_mut()[6] += 1;
+        let mut once = Block::new();
+        compress.compress(&zero, input, &mut once, false);
+        compress.compress(&zero, &once, addresses, false);
+    };
+    // The first two blocks of each lane come from H0.
+    let first = if pass == 0 && slice == 0 { 2 } else { 0 };
+    if first == 2 && independent {
+        next_addresses(&mut input, &mut addresses);
+    }
+    let lane_start = lane * lane_length;
+    // Only an address to prefetch from: never read through (the blocks are borrowed
+    // below).
+    let base = memory.as_ptr();
+    // The reference of the block to come, when it was found early (below).
+    let mut known = None;
+    for index in first..segment_length {
+        let column = slice * segment_length + index;
+        let previous = if column == 0 {
+            lane_start + lane_length - 1
+        } else {
+            lane_start + column - 1
+        };
+        let reference = match known.take() {
+            Some(reference) => reference,
+            None if independent => {
+                if index % WORDS == 0 {
+                    next_addresses(&mut input, &mut addresses);
+                }
+                segment.reference(index, addresses.as_ref()[index % WORDS])
+            }
+            None => segment.reference(index, memory[previous].as_ref()[0]),
+        };
+        // The next block's reference is a random block, most likely not in cache: ask
+        // for it as soon as its pseudo-random word is known, so that it arrives while G
+        // works on this one. When data-independent, that is now; else it is the first
+        // word of this block, which G hands to `ahead` before it has finished.
+        let following = index + 1;
+        let mut ahead = Ahead::nothing();
+        if following < segment_length {
+            if !independent {
+                ahead = Ahead::find(&segment, following, base);
+            } else if following % WORDS != 0 {
+                let reference = segment.reference(following, addresses.as_ref()[following % WORDS]);
+                prefetch(base.wrapping_add(reference));
+                known = Some(reference);
+            }
+        }
         let current = lane_start + column;
         let (prev, refb, next) = three(memory, previous, reference, current);
-        compress(prev, refb, next, pass > 0);
+        compress.compress_ahead(prev, refb, next, pass > 0, &mut ahead);
+        known = known.or(ahead.found);
     }
     addresses.as_mut().zeroize();
+}
+
+/// What G does with the first word of the block it is making as soon as it has it: in
+/// a data-dependent segment, find the next block's reference and ask for it.
+pub(crate) struct Ahead<'a> {
+    next: Option<(&'a Segment, usize, *const Block)>,
+    found: Option<usize>,
+}
+
+impl<'a> Ahead<'a> {
+    /// Nothing to do.
+    pub(crate) fn nothing() -> Ahead<'a> {
+        Ahead {
+            next: None,
+            found: None,
+        }
+    }
+
+    /// Find the reference of block `index` of `segment` in the memory at `base`.
+    fn find(segment: &'a Segment, index: usize, base: *const Block) -> Ahead<'a> {
+        Ahead {
+            next: Some((segment, index, base)),
+            found: None,
+        }
+    }
+
+    /// Called by G with the first word of its result, before it has finished.
+    #[inline]
+    pub(crate) fn first_word(&mut self, word: u64) {
+        if let Some((segment, index, base)) = self.next {
+            let reference = segment.reference(index, word);
+            prefetch(base.wrapping_add(reference));
+            self.found = Some(reference);
+        }
+    }
+}
+
+/// Asks the CPU to bring a block into cache. A hint: it reads nothing and cannot fault,
+/// so `block` may be any address (it is a block of the memory being filled).
+#[inline]
+fn prefetch(block: *const Block) {
+    #[cfg(target_arch = "x86_64")]
+    for line in 0..size_of::<Block>() / 64 {
+        let at = block.cast::<i8>().wrapping_add(64 * line);
+        // SAFETY: a prefetch is only a hint: it never faults and reads nothing into the
+        // program, whatever the address (this one is inside `memory` anyway).
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at) };
+    }
 }
 
 /// Two blocks to read and a third, always different from both, to write.
@@ -262,82 +374,87 @@ fn three(memory: &mut [Block], a: usize, b: usize, current: usize) -> (&Block, &
 #[cfg(test)]
 mod tests {
     use super::*;
-    use argon2::{Algorithm, Argon2, Version};
+    use argon2::{Algorithm, Argon2, AssociatedData, ParamsBuilder, Version};
+    use proptest::prelude::*;
 
-    fn compress() -> Compress {
-        crate::blamka::avx2().expect("this test needs a CPU with AVX2")
-    }
+    use crate::blamka;
 
-    fn ours(input: &Input<'_>, params: &Params, out_len: usize) -> Vec<u8> {
+    fn ours(input: &Input<'_>, params: &Params, out_len: usize, compress: Compress) -> Vec<u8> {
         let mut memory = vec![Block::new(); params.block_count()];
         let mut out = vec![0u8; out_len];
-        hash(input, params, &mut out, &mut memory, compress()).unwrap();
+        hash(input, params, &mut out, &mut memory, compress).unwrap();
         out
     }
 
-    fn has_avx2() -> bool {
-        let has = crate::blamka::avx2().is_some();
-        // CI's machines have AVX2: there, this code must be tested, never skipped.
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-        assert!(has || !ci, "no AVX2 under CI");
-        has
+    fn theirs(input: &Input<'_>, params: &Params, out_len: usize) -> Vec<u8> {
+        let mut out = vec![0u8; out_len];
+        Argon2::new_with_secret(
+            input.secret,
+            Algorithm::Argon2id,
+            Version::V0x13,
+            params.clone(),
+        )
+        .unwrap()
+        .hash_password_into(input.password, input.salt, &mut out)
+        .unwrap();
+        out
     }
 
-    /// RFC 9106, section 5.3.
+    /// RFC 9106, section 5.3, with every compression.
     #[test]
     fn rfc_9106_test_vector() {
-        if !has_avx2() {
-            return;
-        }
         let input = Input {
             password: &[0x01; 32],
             salt: &[0x02; 16],
             secret: &[0x03; 8],
             data: &[0x04; 12],
         };
-        let tag = ours(&input, &Params::new(32, 3, 4, Some(32)).unwrap(), 32);
+        let params = Params::new(32, 3, 4, Some(32)).unwrap();
         let want = "0d640df58d78766c08c037a34a8b53c9d01ef0452d75b65eb52520e96b01e659";
-        let got: String = tag.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(got, want);
+        for compress in blamka::every_for_tests() {
+            let got: String = ours(&input, &params, 32, compress)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(got, want, "{compress:?}");
+        }
     }
 
-    /// The same bytes as the argon2 crate, over memory sizes, passes, lanes, output
-    /// lengths (short, 64, and past 64 where H' chains) and input lengths.
-    #[test]
-    fn agrees_with_the_argon2_crate() {
-        if !has_avx2() {
-            return;
-        }
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        for case in 0..48 {
-            let p = (next() % 4 + 1) as u32;
-            let m_kib = 8 * p + (next() % 300) as u32;
-            let t = (next() % 3 + 1) as u32;
-            let out_len = [4, 16, 32, 64, 65, 100][case % 6];
-            let password: Vec<u8> = (0..next() % 40).map(|_| next() as u8).collect();
-            let salt: Vec<u8> = (0..8 + next() % 24).map(|_| next() as u8).collect();
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The same bytes as the argon2 crate, with every compression, over memory sizes,
+        /// passes, lanes, output lengths (short, 64, and past 64 where H' chains) and
+        /// inputs, with and without a secret and associated data.
+        #[test]
+        fn agrees_with_the_argon2_crate(
+            p in 1u32..=4,
+            extra_kib in 0u32..300,
+            t in 1u32..=3,
+            out_len in prop_oneof![4usize..=64, Just(64usize), 65usize..=130],
+            password in proptest::collection::vec(any::<u8>(), 0..48),
+            salt in proptest::collection::vec(any::<u8>(), 8..32),
+            secret in proptest::collection::vec(any::<u8>(), 0..16),
+            data in proptest::collection::vec(any::<u8>(), 0..16),
+        ) {
+            let params = ParamsBuilder::new()
+                .m_cost(8 * p + extra_kib)
+                .t_cost(t)
+                .p_cost(p)
+                .output_len(out_len)
+                .data(AssociatedData::new(&data).unwrap())
+                .build()
+                .unwrap();
             let input = Input {
                 password: &password,
                 salt: &salt,
-                secret: &[],
-                data: &[],
+                secret: &secret,
+                data: &data,
             };
-            let params = Params::new(m_kib, t, p, Some(out_len)).unwrap();
-            let mut want = vec![0u8; out_len];
-            Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
-                .hash_password_into(&password, &salt, &mut want)
-                .unwrap();
-            assert_eq!(
-                ours(&input, &params, out_len),
-                want,
-                "m={m_kib} t={t} p={p} out={out_len}"
-            );
+            let want = theirs(&input, &params, out_len);
+            for compress in blamka::every_for_tests() {
+                prop_assert_eq!(&ours(&input, &params, out_len, compress), &want, "{:?}", compress);
+            }
         }
     }
 
@@ -350,19 +467,20 @@ mod tests {
             data: &[],
         };
         let params = Params::new(64, 1, 1, None).unwrap();
-        let compress: Compress = |_, _, _, _| {};
-        let mut small = vec![Block::new(); 63];
-        assert_eq!(
-            hash(&input, &params, &mut [0u8; 32], &mut small, compress),
-            Err(BadInput)
-        );
+        for compress in blamka::every_for_tests() {
+            let mut small = vec![Block::new(); 63];
+            assert_eq!(
+                hash(&input, &params, &mut [0u8; 32], &mut small, compress),
+                Err(BadInput)
+            );
+            let mut memory = vec![Block::new(); 64];
+            assert_eq!(
+                hash(&input, &params, &mut [0u8; 3], &mut memory, compress),
+                Err(BadInput)
+            );
+        }
         // No pass or no lane cannot reach `hash`: its parameters are `argon2::Params`.
         assert!(Params::new(64, 0, 1, None).is_err());
         assert!(Params::new(64, 1, 0, None).is_err());
-        let mut memory = vec![Block::new(); 64];
-        assert_eq!(
-            hash(&input, &params, &mut [0u8; 3], &mut memory, compress),
-            Err(BadInput)
-        );
     }
 }

@@ -1,9 +1,9 @@
 //! argon2id for apppass (RFC 9106, version 0x13): the fill ([`argon2id`]) with the
-//! compression G in AVX2 instructions ([`blamka`]) where the CPU has them, else the
-//! argon2 crate's; in memory mapped for it ([`Arena`]).
+//! compression G in AVX-512 or AVX2 instructions ([`blamka`]) where the CPU has them,
+//! else the argon2 crate's; in memory mapped for it ([`Arena`]).
 //!
-//! This crate and the PAM module are the only ones with `unsafe`: here, the AVX2 loads,
-//! stores and calls, and the arena's mapping.
+//! This crate and the PAM module are the only ones with `unsafe`: here, the SIMD loads,
+//! stores and calls, the prefetches, and the arena's mapping.
 
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use zeroize::Zeroize;
@@ -28,10 +28,11 @@ impl std::fmt::Display for Failed {
 impl std::error::Error for Failed {}
 
 /// One argon2id computation, in a fresh [`Arena`] when the system gives one
-/// (see there why), else in memory from the allocator; with [`argon2id`] where the CPU
-/// has AVX2, else with the argon2 crate.
+/// (see there why), else in memory from the allocator; with [`argon2id`] and the best
+/// of [`blamka`]'s compressions where the CPU has AVX-512 or AVX2, else with the
+/// argon2 crate.
 pub fn compute(params: &Params, input: &[u8], salt: &[u8], out: &mut [u8]) -> Result<(), Failed> {
-    compute_with(blamka::avx2(), params, input, salt, out)
+    compute_with(blamka::best(), params, input, salt, out)
 }
 
 /// [`compute`] with the compression chosen by the caller: `None` for the argon2 crate.
@@ -86,7 +87,7 @@ fn fill(
                 password: input,
                 salt,
                 secret: &[],
-                data: &[],
+                data: params.data(),
             };
             argon2id::hash(&input, params, out, memory, compress).map_err(|_| Failed)
         }
@@ -113,10 +114,11 @@ impl Default for Hasher {
 }
 
 impl Hasher {
-    /// A hasher with no memory yet, computing with AVX2 where the CPU has it.
+    /// A hasher with no memory yet, computing with the best compression the CPU can
+    /// run ([`blamka::best`]).
     pub fn new() -> Hasher {
         Hasher {
-            compress: blamka::avx2(),
+            compress: blamka::best(),
             arena: None,
         }
     }
@@ -170,21 +172,38 @@ impl Hasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
-    /// Both ways of computing argon2id give the same bytes: apppass's own with AVX2, and
-    /// the argon2 crate for CPUs without it (the first is also held to RFC 9106 and the
-    /// crate in argon2id's own tests).
+    /// Every way of computing argon2id gives the same bytes: apppass's own with each
+    /// compression, in a fresh arena and on the heap, and the argon2 crate for CPUs with
+    /// neither (each is also held to RFC 9106 and the crate in argon2id's own tests).
     #[test]
-    fn both_computations_agree() {
-        let Some(avx2) = blamka::avx2() else {
-            return;
-        };
+    fn every_computation_agrees() {
         for (m, t, p) in [(64, 1, 1), (19456, 2, 1), (1024, 3, 4)] {
             let params = Params::new(m, t, p, Some(32)).unwrap();
-            let (mut ours, mut theirs) = ([0u8; 32], [0u8; 32]);
-            compute_with(Some(avx2), &params, b"password", b"saltsaltsalt", &mut ours).unwrap();
+            let mut theirs = [0u8; 32];
             compute_with(None, &params, b"password", b"saltsaltsalt", &mut theirs).unwrap();
-            assert_eq!(ours, theirs, "m={m} t={t} p={p}");
+            for compress in blamka::every_for_tests() {
+                let (mut mapped, mut heap) = ([0u8; 32], [0u8; 32]);
+                compute_with(
+                    Some(compress),
+                    &params,
+                    b"password",
+                    b"saltsaltsalt",
+                    &mut mapped,
+                )
+                .unwrap();
+                on_heap(
+                    Some(compress),
+                    &params,
+                    b"password",
+                    b"saltsaltsalt",
+                    &mut heap,
+                )
+                .unwrap();
+                assert_eq!(mapped, theirs, "{compress:?} m={m} t={t} p={p}");
+                assert_eq!(heap, theirs, "{compress:?} m={m} t={t} p={p}, heap");
+            }
         }
     }
 
@@ -203,5 +222,39 @@ mod tests {
             assert_eq!(kept, fresh, "m={m} t={t} p={p}");
         }
         assert!(hasher.memory() >= 2048 * 1024, "it grew to the largest");
+    }
+
+    /// The hasher computes with the best compression there is, without being asked.
+    #[test]
+    fn the_hasher_takes_the_best_compression() {
+        let all = blamka::every_for_tests();
+        assert_eq!(Hasher::new().compress, all.last().copied());
+        assert_eq!(blamka::best(), all.last().copied());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// One worker's hasher, through any run of computations, gives the argon2
+        /// crate's bytes for each.
+        #[test]
+        fn a_kept_hasher_agrees_with_the_argon2_crate(
+            runs in proptest::collection::vec(
+                (1u32..=4, 0u32..200, 1u32..=3, proptest::collection::vec(any::<u8>(), 0..40)),
+                1..6,
+            ),
+            salt in proptest::collection::vec(any::<u8>(), 8..24),
+        ) {
+            let mut hasher = Hasher::new();
+            for (p, extra_kib, t, password) in runs {
+                let params = Params::new(8 * p + extra_kib, t, p, Some(32)).unwrap();
+                let (mut kept, mut theirs) = ([0u8; 32], [0u8; 32]);
+                hasher.compute(&params, &password, &salt, &mut kept).unwrap();
+                Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+                    .hash_password_into(&password, &salt, &mut theirs)
+                    .unwrap();
+                prop_assert_eq!(kept, theirs);
+            }
+        }
     }
 }
