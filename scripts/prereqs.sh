@@ -1,6 +1,7 @@
 # Sourced by scripts/demo and scripts/test: what building apppass needs from Debian.
-# (SQLite is compiled in, with gcc; libsqlite3-dev only for --no-default-features.)
-BUILD_PACKAGES="gcc pkg-config libpam0g-dev"
+# (SQLite is compiled in, with gcc; libsqlite3-dev only for --no-default-features.
+# apppassd links libpq: libpq-dev.)
+BUILD_PACKAGES="gcc pkg-config libpam0g-dev libpq-dev"
 
 # Prints the packages of "$@" that are not installed.
 missing_packages() {
@@ -16,6 +17,11 @@ install_packages() {
     missing=$(missing_packages "$@")
     [ -z "$missing" ] && return 0
     echo "== Installing $what:$missing"
+    case " $missing " in
+    # Left to debconf's default, postfix installs as an "Internet Site" and starts a
+    # system MTA on port 25; the tests run their own instance and need none.
+    *" postfix "*) echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections ;;
+    esac
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 }
@@ -37,9 +43,11 @@ need_build_prereqs() {
 # end-to-end tests (Dovecot, OpenSSH, curl, sshpass) and fail2ban; PostgreSQL (server,
 # client, libpq5) for the PostgreSQL store's tests, which start a private cluster; the
 # leak checkers of tests/leak_logins.rs (valgrind, gcc's libasan8), chattr (e2fsprogs)
-# and mount (util-linux) for tests/faults.rs, and Debian's libargon2 (libargon2-dev),
-# which tests/argon2_interop.rs has verify what apppass hashes.
-TEST_PACKAGES="rsyslog libpam-modules dovecot-imapd dovecot-pop3d dovecot-submissiond openssh-server openssh-client sshpass curl fail2ban postgresql postgresql-client libpq5 valgrind libasan8 e2fsprogs util-linux libargon2-dev"
+# and mount (util-linux) for tests/faults.rs, Debian's libargon2 (libargon2-dev),
+# which tests/argon2_interop.rs has verify what apppass hashes, systemd for
+# tests/units.rs and tests/activation.rs (systemd-analyze, systemd-socket-activate; it
+# does not become PID 1), and Postfix with python3 (smtplib) for tests/postfix.rs.
+TEST_PACKAGES="rsyslog libpam-modules dovecot-imapd dovecot-pop3d dovecot-submissiond openssh-server openssh-client sshpass curl fail2ban postgresql postgresql-client libpq5 valgrind libasan8 e2fsprogs util-linux libargon2-dev systemd postfix python3"
 
 need_test_prereqs() {
     if [ "$(id -u)" = 0 ]; then
@@ -60,9 +68,11 @@ need_test_prereqs() {
     fi
 }
 
-# What tests/debian/check needs (as root): the Debian packaging tools, lintian, and
-# pamtester to log in through the installed module.
-DEB_PACKAGES="build-essential debhelper dpkg-dev lintian pamtester"
+# What tests/debian/check needs (as root): the Debian packaging tools, lintian,
+# pamtester to log in through the installed module, python3 to compare JSON listings
+# across an upgrade, and adduser, which the apppass package depends on (installed
+# beforehand, so that installing the .debs fetches nothing).
+DEB_PACKAGES="build-essential debhelper dpkg-dev lintian pamtester python3 adduser"
 
 need_deb_prereqs() {
     install_packages "Debian packaging prerequisites" $DEB_PACKAGES
