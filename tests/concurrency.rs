@@ -1,10 +1,12 @@
 //! Two processes logging in continuously through libpam while the CLI adds, revokes,
-//! lists, reads the log and lifts throttling on the same database: no login of a valid
-//! password fails, every one of them is recorded (no record gave up on a lock), and no
-//! "database is locked" reaches anyone running the CLI.
+//! lists, reads the log and lifts throttling through the same apppassd: no login of a
+//! valid password fails, every one of them is recorded (the password's use count and
+//! the audit log agree with what the login processes saw: no record gave up on a lock),
+//! and no "database is locked" reaches anyone: not the CLI, not a login, not apppassd's
+//! own log.
 //!
 //! The login processes are this test binary again, in a helper role. Every fifth attempt
-//! of theirs is a wrong guess, so that the writes the module makes include the throttle
+//! of theirs is a wrong guess, so that the writes apppassd makes include the throttle
 //! counter; each guess comes from a remote host of its own, so throttling (on, at its
 //! defaults) never refuses anything here.
 
@@ -73,7 +75,8 @@ fn helper_login_worker() {
 
 #[test]
 fn logins_and_cli_changes_at_once() {
-    let s = Sandbox::new();
+    let mut s = Sandbox::new();
+    let log = support::restart_with_log(&mut s);
     s.simple_service("imap", "");
     let stable = [
         s.add("alice", "imap", &[]),
@@ -165,9 +168,50 @@ fn logins_and_cli_changes_at_once() {
         })
         .sum();
     assert_eq!(used, ok, "logins recorded");
+    // And in the audit log: each success with its password, each guess from its host.
     let conn = rusqlite::Connection::open(&s.db).unwrap();
-    let check: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+    let ids: Vec<String> = stable.iter().map(|a| a.id.to_string()).collect();
+    let successes: i64 = conn
+        .query_row(
+            &format!(
+                "SELECT count(*) FROM event WHERE outcome = 'success' AND password_id IN ({})",
+                ids.join(",")
+            ),
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
-    assert_eq!(check, "ok");
+    let wrong: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM event WHERE outcome = 'failure'
+              AND reason = 'wrong_password' AND rhost LIKE '198.51.%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!((successes, wrong), (ok, guesses), "audit events");
+    drop(conn);
+    assert_eq!(support::integrity(&s.db), "ok");
+    let status = support::assert_alive(&mut s.daemon);
+    let count = |name: &str| {
+        status
+            .counts
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, v)| *v)
+    };
+    assert_eq!(
+        (count("unavailable"), count("busy"), count("expired")),
+        (0, 0, 0),
+        "{:?}",
+        status.counts
+    );
+    let said = support::read_log(&log);
+    for bad in ["locked", "could not record", "unavailable"] {
+        assert!(
+            !said.lines().any(|l| l.contains(bad)),
+            "apppassd logged {bad:?}:\n{said}"
+        );
+    }
+    support::assert_clean_stop(&mut s.daemon, Some(&log));
 }

@@ -1,198 +1,185 @@
-//! The CLI killed (SIGKILL) in the middle of its work, many times: the database stays
-//! whole (`PRAGMA integrity_check` says ok), every change the CLI reported done is there,
-//! a change it did not finish is there entirely or not at all, and the app passwords it
-//! handed out log in through libpam.
+//! apppassd killed (SIGKILL) in the middle of its work, many times: while the CLI streams
+//! changes to it, while it makes a new store, and in the middle of a login. After each
+//! kill apppassd starts again on the same store: the store is whole (`PRAGMA
+//! integrity_check` says ok), every change the CLI reported done is there, a change it
+//! did not see finish is there entirely or not at all, and the app passwords it handed out
+//! log in through libpam. A login whose apppassd dies under it is PAM_AUTHINFO_UNAVAIL at
+//! once: the process that logs in (the host) neither crashes nor hangs.
 //!
-//! Each kill lands at a random moment within the command's usual running time (measured
-//! first), so that kills fall before, during and after its transaction; the moments are
-//! drawn from a printed seed (APPPASS_CRASH_SEED repeats a run).
+//! Kills land at random moments drawn from a printed seed (APPPASS_CRASH_SEED repeats a
+//! run).
 
 mod common;
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{Added, Sandbox, apppass_bin};
 use pam_apppass::code::Code;
+use support::{Rng, helper, helper_role, insert_row, integrity, restart_with_log};
 
-/// What became of one run of the CLI.
-enum Run {
-    /// It exited on its own, with this status and output.
-    Done(std::process::Output),
-    /// It was killed first.
-    Killed,
-}
-
-/// Runs the CLI on `db`, killing it (SIGKILL) after `after` unless it is done by then.
-fn run_killed(db: &Path, conf: &Path, args: &[&str], after: Duration) -> Run {
-    let mut child = Command::new(apppass_bin())
-        .arg("--db")
-        .arg(db)
+/// The CLI against `socket`, waiting at most 10 s for apppassd.
+fn cli(socket: &Path, conf: &Path, args: &[&str]) -> Output {
+    Command::new(apppass_bin())
+        .arg("--socket")
+        .arg(socket)
         .arg("--config")
         .arg(conf)
+        .args(["--timeout", "10s"])
         .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + after;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return Run::Done(child.wait_with_output().unwrap());
-        }
-        if Instant::now() >= deadline {
-            support::kill(&mut child);
-            return Run::Killed;
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
-}
-
-/// Where kills land: anywhere from 0 to 1.2 x the usual running time of the command,
-/// the median of its last few uninterrupted runs. Warm-up runs on a fresh machine can be
-/// much slower than the rest (cold caches, another test's fsyncs), which would put most
-/// kills after the command is done; so every eighth draw lets the command run to its end
-/// and measures it again. Runs that merely beat their kill would not do: they are the
-/// short ones, and the window would shrink until nothing finished.
-struct Window {
-    took: Vec<Duration>,
-    draws: usize,
-}
-
-impl Window {
-    fn warmed_up(mut run: impl FnMut() -> Duration) -> Window {
-        Window {
-            took: (0..5).map(|_| run()).collect(),
-            draws: 0,
-        }
-    }
-
-    fn usual(&self) -> Duration {
-        let mut recent: Vec<Duration> = self.took.iter().rev().take(5).copied().collect();
-        recent.sort();
-        recent[recent.len() / 2]
-    }
-
-    /// When to kill the next run.
-    fn draw(&mut self, rng: &mut support::Rng) -> Duration {
-        self.draws += 1;
-        if self.measuring() {
-            return Duration::from_secs(60);
-        }
-        Duration::from_micros(rng.below(self.usual().as_micros() as usize * 6 / 5) as u64)
-    }
-
-    /// Whether the last draw let the command run to its end.
-    fn measuring(&self) -> bool {
-        self.draws % 8 == 0
-    }
-
-    /// The last run drawn for finished, in `took`.
-    fn finished(&mut self, took: Duration) {
-        if self.measuring() {
-            self.took.push(took);
-        }
-    }
-}
-
-fn integrity(db: &Path) -> String {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .output()
         .unwrap()
 }
 
-#[test]
-fn cli_killed_during_changes() {
-    let s = Sandbox::new();
-    s.simple_service("imap", "");
-    let mut rng = support::Rng::seeded("APPPASS_CRASH_SEED");
+/// What the CLI streams saw, shared between them.
+#[derive(Default)]
+struct Seen {
+    /// Adds reported done: the password, and whose.
+    added: Vec<(Added, String)>,
+    /// Revokes reported done.
+    revoked: BTreeSet<i64>,
+    /// Users of adds that were cut off: their row may or may not be there.
+    maybe_added: BTreeSet<String>,
+    /// Ids being revoked by a stream now (so that two streams never revoke one id).
+    pending: BTreeSet<i64>,
+    tally: BTreeMap<&'static str, usize>,
+}
 
-    let mut add_window = Window::warmed_up(|| {
-        let t = Instant::now();
-        let _ = s.add("warmup", "imap", &[]);
-        t.elapsed()
-    });
-    let mut revoke_window = Window::warmed_up(|| {
-        let id = s.add("warmup", "imap", &[]).id.to_string();
-        let t = Instant::now();
-        assert!(s.apppass(&["revoke", &id]).status.success());
-        t.elapsed()
-    });
-    println!(
-        "usual time: add {:?}, revoke {:?}",
-        add_window.usual(),
-        revoke_window.usual()
-    );
+impl Seen {
+    fn count(&mut self, what: &'static str) {
+        *self.tally.entry(what).or_default() += 1;
+    }
+}
 
-    // What the CLI said it did, and what it may or may not have done.
-    let mut added: Vec<(Added, String)> = Vec::new();
-    let mut revoked: Vec<i64> = Vec::new();
-    let mut maybe_added_users: Vec<String> = Vec::new();
-    let mut tally: BTreeMap<&str, usize> = BTreeMap::new();
-    const RUNS: usize = 300;
-    for i in 0..RUNS {
-        // Kill anywhere from the start to a little past the usual end.
-        let active: Vec<i64> = added
+/// A command cut off by apppassd's death failed the way it should: exit status 1 and a
+/// message about the connection, never a panic.
+fn assert_cut_off(out: &Output, what: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+    assert!(
+        ["connection", "not running", "did not answer"]
             .iter()
-            .map(|(a, _)| a.id)
-            .filter(|id| !revoked.contains(id))
-            .collect();
-        if i % 3 == 2 && !active.is_empty() {
-            let id = active[rng.below(active.len())];
-            let after = revoke_window.draw(&mut rng);
-            let t = Instant::now();
-            match run_killed(&s.db, &s.conf, &["revoke", &id.to_string()], after) {
-                Run::Done(out) => {
-                    revoke_window.finished(t.elapsed());
-                    assert!(
-                        out.status.success(),
-                        "revoke {id}: {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    );
-                    revoked.push(id);
-                    *tally.entry("revoke done").or_default() += 1;
-                }
-                Run::Killed => *tally.entry("revoke killed").or_default() += 1,
+            .any(|w| err.contains(w)),
+        "{what}: {err}"
+    );
+}
+
+/// One stream of CLI commands, back to back, until one fails (apppassd was killed).
+fn stream(s: &Sandbox, seen: &Mutex<Seen>, name: &str, seed: u64) {
+    let mut rng = Rng::fixed(seed);
+    for n in 0.. {
+        let target = {
+            let mut g = seen.lock().unwrap();
+            let active: Vec<i64> = g
+                .added
+                .iter()
+                .map(|(a, _)| a.id)
+                .filter(|id| !g.revoked.contains(id) && !g.pending.contains(id))
+                .collect();
+            // One revoke for two adds, once there is something to revoke.
+            let id =
+                (rng.below(3) == 2 && !active.is_empty()).then(|| active[rng.below(active.len())]);
+            if let Some(id) = id {
+                g.pending.insert(id);
             }
-        } else {
-            let user = format!("user{i}");
-            let after = add_window.draw(&mut rng);
-            let args = ["add", "--user", &user, "--service", "imap", "--json"];
-            let t = Instant::now();
-            match run_killed(&s.db, &s.conf, &args, after) {
-                Run::Done(out) => {
-                    add_window.finished(t.elapsed());
-                    assert!(
-                        out.status.success(),
-                        "add: {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    );
+            id
+        };
+        match target {
+            Some(id) => {
+                let out = cli(&s.socket, &s.conf, &["revoke", &id.to_string()]);
+                let mut g = seen.lock().unwrap();
+                g.pending.remove(&id);
+                if out.status.success() {
+                    g.revoked.insert(id);
+                    g.count("revoke done");
+                } else {
+                    assert_cut_off(&out, &format!("revoke {id}"));
+                    g.count("revoke cut off");
+                    return;
+                }
+            }
+            None => {
+                let user = format!("{name}-{n}");
+                let args = ["add", "--user", &user, "--service", "imap", "--json"];
+                let out = cli(&s.socket, &s.conf, &args);
+                let mut g = seen.lock().unwrap();
+                if out.status.success() {
                     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
                     let a = Added {
                         id: v["id"].as_i64().unwrap(),
                         password: v["password"].as_str().unwrap().to_string(),
                     };
-                    added.push((a, user));
-                    *tally.entry("add done").or_default() += 1;
-                }
-                Run::Killed => {
-                    maybe_added_users.push(user);
-                    *tally.entry("add killed").or_default() += 1;
+                    g.added.push((a, user));
+                    g.count("add done");
+                } else {
+                    assert_cut_off(&out, "add");
+                    g.maybe_added.insert(user);
+                    g.count("add cut off");
+                    return;
                 }
             }
         }
-        // The database is whole, as the next reader finds it.
-        if i % 10 == 9 {
-            assert_eq!(integrity(&s.db), "ok", "after run {i}");
+    }
+}
+
+/// Two CLI streams of adds and revokes; apppassd SIGKILLed at a random moment among
+/// them, then started again on the same store, over and over.
+#[test]
+fn apppassd_killed_during_changes() {
+    let mut s = Sandbox::new();
+    s.simple_service("imap", "");
+    let mut rng = Rng::seeded("APPPASS_CRASH_SEED");
+    let seen = Mutex::new(Seen::default());
+    const KILLS: usize = 100;
+    let started = Instant::now();
+    for round in 0..KILLS {
+        let pid = s.daemon.child.id();
+        let seeds = [rng.next(), rng.next()];
+        // Anywhere from the first command's start to a few commands in.
+        let after = Duration::from_micros(rng.below(150_000) as u64);
+        std::thread::scope(|scope| {
+            for (i, seed) in seeds.into_iter().enumerate() {
+                let (s, seen) = (&s, &seen);
+                scope.spawn(move || stream(s, seen, &format!("r{round}s{i}"), seed));
+            }
+            std::thread::sleep(after);
+            common::signal(pid, "KILL");
+        });
+        let status = s.daemon.child.wait().unwrap();
+        assert!(!status.success(), "apppassd was not killed: {status}");
+        // apppassd starts again on what it left: a stale socket, a hot WAL; each of
+        // its workers opens the store.
+        let log = restart_with_log(&mut s);
+        std::thread::sleep(Duration::from_millis(30));
+        let st = support::assert_alive(&mut s.daemon);
+        assert_eq!(st.store_error, None, "after kill {round}");
+        let said = support::read_log(&log);
+        assert!(
+            !said.contains("store unavailable"),
+            "after kill {round}, started again:\n{said}"
+        );
+        if round % 10 == 9 {
+            assert_eq!(integrity(&s.db), "ok", "after kill {round}");
         }
     }
-    println!("{RUNS} runs: {tally:?}");
-    // Enough of both, or the test tested nothing.
-    for what in ["add done", "add killed", "revoke killed"] {
-        assert!(tally.get(what).copied().unwrap_or(0) >= 5, "{tally:?}");
+    let seen = seen.into_inner().unwrap();
+    println!(
+        "{KILLS} kills in {:.1} s: {:?}",
+        started.elapsed().as_secs_f64(),
+        seen.tally
+    );
+    // Enough of each, or the test tested nothing.
+    for what in ["add done", "add cut off", "revoke done", "revoke cut off"] {
+        assert!(
+            seen.tally.get(what).copied().unwrap_or(0) >= 5,
+            "{:?}",
+            seen.tally
+        );
     }
 
     assert_eq!(integrity(&s.db), "ok");
@@ -201,43 +188,42 @@ fn cli_killed_during_changes() {
         .iter()
         .map(|r| (r["id"].as_i64().unwrap(), r))
         .collect();
-    // Every completed add is there, whole, and revoked exactly if a revoke completed
-    // (a killed revoke may or may not have happened).
-    for (a, user) in &added {
+    // Every add reported done is there, whole, and revoked if a revoke was reported
+    // done (a revoke cut off may or may not have happened).
+    for (a, user) in &seen.added {
         let row = by_id
             .get(&a.id)
-            .unwrap_or_else(|| panic!("add {} lost", a.id));
+            .unwrap_or_else(|| panic!("add {} reported done, and lost", a.id));
         assert_eq!(row["user"], user.as_str());
         assert_eq!(row["service"], "imap");
-        if revoked.contains(&a.id) {
+        if seen.revoked.contains(&a.id) {
             assert_eq!(row["status"], "revoked", "revoke of {} lost", a.id);
         }
     }
-    // A killed add left a whole row or none: every row belongs to a known user.
-    let mut partial = 0;
+    // An add cut off left a whole row or none: every row belongs to a known user.
+    let mut made_it = 0;
     for row in &rows {
         let user = row["user"].as_str().unwrap();
+        let cut_off = seen.maybe_added.contains(user);
         assert!(
-            user == "warmup"
-                || added.iter().any(|(_, u)| u == user)
-                || maybe_added_users.iter().any(|u| u == user),
+            cut_off || seen.added.iter().any(|(_, u)| u == user),
             "unexpected row {row}"
         );
-        if maybe_added_users.iter().any(|u| u == user) {
-            partial += 1;
-        }
+        made_it += usize::from(cut_off);
     }
-    println!("killed adds whose row made it in: {partial}");
-    // What the CLI handed out logs in, unless it was revoked.
-    for (a, _) in &added {
-        let user = &by_id[&a.id]["user"];
+    println!("adds cut off whose row made it in: {made_it}");
+    // What the CLI handed out logs in, unless it was revoked (a sample: each login
+    // costs a real verification).
+    let mut sample: Vec<&(Added, String)> = seen.added.iter().collect();
+    rng.shuffle(&mut sample);
+    for (a, user) in sample.into_iter().take(60) {
         let want = if by_id[&a.id]["status"] == "revoked" {
             Code::AUTH_ERR
         } else {
             Code::SUCCESS
         };
         assert_eq!(
-            s.code("imap", user.as_str().unwrap(), &a.password),
+            s.code("imap", user, &a.password),
             want,
             "app password {}",
             a.id
@@ -245,49 +231,256 @@ fn cli_killed_during_changes() {
     }
 }
 
-/// `apppass init` killed at any moment on a new database: running it again finishes the
-/// job, and the result is a whole database at the current schema.
+/// apppassd killed at any moment while it makes a new store (directory, file, WAL mode,
+/// migrations): started again, it finishes the job, and the store is whole, at the
+/// current schema, and works.
 #[test]
-fn init_killed_and_run_again() {
-    let conf = tempfile::NamedTempFile::new().unwrap();
-    let mut rng = support::Rng::seeded("APPPASS_CRASH_SEED");
-    let dir = tempfile::tempdir().unwrap();
-    let mut window = Window::warmed_up(|| {
-        let db = dir.path().join(format!("warm{}/a.db", rng.next()));
-        let t = Instant::now();
-        assert!(matches!(
-            run_killed(&db, conf.path(), &["init"], Duration::from_secs(60)),
-            Run::Done(o) if o.status.success()
-        ));
-        t.elapsed()
-    });
-    // Until enough kills have landed, and at least 40 runs.
-    let mut killed = 0;
-    let mut runs = 0;
-    while runs < 40 || (killed < 20 && runs < 200) {
-        let db = dir.path().join(format!("db{runs}/apppass.db"));
+fn apppassd_killed_while_making_its_store() {
+    let s = Sandbox::new();
+    s.simple_service("imap", "");
+    let mut rng = Rng::seeded("APPPASS_CRASH_SEED");
+    let base = s.dir.path().join("fresh");
+    std::fs::create_dir(&base).unwrap();
+    let spawn = |db: &Path| {
+        Command::new(common::workspace_bin("apppassd"))
+            .arg("--db")
+            .arg(db)
+            .arg("--socket")
+            .arg(base.join("apppassd.sock"))
+            .arg("--config")
+            .arg(&s.conf)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (mut killed, mut runs) = (0, 0);
+    let mut refused = Vec::new();
+    // Until enough kills have landed before the store was whole, and at least 40 runs.
+    while runs < 40 || (killed < 15 && runs < 200) {
+        let db = base.join(format!("db{runs}/apppass.db"));
         runs += 1;
-        let after = window.draw(&mut rng);
-        let t = Instant::now();
-        match run_killed(&db, conf.path(), &["init"], after) {
-            Run::Killed => killed += 1,
-            Run::Done(_) => window.finished(t.elapsed()),
+        let mut child = spawn(&db);
+        let after = Duration::from_micros(rng.below(30_000) as u64);
+        std::thread::sleep(after);
+        support::kill(&mut child);
+        let whole =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .and_then(|c| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)))
+                .is_ok_and(|v| v == apppass_core::store::sqlite::SCHEMA_VERSION);
+        killed += usize::from(!whole);
+        let (mut d, log) = support::daemon_with_log(&base, &db, &s.conf, &[]);
+        // Both workers have tried the store by now.
+        std::thread::sleep(Duration::from_millis(50));
+        let st = support::assert_alive(&mut d);
+        if let Some(e) = st.store_error {
+            refused.push(format!("run {runs} (killed after {after:?}): {e}"));
+        } else {
+            assert_eq!(
+                st.schema_version,
+                Some(apppass_core::store::sqlite::SCHEMA_VERSION)
+            );
+            let args = ["add", "--user", "alice", "--service", "imap", "--json"];
+            let out = cli(&d.socket, &s.conf, &args);
+            if !out.status.success() {
+                let said = support::read_log(&log)
+                    .lines()
+                    .filter(|l| l.contains("store"))
+                    .collect::<Vec<_>>()
+                    .join(" / ");
+                refused.push(format!(
+                    "run {runs} (killed after {after:?}): status ok, yet add: {} (apppassd: {said})",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
         }
-        match run_killed(&db, conf.path(), &["init"], Duration::from_secs(60)) {
-            Run::Done(out) => assert!(
-                out.status.success(),
-                "init after a kill: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ),
-            Run::Killed => unreachable!(),
-        }
+        support::assert_clean_stop(&mut d, Some(&log));
         assert_eq!(integrity(&db), "ok");
-        let conn = rusqlite::Connection::open(&db).unwrap();
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(version, apppass_core::store::sqlite::SCHEMA_VERSION);
     }
-    println!("init killed {killed} times of {runs}");
-    assert!(killed >= 10, "init was killed only {killed} times");
+    println!("killed before the store was whole: {killed} of {runs}");
+    assert!(killed >= 10, "only {killed} kills landed early enough");
+    assert!(
+        refused.is_empty(),
+        "apppassd, started again, reported its store unusable: {refused:#?}"
+    );
+}
+
+/// A clean stop (SIGTERM) leaves the whole store in its file, its WAL folded in: what an
+/// administrator copies after stopping apppassd (a backup, a move to another host, a
+/// read-only mount) holds every change made before the stop, a revoke included. Each
+/// round is a new store, used at once, as after an installation.
+#[test]
+fn clean_stop_folds_the_wal_into_the_store() {
+    let mut stale = Vec::new();
+    for round in 0..30 {
+        let mut s = Sandbox::new();
+        let a = s.add("alice", "imap", &[]);
+        let out = s.apppass(&["revoke", &a.id.to_string()]);
+        assert!(out.status.success());
+        assert!(s.daemon.stop().success());
+        let wal = std::fs::metadata(support::side_file(&s.db, "-wal")).map_or(0, |m| m.len());
+        // The file alone, as `cp apppass.db` takes it.
+        let copy = s.dir.path().join("copy.db");
+        std::fs::copy(&s.db, &copy).unwrap();
+        let revoked: Result<i64, _> = rusqlite::Connection::open(&copy).and_then(|c| {
+            c.query_row(
+                "SELECT count(*) FROM app_password WHERE revoked IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
+        });
+        if !matches!(revoked, Ok(1)) {
+            stale.push(format!("stop {round}: {revoked:?}, WAL of {wal} bytes"));
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "stopped cleanly, yet the store's file lacks changes still in its WAL: {stale:#?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Killed in the middle of a login
+
+const CONFDIR: &str = "APPPASS_CONFDIR";
+const PASSWORD: &str = "APPPASS_PASSWORD";
+const RESULT: &str = "host-result";
+
+/// A host process (sshd, Dovecot's auth worker) logging in through libpam until its
+/// stdin closes, with SIGPIPE at its default action as a C program has it (Rust ignores
+/// it; a host need not): a module that wrote to a dead apppassd's socket with write(2)
+/// would kill its host (std's UnixStream sends with MSG_NOSIGNAL; this keeps it honest).
+/// Prints one line per login: the code and how long it took.
+#[test]
+fn helper_host() {
+    let Some(_) = helper_role() else { return };
+    // SAFETY: setting a signal's action to its default, before any other thread of
+    // this process could care.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let confdir = support::env_path(CONFDIR);
+    let password = std::env::var(PASSWORD).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&stop);
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let t = Instant::now();
+        let code = common::login_in(&confdir, "imap", "alice", password.as_bytes(), None).code;
+        println!("{RESULT} {} {}", code.name(), t.elapsed().as_micros());
+    }
+}
+
+/// The host's lines: (code, how long the login took).
+fn host_results(out: &Output) -> Vec<(String, Duration)> {
+    assert!(
+        out.status.success(),
+        "the host process died: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    BufReader::new(&out.stdout[..])
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| {
+            let (_, rest) = l.split_once(RESULT)?;
+            let mut parts = rest.split_whitespace();
+            let code = parts.next()?.to_string();
+            let micros: u64 = parts.next()?.parse().ok()?;
+            Some((code, Duration::from_micros(micros)))
+        })
+        .collect()
+}
+
+/// apppassd stopped (SIGSTOP) with a login waiting on it, then killed: the host's login
+/// is PAM_AUTHINFO_UNAVAIL at once, not after the module's timeout. Then apppassd killed
+/// at random moments while a host logs in back to back with a password whose
+/// verification takes a while: every login is a success or PAM_AUTHINFO_UNAVAIL,
+/// within the timeout, and the host lives on.
+#[test]
+fn apppassd_killed_in_the_middle_of_a_login() {
+    let mut s = Sandbox::with_config("throttle_failures = 0\n");
+    restart_with_log(&mut s);
+    s.simple_service("imap", "timeout=5s");
+    // Expensive enough that most of a login is spent inside apppassd.
+    let heavy = apppass_core::secret::HashParams {
+        m_kib: 19456,
+        t: 6,
+        p: 1,
+    };
+    let (_, password) = insert_row(&s.db, "alice", "imap", heavy);
+    let confdir = s.confdir.to_string_lossy().into_owned();
+    let host = || {
+        helper(
+            "helper_host",
+            "host",
+            &[(CONFDIR, &confdir), (PASSWORD, &password)],
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+    };
+
+    // 1. Stopped, then killed, with a login waiting.
+    common::signal(s.daemon.child.id(), "STOP");
+    let mut h = host();
+    std::thread::sleep(Duration::from_millis(500));
+    let killed_at = Instant::now();
+    common::signal(s.daemon.child.id(), "KILL");
+    s.daemon.child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(h.stdin.take());
+    let waited = killed_at.elapsed();
+    let results = host_results(&h.wait_with_output().unwrap());
+    let (code, took) = &results[0];
+    assert_eq!(code, "PAM_AUTHINFO_UNAVAIL", "{results:?}");
+    // It had waited 0.5 s before the kill; it must end at the kill, not at 5 s.
+    assert!(
+        *took < Duration::from_millis(500) + waited + Duration::from_millis(200),
+        "the waiting login took {took:?}"
+    );
+    restart_with_log(&mut s);
+
+    // 2. Killed at random moments under a host logging in back to back.
+    let mut rng = Rng::seeded("APPPASS_CRASH_SEED");
+    let mut h = host();
+    let started = Instant::now();
+    const KILLS: usize = 40;
+    for _ in 0..KILLS {
+        std::thread::sleep(Duration::from_micros(rng.below(200_000) as u64));
+        support::kill(&mut s.daemon.child);
+        restart_with_log(&mut s);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    drop(h.stdin.take());
+    let results = host_results(&h.wait_with_output().unwrap());
+    let mut tally: BTreeMap<&str, usize> = BTreeMap::new();
+    for (code, took) in &results {
+        assert!(
+            code == "PAM_SUCCESS" || code == "PAM_AUTHINFO_UNAVAIL",
+            "a right password got {code}"
+        );
+        assert!(*took < Duration::from_secs(6), "a login took {took:?}");
+        *tally.entry(code.as_str()).or_default() += 1;
+    }
+    println!(
+        "{KILLS} kills under {} logins in {:.1} s: {tally:?}",
+        results.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        tally.get("PAM_SUCCESS").copied().unwrap_or(0) >= 20,
+        "{tally:?}"
+    );
+    assert!(
+        tally.get("PAM_AUTHINFO_UNAVAIL").copied().unwrap_or(0) >= 10,
+        "{tally:?}"
+    );
+    assert_eq!(s.code("imap", "alice", &password), Code::SUCCESS);
+    assert_eq!(integrity(&s.db), "ok");
 }
