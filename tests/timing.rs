@@ -1,22 +1,22 @@
 //! Timing: an unknown user, an unknown selector, a wrong secret and a revoked password
-//! cost the same work through libpam, so the time of an answer tells an attacker nothing
-//! about which of them it was.
+//! cost apppassd the same work, so the time of an answer tells an attacker nothing about
+//! which of them it was.
 //!
-//! How: each kind of attempt, plus two controls, logs in once in a child process run
-//! under valgrind's callgrind, which counts the instructions executed inside
-//! `pam_authenticate` (the module's whole login: lookup, one argon2id verification,
-//! record). Instruction counts are the same on every run of the same path (they vary by
-//! about 0.01% here), whatever else a shared machine is doing, so the comparison is
-//! exact where a timed one would be at the mercy of the machine's noise: the suite
-//! asserts nothing about seconds. What they leave out, the kernel's share (the record's
-//! few system calls), and the time itself are measured by the benchmark, which reports
-//! every failure path beside the success path (README, "Benchmark").
+//! How: apppassd runs under valgrind's callgrind, which counts the instructions executed
+//! inside `Service::handle` (a worker's whole handling of one request: lookup, one
+//! argon2id verification, verdict, record, log line) and writes one profile after each
+//! (`--dump-after`). The logins come through the real libpam, one at a time, and each
+//! kind's count is read from the profile its login left. Instruction counts are the same
+//! on every run of the same path (they vary by about 0.01% here), whatever else a shared
+//! machine is doing, so the comparison is exact where a timed one would be at the mercy
+//! of the machine's noise: the suite asserts nothing about seconds. What they leave out
+//! (the kernel's share, the socket's round trip, which every path pays alike) and the
+//! time itself are measured by the benchmark (README, "Benchmark").
 //!
 //! The tolerance: the four within 2% of each other (largest / smallest <= 1.02). Each is
-//! one argon2id verification at the default cost (about 120 million instructions) plus a
+//! one argon2id verification at the default cost (about 115 million instructions) plus a
 //! few SQL statements and, for users who have app passwords, the audit record (about a
-//! hundred thousand at most): the paths differ by well under 1% by construction (0.08%
-//! here).
+//! hundred thousand at most): the paths differ by well under 1% by construction.
 //!
 //! That the comparison cannot pass by accident (a count that measures nothing, a
 //! verification skipped on every path alike) is shown in the same run by two controls
@@ -26,29 +26,31 @@
 //! - a wrong secret for a row hashed with three passes instead of two, a path that does
 //!   half as much argon2 work again (must be above 1.02 x the largest of the four).
 //!
-//! Throttling would otherwise interfere: the four kinds run through a service whose
-//! configuration turns it off (`throttle_failures = 0`); the throttled control goes
-//! through a second service on the same database whose configuration turns it on at one
-//! guess.
+//! Throttling is on at one guess (`throttle_failures = 1`): each of the four comes from a
+//! host of its own, so none of them is throttled, and the throttled control comes from a
+//! host that has already guessed once. One worker, so that every login is handled by the
+//! same store connection and argon2 memory, warmed up before anything is counted.
+//!
+//! Its own `main` (harness = false): nothing else runs while apppassd is measured.
 
 mod common;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use apppass_core::secret::{HashParams, NewPassword};
-use common::{Sandbox, require};
+use common::{Daemon, Sandbox, require};
 use pam_apppass::code::Code;
 use support::{have, wrong_secret};
 
 const TOLERANCE: f64 = 1.02;
-/// Set (to the request) in the child that logs in once under callgrind.
-const ROLE: &str = "APPPASS_WORK_LOGIN";
+/// The function whose instructions are counted: a worker's handling of one request.
+const HANDLE: &str = "apppassd::service::Service::handle";
 
 struct Kind {
     name: &'static str,
-    service: &'static str,
     user: &'static str,
     password: String,
     rhost: &'static str,
@@ -56,10 +58,6 @@ struct Kind {
 }
 
 fn main() {
-    if let Ok(request) = std::env::var(ROLE) {
-        login_once(&request);
-        return;
-    }
     let name = "failures_do_the_same_work";
     if !common::asked_for(name) {
         return;
@@ -68,85 +66,110 @@ fn main() {
         println!("test {name} ... skipped (no valgrind)");
         return;
     }
+    let started = Instant::now();
     failures_do_the_same_work();
-    println!("test {name} ... ok");
-}
-
-/// The child: one login, its PAM result on stdout.
-fn login_once(request: &str) {
-    let f: Vec<&str> = request.split('\x1f').collect();
-    let [confdir, service, user, rhost, password] = f[..] else {
-        panic!("bad request {request:?}");
-    };
-    let out = common::login_in(
-        Path::new(confdir),
-        service,
-        user,
-        password.as_bytes(),
-        Some(rhost),
+    println!(
+        "test {name} ... ok ({:.0} s)",
+        started.elapsed().as_secs_f64()
     );
-    println!("{}", out.code.name());
 }
 
-/// Instructions executed inside `pam_authenticate` by one login of `k`, in a child
-/// process under callgrind; checks the login's PAM result on the way.
-fn instructions(s: &Sandbox, k: &Kind, run: usize) -> u64 {
-    let out_file: PathBuf = s
-        .dir
-        .path()
-        .join(format!("callgrind.{}.{run}", k.name.replace(' ', "_")));
-    let request = [
-        s.confdir.to_str().unwrap(),
-        k.service,
-        k.user,
-        k.rhost,
-        &k.password,
-    ]
-    .join("\x1f");
-    let out = Command::new("valgrind")
-        .args(["--tool=callgrind", "--toggle-collect=pam_authenticate"])
-        .arg(format!("--callgrind-out-file={}", out_file.display()))
-        .arg(std::env::current_exe().unwrap())
-        .env(ROLE, request)
-        .output()
+/// apppassd under callgrind, collecting only inside [`HANDLE`] and dumping a profile
+/// (`out.N`) after each call, in place of the sandbox's own apppassd.
+fn measured_daemon(s: &mut Sandbox, out: &Path) -> Daemon {
+    s.daemon.stop();
+    let log = std::fs::File::create(s.dir.path().join("apppassd.log")).unwrap();
+    let child = Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg(format!("--toggle-collect={HANDLE}"))
+        .arg(format!("--dump-after={HANDLE}"))
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(common::workspace_bin("apppassd"))
+        .arg("--db")
+        .arg(&s.db)
+        .arg("--socket")
+        .arg(&s.socket)
+        .arg("--config")
+        .arg(&s.conf)
+        .arg("--stderr")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        k.name,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        k.want.name(),
-        "{}",
-        k.name
-    );
-    let report = std::fs::read_to_string(&out_file).unwrap();
+    let mut daemon = Daemon {
+        child,
+        socket: s.socket.clone(),
+        db: s.db.clone(),
+        conf: s.conf.clone(),
+    };
+    // Slower to start under valgrind than Daemon::wait_ready allows.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while daemon.status().is_none() {
+        if let Some(status) = daemon.child.try_wait().unwrap() {
+            panic!(
+                "apppassd under callgrind exited at start ({status}):\n{}",
+                std::fs::read_to_string(s.dir.path().join("apppassd.log")).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "apppassd under callgrind did not answer"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    daemon
+}
+
+/// The profiles callgrind has written so far (`out.1`, `out.2`, ...).
+fn dumps(out: &Path) -> usize {
+    let prefix = format!("{}.", out.file_name().unwrap().to_str().unwrap());
+    std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| {
+            n.strip_prefix(&prefix)
+                .is_some_and(|k| k.parse::<u32>().is_ok())
+        })
+        .count()
+}
+
+/// The instruction count of profile `out.N`.
+fn count_of(out: &Path, n: usize) -> u64 {
+    let file = PathBuf::from(format!("{}.{n}", out.display()));
+    let report = std::fs::read_to_string(&file).unwrap();
     report
         .lines()
-        .find_map(|l| l.strip_prefix("summary: "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{}: no summary in {}", k.name, out_file.display()))
+        .find_map(|l| l.strip_prefix("totals: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no totals in {}", file.display()))
+}
+
+/// One login of `k` through libpam; the instructions apppassd's worker spent on it.
+fn instructions(s: &Sandbox, out: &Path, k: &Kind) -> u64 {
+    let before = dumps(out);
+    let code = s
+        .login("timing", k.user, k.password.as_bytes(), Some(k.rhost))
+        .code;
+    assert_eq!(code, k.want, "{}", k.name);
+    // Written before the worker answers; the one after the last is this login's.
+    let after = dumps(out);
+    assert_eq!(
+        after,
+        before + 1,
+        "{}: expected exactly one profile for one request",
+        k.name
+    );
+    count_of(out, after)
 }
 
 fn failures_do_the_same_work() {
-    let s = Sandbox::new();
-    std::fs::write(&s.conf, "throttle_failures = 0\n").unwrap();
-    let throttled_conf = s.dir.path().join("throttled.conf");
-    std::fs::write(
-        &throttled_conf,
-        "throttle_failures = 1\nthrottle_lockout = 1h\n",
-    )
-    .unwrap();
-    s.simple_service("timing", "service=imap");
-    s.service(
-        "timing-throttled",
-        &format!(
-            "auth required {{module}} db={{db}} conf={} service=imap\n",
-            throttled_conf.display()
-        ),
+    let mut s = Sandbox::with_config(
+        "throttle_failures = 1\nthrottle_lockout = 1h\nworkers = 1\n\
+         # Under callgrind a verification takes a second or two.\ntimeout = 60s\n",
     );
+    s.simple_service("timing", "service=imap");
+    let out = s.dir.path().join("callgrind.out");
+    s.daemon = measured_daemon(&mut s, &out);
     // Made by the CLI, at the default cost, as in production.
     let active = s.add("alice", "imap", &[]);
     let revoked = s.add("alice", "imap", &[]);
@@ -165,30 +188,54 @@ fn failures_do_the_same_work() {
             ..HashParams::default()
         },
     );
-    // One guess locks alice out from this host on the throttled service.
-    assert_eq!(
-        s.login(
-            "timing-throttled",
-            "alice",
-            wrong_secret(&active.password).as_bytes(),
-            Some("203.0.113.99")
-        )
-        .code,
-        Code::AUTH_ERR
-    );
 
-    let kind = |name, service, user, password: &str, rhost, want| Kind {
+    let kind = |name, user, password: &str, rhost, want| Kind {
         name,
-        service,
         user,
         password: password.to_string(),
         rhost,
         want,
     };
+    // Warm-up, not compared: the first lookup, verification and record of the worker
+    // (statements prepared, memory touched for the first time).
+    for k in [
+        kind(
+            "warm-up",
+            "alice",
+            &wrong_secret(&active.password),
+            "198.51.100.1",
+            Code::AUTH_ERR,
+        ),
+        kind(
+            "warm-up",
+            "mallory",
+            &active.password,
+            "198.51.100.2",
+            Code::USER_UNKNOWN,
+        ),
+        kind(
+            "warm-up",
+            "alice",
+            &active.password,
+            "198.51.100.3",
+            Code::SUCCESS,
+        ),
+    ] {
+        instructions(&s, &out, &k);
+    }
+    // One guess locks alice out from this host.
+    let guess = kind(
+        "first guess",
+        "alice",
+        &wrong_secret(&active.password),
+        "203.0.113.99",
+        Code::AUTH_ERR,
+    );
+    instructions(&s, &out, &guess);
+
     let kinds = [
         kind(
             "unknown user",
-            "timing",
             "mallory",
             &active.password,
             "192.0.2.1",
@@ -196,32 +243,28 @@ fn failures_do_the_same_work() {
         ),
         kind(
             "unknown selector",
-            "timing",
             "alice",
             &never_issued,
-            "192.0.2.1",
+            "192.0.2.2",
             Code::AUTH_ERR,
         ),
         kind(
             "wrong secret",
-            "timing",
             "alice",
             &wrong_secret(&active.password),
-            "192.0.2.1",
+            "192.0.2.3",
             Code::AUTH_ERR,
         ),
         kind(
             "revoked",
-            "timing",
             "alice",
             &revoked.password,
-            "192.0.2.1",
+            "192.0.2.4",
             Code::AUTH_ERR,
         ),
         // The controls.
         kind(
             "throttled (control)",
-            "timing-throttled",
             "alice",
             &wrong_secret(&active.password),
             "203.0.113.99",
@@ -229,22 +272,35 @@ fn failures_do_the_same_work() {
         ),
         kind(
             "3-pass row (control)",
-            "timing",
             "alice",
             &wrong_secret(&heavy),
-            "192.0.2.1",
+            "192.0.2.5",
             Code::AUTH_ERR,
         ),
     ];
-
-    // The first kind twice: the same path gives the same count.
-    let again = instructions(&s, &kinds[0], 1);
     let counts: Vec<(&str, u64)> = kinds
         .iter()
-        .map(|k| (k.name, instructions(&s, k, 0)))
+        .map(|k| (k.name, instructions(&s, &out, k)))
         .collect();
+    // The first kind again: the same path gives the same count.
+    let again = instructions(
+        &s,
+        &out,
+        &kind(
+            "unknown user",
+            "mallory",
+            &active.password,
+            "192.0.2.6",
+            Code::USER_UNKNOWN,
+        ),
+    );
+    let exit = s.daemon.stop();
+    assert!(
+        exit.success(),
+        "apppassd under callgrind stopped with {exit}"
+    );
     for (name, n) in &counts {
-        println!("{name:>22}: {n:>12} instructions in pam_authenticate");
+        println!("{name:>22}: {n:>12} instructions in {HANDLE}");
     }
     let first = counts[0].1 as f64;
     println!(
@@ -259,6 +315,10 @@ fn failures_do_the_same_work() {
         "largest / smallest of the four: {:.4} (tolerance {TOLERANCE})",
         most / fewest
     );
+    assert!(
+        fewest > 1e6,
+        "callgrind counted (almost) nothing inside {HANDLE}: was it renamed? {counts:?}"
+    );
     let (throttled, heavy) = (counts[4].1 as f64, counts[5].1 as f64);
     assert!(
         throttled * TOLERANCE < fewest,
@@ -271,5 +331,9 @@ fn failures_do_the_same_work() {
     assert!(
         most <= fewest * TOLERANCE,
         "the four failures do not do the same work: {counts:?}"
+    );
+    assert!(
+        (again as f64 - first).abs() <= first * (TOLERANCE - 1.0),
+        "the same path twice gave different counts: {first} and {again}"
     );
 }
