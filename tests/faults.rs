@@ -382,8 +382,13 @@ fn store_locked_against_readers_at_start() {
     let login_took = t.elapsed();
     // How soon apppassd answers status, polled (the login above may have taken the
     // whole of its timeout).
+    // Answered at once ("opening its store"), and soon with the reason.
     let status = loop {
-        if let Some(st) = s.daemon.status() {
+        if let Some(st) = s
+            .daemon
+            .status()
+            .filter(|st| st.store_error.as_deref() != Some(apppassd::state::OPENING))
+        {
             break st;
         }
         assert!(

@@ -793,14 +793,19 @@ fn opt_i64() -> impl Strategy<Value = Option<i64>> {
 fn status() -> impl Strategy<Value = Status> {
     (
         (text(), any::<u32>(), any::<u32>(), any::<u64>(), text()),
-        (opt_text(), opt_i64(), any::<[u32; 5]>()),
+        (opt_text(), opt_text(), opt_i64(), any::<[u32; 5]>()),
         proptest::collection::vec((text(), any::<u64>()), 0..4),
         (any::<u32>(), opt_text(), any::<bool>(), any::<bool>()),
     )
         .prop_map(
             |(
                 (version, pid, daemon_uid, uptime_s, store),
-                (store_error, schema_version, [workers, busy, queued, queue_max, clients]),
+                (
+                    store_error,
+                    store_warning,
+                    schema_version,
+                    [workers, busy, queued, queue_max, clients],
+                ),
                 counts,
                 (uid, user, admin, authenticates_anyone),
             )| Status {
@@ -810,6 +815,7 @@ fn status() -> impl Strategy<Value = Status> {
                 uptime_s,
                 store,
                 store_error,
+                store_warning,
                 schema_version,
                 workers,
                 busy,
@@ -1327,6 +1333,7 @@ fn golden() -> Vec<(&'static str, &'static str, Vec<u8>)> {
                 uptime_s: 3600,
                 store: "/var/lib/apppass/apppass.db".into(),
                 store_error: None,
+                store_warning: None,
                 schema_version: Some(2),
                 workers: 2,
                 busy: 1,

@@ -703,7 +703,9 @@ fn postgresql_roles() {
         db.connect.passfile.as_deref().unwrap(),
         &[pg::ADMIN, pg::LOGIN],
     );
-    let daemon = |uri: &str| store::open_daemon(&Location::parse(uri).unwrap(), &db.connect, 1000);
+    let daemon = |uri: &str| {
+        store::open_daemon(&Location::parse(uri).unwrap(), &db.connect, 1000).map(|o| o.store)
+    };
     // An empty database: the login role's apppassd says who creates the schema; the
     // administrators' creates it.
     let e = daemon(&login_uri).err().unwrap().to_string();

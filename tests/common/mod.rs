@@ -360,19 +360,23 @@ impl Daemon {
         daemon
     }
 
-    /// Waits (up to 10 s) until the socket answers a status request.
+    /// Waits (up to 20 s) until the socket answers a status request and apppassd has
+    /// tried its store (whether it could use it or not).
     pub fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("apppassd exited at start: {status}\n{}", self.log());
             }
-            if self.status().is_some() {
+            if self
+                .status()
+                .is_some_and(|s| s.store_error.as_deref() != Some(apppassd::state::OPENING))
+            {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "apppassd did not answer within 10 s"
+                "apppassd did not answer within 20 s"
             );
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -170,13 +170,13 @@ pub fn spawn_with_log(dir: &Path, db: &Path, conf: &Path, extra: &[&str]) -> (Da
 }
 
 /// Waits (up to 10 s) until apppassd has tried its store: its status shows a schema
-/// version or a store error. (apppassd built before it probed its store at start
-/// answered `status` before it had made the store.)
+/// version or a store error other than "still opening it".
 pub fn wait_for_store(d: &Daemon) -> apppass_proto::Status {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let status = d.status().expect("apppassd does not answer status");
-        if status.schema_version.is_some() || status.store_error.is_some() {
+        let opening = status.store_error.as_deref() == Some(apppassd::state::OPENING);
+        if !opening && (status.schema_version.is_some() || status.store_error.is_some()) {
             return status;
         }
         assert!(

@@ -625,6 +625,7 @@ fn status(s: &mut Session, a: JsonArgs, out: &mut impl Write) -> Result<(), CliE
         uptime_s,
         store,
         store_error,
+        store_warning,
         schema_version,
         workers,
         busy,
@@ -645,6 +646,7 @@ fn status(s: &mut Session, a: JsonArgs, out: &mut impl Write) -> Result<(), CliE
             "store": store,
             "store_ok": store_error.is_none(),
             "store_error": store_error,
+            "store_warning": store_warning,
             "schema_version": schema_version,
             "workers": workers,
             "busy": busy,
@@ -661,9 +663,10 @@ fn status(s: &mut Session, a: JsonArgs, out: &mut impl Write) -> Result<(), CliE
         });
         return writeln!(out, "{obj}").map_err(io_err);
     }
-    let state = match &store_error {
-        None => format!("ok (schema version {})", schema_version.unwrap_or(0)),
-        Some(why) => format!("UNAVAILABLE: {why}"),
+    let state = match (&store_error, &store_warning) {
+        (None, None) => format!("ok (schema version {})", schema_version.unwrap_or(0)),
+        (None, Some(w)) => format!("usable, {w}"),
+        (Some(why), _) => format!("UNAVAILABLE: {why}"),
     };
     let mut text = format!(
         "apppassd {version}, pid {pid}, uid {daemon_uid}, up {}\n\

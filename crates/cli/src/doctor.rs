@@ -1063,6 +1063,9 @@ fn check_daemon(
         Level::Ok,
         format!("store: {} (schema version {version})", status.store),
     );
+    if let Some(w) = &status.store_warning {
+        report.push(Level::Warning, format!("store: {w}"));
+    }
     if !status.you.admin {
         report.push(
             Level::Warning,

@@ -118,7 +118,7 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(1))
     });
     let store = config.db.to_string();
-    let queue_limits = Limits::for_total(config.queue_max as usize);
+    let queue_limits = Limits::new(config.queue_max as usize, workers as usize);
     let socket_name = match &bound {
         Some(p) => p.display().to_string(),
         None => "the socket systemd passed".to_string(),
@@ -130,11 +130,12 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         health: Health::default(),
         uid,
         last_prune: std::sync::atomic::AtomicI64::new(0),
+        opening: std::sync::Mutex::new(()),
         workers,
     });
-    // The store is checked, created or migrated once, before any worker opens its own
-    // connection: status and the log say from the start whether it can be used.
-    service::probe(&shared);
+    // Each worker opens the store as it starts (the first creates or migrates it); until
+    // one has, status says so. Nothing here waits for it: a locked store must not keep
+    // apppassd from answering.
     let queue = Arc::new(Queue::new(queue_limits));
     let handles = worker::spawn(workers, &shared, &queue);
     shared.log.info(&format!(
@@ -146,6 +147,23 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
     queue.close();
     for h in handles {
         let _ = h.join();
+    }
+    // The workers' connections all closed at once; none may have folded the WAL into the
+    // store. One last connection does, so that a copy of the file taken after a clean
+    // stop holds every change.
+    // Only a store it used, and still trusts: never a -wal someone else put there.
+    let usable = shared.health.store_error().is_none();
+    if let (Location::Sqlite(path), true) = (&shared.config.db, usable) {
+        use apppass_core::store::sqlite;
+        if let Ok(store) = sqlite::check_directory(path, shared.uid).and_then(|()| {
+            sqlite::SqliteStore::open(path, apppass_core::store::Purpose::Admin, false)
+        }) {
+            if let Err(e) = store.checkpoint() {
+                shared
+                    .log
+                    .warning(&format!("could not fold the WAL into the store: {e}"));
+            }
+        }
     }
     if let Some(path) = bound {
         let _ = std::fs::remove_file(path);

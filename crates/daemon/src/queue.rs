@@ -4,6 +4,10 @@
 //! server's logins: a user's lane holds at most a few requests, all users together at
 //! most half the queue, and the system class is served three times for each time the
 //! users are while both wait.
+//!
+//! Changes (adds, revokes, listings, backups) may wait on the store's write lock or take
+//! long; at most `max_changes` of them run at once (one worker fewer than there are,
+//! when there are several), so that a worker is always left for logins.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Condvar, Mutex};
@@ -11,7 +15,7 @@ use std::time::Instant;
 
 use crate::peer::Class;
 
-/// How many requests may wait.
+/// How many requests may wait, and how many changes may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// All together (`queue_max`).
@@ -20,16 +24,19 @@ pub struct Limits {
     pub users: usize,
     /// One uid of the [`Class::User`] class.
     pub per_user: usize,
+    /// Changes running at once.
+    pub max_changes: usize,
 }
 
 impl Limits {
-    /// The limits for a queue of `total`.
-    pub fn for_total(total: usize) -> Limits {
+    /// The limits for a queue of `total` served by `workers`.
+    pub fn new(total: usize, workers: usize) -> Limits {
         let total = total.max(1);
         Limits {
             total,
             users: (total / 2).max(1),
             per_user: total.clamp(1, 8),
+            max_changes: workers.saturating_sub(1).max(1),
         }
     }
 }
@@ -47,18 +54,32 @@ pub enum Full {
     Closed,
 }
 
-/// Something queued: its lane and its deadline, and what to do.
+/// What a queued job is, for the turn rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A login: one lookup, one verification, one record.
+    Login,
+    /// Anything else: it may wait on the store or take long.
+    Change,
+}
+
+/// Something queued: its lane, its kind and its deadline.
 pub trait Queued {
     fn lane(&self) -> (Class, u32);
+    fn kind(&self) -> Kind;
     fn deadline(&self) -> Instant;
 }
 
+type Lane = (Class, u32, Kind);
+
 struct Inner<J> {
-    lanes: HashMap<(Class, u32), VecDeque<J>>,
-    /// Uids with something queued, per class, in the order they are served.
-    rotation: [VecDeque<u32>; 2],
-    class_len: [usize; 2],
+    lanes: HashMap<Lane, VecDeque<J>>,
+    /// Lanes with something queued, per class, in the order they are served.
+    rotation: [VecDeque<(u32, Kind)>; 2],
+    /// Queued jobs per class: logins, changes.
+    class_len: [[usize; 2]; 2],
     len: usize,
+    changes_running: usize,
     turn: u32,
     closed: bool,
 }
@@ -77,6 +98,13 @@ fn index(class: Class) -> usize {
     }
 }
 
+fn kind_index(kind: Kind) -> usize {
+    match kind {
+        Kind::Login => 0,
+        Kind::Change => 1,
+    }
+}
+
 /// Of four turns while both classes wait, the system class gets this many.
 const SYSTEM_TURNS: u32 = 3;
 
@@ -86,8 +114,9 @@ impl<J: Queued> Queue<J> {
             inner: Mutex::new(Inner {
                 lanes: HashMap::new(),
                 rotation: [VecDeque::new(), VecDeque::new()],
-                class_len: [0, 0],
+                class_len: [[0; 2]; 2],
                 len: 0,
+                changes_running: 0,
                 turn: 0,
                 closed: false,
             }),
@@ -103,15 +132,22 @@ impl<J: Queued> Queue<J> {
     /// Queues `job`, or gives it back with the reason it does not fit.
     pub fn push(&self, job: J) -> Result<(), (J, Full)> {
         let (class, uid) = job.lane();
+        let kind = job.kind();
         let mut inner = self.lock();
-        let lane_len = inner.lanes.get(&(class, uid)).map_or(0, VecDeque::len);
+        let c = index(class);
+        let uid_len: usize = [Kind::Login, Kind::Change]
+            .iter()
+            .map(|k| inner.lanes.get(&(class, uid, *k)).map_or(0, VecDeque::len))
+            .sum();
         let full = if inner.closed {
             Some(Full::Closed)
         } else if inner.len >= self.limits.total {
             Some(Full::Queue)
-        } else if class == Class::User && inner.class_len[1] >= self.limits.users {
+        } else if class == Class::User
+            && inner.class_len[1].iter().sum::<usize>() >= self.limits.users
+        {
             Some(Full::Users)
-        } else if class == Class::User && lane_len >= self.limits.per_user {
+        } else if class == Class::User && uid_len >= self.limits.per_user {
             Some(Full::Share)
         } else {
             None
@@ -119,34 +155,46 @@ impl<J: Queued> Queue<J> {
         if let Some(why) = full {
             return Err((job, why));
         }
-        let c = index(class);
-        if lane_len == 0 {
-            inner.rotation[c].push_back(uid);
+        let lane = inner.lanes.entry((class, uid, kind)).or_default();
+        let was_empty = lane.is_empty();
+        lane.push_back(job);
+        if was_empty {
+            inner.rotation[c].push_back((uid, kind));
         }
-        inner.lanes.entry((class, uid)).or_default().push_back(job);
-        inner.class_len[c] += 1;
+        inner.class_len[c][kind_index(kind)] += 1;
         inner.len += 1;
         drop(inner);
-        self.ready.notify_one();
+        // A waiting worker may be one that only takes logins: wake them all.
+        self.ready.notify_all();
         Ok(())
     }
 
-    /// The next job, waiting for one; `None` once the queue is closed and empty.
+    /// The next job a worker may take, waiting for one; `None` once the queue is closed
+    /// and empty. A change it returns must be reported with [`Queue::done`].
     pub fn pop(&self) -> Option<J> {
         let mut inner = self.lock();
         loop {
-            if inner.len > 0 {
-                if let Some(job) = take(&mut inner) {
-                    return Some(job);
+            let changes = inner.changes_running < self.limits.max_changes;
+            if let Some(job) = take(&mut inner, changes) {
+                if job.kind() == Kind::Change {
+                    inner.changes_running += 1;
                 }
-                // The lanes and the counts disagree: a bug, but never a stuck worker.
-                repair(&mut inner);
-                continue;
+                return Some(job);
             }
-            if inner.closed {
+            if inner.closed && inner.len == 0 {
                 return None;
             }
             inner = self.ready.wait(inner).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// A change taken with [`Queue::pop`] is finished.
+    pub fn done(&self, kind: Kind) {
+        if kind == Kind::Change {
+            let mut inner = self.lock();
+            inner.changes_running = inner.changes_running.saturating_sub(1);
+            drop(inner);
+            self.ready.notify_all();
         }
     }
 
@@ -170,43 +218,39 @@ impl<J: Queued> Queue<J> {
     }
 }
 
-/// Rebuilds the counts and the rotation from the lanes.
-fn repair<J>(inner: &mut Inner<J>) {
-    inner.lanes.retain(|_, lane| !lane.is_empty());
-    inner.rotation = [VecDeque::new(), VecDeque::new()];
-    inner.class_len = [0, 0];
-    for ((class, uid), lane) in &inner.lanes {
-        let c = index(*class);
-        inner.rotation[c].push_back(*uid);
-        inner.class_len[c] += lane.len();
-    }
-    inner.len = inner.class_len[0] + inner.class_len[1];
-}
-
-/// Takes the next job by the turn rules (the caller checked that one waits).
-fn take<J: Queued>(inner: &mut Inner<J>) -> Option<J> {
-    let both = inner.class_len[0] > 0 && inner.class_len[1] > 0;
-    let c = if both {
-        let system = inner.turn % (SYSTEM_TURNS + 1) < SYSTEM_TURNS;
-        inner.turn = inner.turn.wrapping_add(1);
-        if system { 0 } else { 1 }
-    } else if inner.class_len[0] > 0 {
-        0
-    } else {
-        1
+/// Takes the next job by the turn rules, changes only if `changes` allows them.
+fn take<J: Queued>(inner: &mut Inner<J>, changes: bool) -> Option<J> {
+    let eligible = |inner: &Inner<J>, c: usize| {
+        inner.class_len[c][0] > 0 || (changes && inner.class_len[c][1] > 0)
+    };
+    let (system, users) = (eligible(inner, 0), eligible(inner, 1));
+    let c = match (system, users) {
+        (false, false) => return None,
+        (true, true) => {
+            let system_turn = inner.turn % (SYSTEM_TURNS + 1) < SYSTEM_TURNS;
+            inner.turn = inner.turn.wrapping_add(1);
+            if system_turn { 0 } else { 1 }
+        }
+        (true, false) => 0,
+        (false, true) => 1,
     };
     let class = if c == 0 { Class::System } else { Class::User };
-    // Every uid in the rotation has a non-empty lane (kept so below).
-    let uid = inner.rotation[c].pop_front()?;
-    let lane = inner.lanes.get_mut(&(class, uid))?;
+    // The first lane in the rotation this worker may serve.
+    let at = inner.rotation[c]
+        .iter()
+        .position(|(_, kind)| changes || *kind == Kind::Login)?;
+    let (uid, kind) = inner.rotation[c].remove(at)?;
+    let lane = inner.lanes.get_mut(&(class, uid, kind))?;
     let job = lane.pop_front();
     if lane.is_empty() {
-        inner.lanes.remove(&(class, uid));
+        inner.lanes.remove(&(class, uid, kind));
     } else {
-        inner.rotation[c].push_back(uid);
+        inner.rotation[c].push_back((uid, kind));
     }
-    inner.class_len[c] -= 1;
-    inner.len -= 1;
+    if job.is_some() {
+        inner.class_len[c][kind_index(kind)] -= 1;
+        inner.len -= 1;
+    }
     job
 }
 
@@ -215,15 +259,22 @@ mod tests {
     use super::*;
 
     #[derive(Debug, PartialEq, Eq)]
-    struct J(Class, u32, usize);
+    struct J(Class, u32, usize, Kind);
 
     impl Queued for J {
         fn lane(&self) -> (Class, u32) {
             (self.0, self.1)
         }
+        fn kind(&self) -> Kind {
+            self.3
+        }
         fn deadline(&self) -> Instant {
             Instant::now()
         }
+    }
+
+    fn login(class: Class, uid: u32, i: usize) -> J {
+        J(class, uid, i, Kind::Login)
     }
 
     #[test]
@@ -232,33 +283,45 @@ mod tests {
             total: 20,
             users: 10,
             per_user: 4,
+            max_changes: 1,
         });
         for i in 0..4 {
-            q.push(J(Class::User, 1000, i)).unwrap();
+            q.push(login(Class::User, 1000, i)).unwrap();
         }
-        assert_eq!(q.push(J(Class::User, 1000, 9)).unwrap_err().1, Full::Share);
+        let refused = q.push(J(Class::User, 1000, 9, Kind::Change)).unwrap_err();
+        assert_eq!(
+            refused.1,
+            Full::Share,
+            "logins and changes share a uid's lane"
+        );
         for uid in 1001..1004 {
             for i in 0..2 {
-                q.push(J(Class::User, uid, i)).unwrap();
+                q.push(login(Class::User, uid, i)).unwrap();
             }
         }
-        assert_eq!(q.push(J(Class::User, 2000, 0)).unwrap_err().1, Full::Users);
+        assert_eq!(
+            q.push(login(Class::User, 2000, 0)).unwrap_err().1,
+            Full::Users
+        );
         // The system class still has room.
         for i in 0..10 {
-            q.push(J(Class::System, 0, i)).unwrap();
+            q.push(login(Class::System, 0, i)).unwrap();
         }
-        assert_eq!(q.push(J(Class::System, 0, 99)).unwrap_err().1, Full::Queue);
+        assert_eq!(
+            q.push(login(Class::System, 0, 99)).unwrap_err().1,
+            Full::Queue
+        );
     }
 
     #[test]
     fn turns_favour_logins_and_rotate_users() {
-        let q = Queue::new(Limits::for_total(100));
+        let q = Queue::new(Limits::new(100, 2));
         for i in 0..3 {
-            q.push(J(Class::User, 1000, i)).unwrap();
-            q.push(J(Class::User, 1001, i)).unwrap();
+            q.push(login(Class::User, 1000, i)).unwrap();
+            q.push(login(Class::User, 1001, i)).unwrap();
         }
         for i in 0..6 {
-            q.push(J(Class::System, 0, i)).unwrap();
+            q.push(login(Class::System, 0, i)).unwrap();
         }
         let order: Vec<(Class, u32)> = std::iter::from_fn(|| {
             (!q.is_empty())
@@ -287,12 +350,32 @@ mod tests {
     }
 
     #[test]
+    fn changes_never_take_the_last_worker() {
+        // Two workers: one change at a time; logins behind it are served meanwhile.
+        let q = Queue::new(Limits::new(100, 2));
+        q.push(J(Class::System, 0, 1, Kind::Change)).unwrap();
+        q.push(J(Class::System, 0, 2, Kind::Change)).unwrap();
+        q.push(login(Class::System, 0, 3)).unwrap();
+        let first = q.pop().unwrap();
+        assert_eq!(first.3, Kind::Change);
+        // The second change waits for the first; the login does not.
+        assert_eq!(q.pop().unwrap(), login(Class::System, 0, 3));
+        q.done(Kind::Change);
+        assert_eq!(q.pop().unwrap().2, 2);
+        q.done(Kind::Change);
+        assert!(q.is_empty());
+    }
+
+    #[test]
     fn closing_drains_then_stops() {
-        let q = Queue::new(Limits::for_total(4));
-        q.push(J(Class::System, 0, 1)).unwrap();
+        let q = Queue::new(Limits::new(4, 1));
+        q.push(login(Class::System, 0, 1)).unwrap();
         q.close();
-        assert_eq!(q.push(J(Class::System, 0, 2)).unwrap_err().1, Full::Closed);
-        assert_eq!(q.pop(), Some(J(Class::System, 0, 1)));
+        assert_eq!(
+            q.push(login(Class::System, 0, 2)).unwrap_err().1,
+            Full::Closed
+        );
+        assert_eq!(q.pop(), Some(login(Class::System, 0, 1)));
         assert_eq!(q.pop(), None);
     }
 }

@@ -245,6 +245,7 @@ async fn status(cx: &Context, peer: &Arc<Peer>) -> Response {
         uptime_s: h.started.elapsed().as_secs(),
         store: cx.store.clone(),
         store_error: h.store_error(),
+        store_warning: h.store_warning(),
         schema_version: h.schema_version(),
         workers: cx.shared.workers,
         busy: h.busy.load(Ordering::Relaxed),

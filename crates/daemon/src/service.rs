@@ -56,25 +56,44 @@ impl Drop for BackupFile {
     }
 }
 
-/// Opens the store once at start (creating or migrating it), records whether it can be
-/// used, and says so in the log.
-pub fn probe(shared: &Shared) {
+/// Opens the store (creating or migrating it), records in the health report whether it
+/// can be used, read-only or not at all, and says each change of that in the log, once
+/// across the workers. `None` when it cannot be used.
+fn open(shared: &Shared) -> Option<store::Opened> {
+    let _one_at_a_time = shared.opening.lock().unwrap_or_else(|p| p.into_inner());
     let c = &shared.config;
+    let h = &shared.health;
     match store::open_daemon(&c.db, &c.connect, shared.uid) {
-        Ok(s) => {
-            let version = s.schema_version().unwrap_or(0);
-            shared.health.set_schema_version(version);
-            shared.health.set_store_error(None);
-            shared
-                .log
-                .info(&format!("store ready: {} (schema version {version})", c.db));
+        Ok(opened) => {
+            if let Ok(v) = opened.store.schema_version() {
+                h.set_schema_version(v);
+            }
+            let warning = opened
+                .read_only
+                .as_ref()
+                .map(|why| format!("read-only: logins go on, changes are refused ({why})"));
+            let became_usable = h.set_store_error(None);
+            if h.set_store_warning(warning.clone()) || became_usable {
+                match &warning {
+                    None => shared.log.info(&format!(
+                        "store ready: {} (schema version {})",
+                        c.db,
+                        h.schema_version().unwrap_or(0)
+                    )),
+                    Some(w) => shared.log.warning(&format!("store {}: {w}", c.db)),
+                }
+            }
+            Some(opened)
         }
         Err(e) => {
             let why = e.to_string();
-            shared.health.set_store_error(Some(why.clone()));
-            shared.log.err(&format!(
-                "store unavailable, answering every request \"unavailable\" until it can be used: {why}"
-            ));
+            h.set_store_warning(None);
+            if h.set_store_error(Some(why.clone())) {
+                shared.log.err(&format!(
+                    "store unavailable, answering every request \"unavailable\" until it can be used: {why}"
+                ));
+            }
+            None
         }
     }
 }
@@ -83,6 +102,9 @@ pub fn probe(shared: &Shared) {
 pub struct Service {
     shared: Arc<Shared>,
     store: Option<Box<dyn Store>>,
+    /// The store was opened read-only (a read-only mount, a full disk): a read-write open
+    /// is tried again from time to time.
+    read_only: bool,
     next_try: Instant,
     hasher: Hasher,
 }
@@ -97,6 +119,7 @@ impl Service {
         let mut service = Service {
             shared,
             store: None,
+            read_only: false,
             next_try: Instant::now(),
             hasher,
         };
@@ -111,38 +134,31 @@ impl Service {
     /// The store, opened (or opened again) if need be. Its state goes into the health
     /// report, and each change into the log, once.
     fn store(&mut self) -> Result<&dyn Store, String> {
-        if self.store.is_none() {
-            if Instant::now() < self.next_try {
+        // A read-only store is used as it is; every RETRY a read-write open is tried
+        // again (the disk may have been freed, the mount made writable).
+        let stale = self.read_only && Instant::now() >= self.next_try;
+        if self.store.is_none() || stale {
+            if self.store.is_none() && Instant::now() < self.next_try {
                 return Err(self
                     .shared
                     .health
                     .store_error()
                     .unwrap_or_else(|| "the store is not open".into()));
             }
-            let c = &self.shared.config;
-            match store::open_daemon(&c.db, &c.connect, self.shared.uid) {
-                Ok(s) => {
-                    if let Ok(v) = s.schema_version() {
-                        self.shared.health.set_schema_version(v);
-                    }
-                    if self.shared.health.set_store_error(None) {
-                        self.shared.log.info(&format!(
-                            "store ready: {} (schema version {})",
-                            c.db,
-                            self.shared.health.schema_version().unwrap_or(0)
-                        ));
-                    }
-                    self.store = Some(s);
+            self.next_try = Instant::now() + RETRY;
+            match open(&self.shared) {
+                Some(opened) => {
+                    self.read_only = opened.read_only.is_some();
+                    self.store = Some(opened.store);
                 }
-                Err(e) => {
-                    self.next_try = Instant::now() + RETRY;
-                    let why = e.to_string();
-                    if self.shared.health.set_store_error(Some(why.clone())) {
-                        self.shared.log.err(&format!(
-                            "store unavailable, answering every request \"unavailable\" until it can be used: {why}"
-                        ));
-                    }
-                    return Err(why);
+                None => {
+                    self.store = None;
+                    self.read_only = false;
+                    return Err(self
+                        .shared
+                        .health
+                        .store_error()
+                        .unwrap_or_else(|| "the store is not open".into()));
                 }
             }
         }

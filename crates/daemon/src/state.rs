@@ -46,11 +46,16 @@ pub mod count {
     ];
 }
 
+/// What status says of the store until a worker has opened it.
+pub const OPENING: &str = "apppassd is opening its store";
+
 /// The daemon's health.
 pub struct Health {
     counters: BTreeMap<&'static str, AtomicU64>,
     /// Why the store cannot be used, as last found (`None`: it can).
     store_error: Mutex<Option<String>>,
+    /// What is wrong with a store that can be used all the same (opened read-only).
+    store_warning: Mutex<Option<String>>,
     schema_version: AtomicI64,
     pub busy: AtomicU32,
     pub clients: AtomicU32,
@@ -61,7 +66,8 @@ impl Default for Health {
     fn default() -> Self {
         Health {
             counters: count::ALL.iter().map(|n| (*n, AtomicU64::new(0))).collect(),
-            store_error: Mutex::new(None),
+            store_error: Mutex::new(Some(OPENING.to_string())),
+            store_warning: Mutex::new(None),
             schema_version: AtomicI64::new(0),
             busy: AtomicU32::new(0),
             clients: AtomicU32::new(0),
@@ -99,6 +105,21 @@ impl Health {
         changed
     }
 
+    pub fn store_warning(&self) -> Option<String> {
+        self.store_warning
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records what is wrong with a usable store; true when it changed.
+    pub fn set_store_warning(&self, warning: Option<String>) -> bool {
+        let mut current = self.store_warning.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = *current != warning;
+        *current = warning;
+        changed
+    }
+
     pub fn schema_version(&self) -> Option<i64> {
         Some(self.schema_version.load(Ordering::Relaxed)).filter(|v| *v > 0)
     }
@@ -118,5 +139,8 @@ pub struct Shared {
     pub uid: u32,
     /// When the audit log was last trimmed (Unix seconds), by whichever worker.
     pub last_prune: AtomicI64,
+    /// Held while a worker opens the store: one creates or migrates it while the others
+    /// wait, rather than all racing for SQLite's locks.
+    pub opening: Mutex<()>,
     pub workers: u32,
 }

@@ -411,6 +411,9 @@ pub struct Status {
     pub store: String,
     /// Why the store cannot be used; `None` when it can.
     pub store_error: Option<String>,
+    /// What is wrong with a store that can be used all the same (read-only: logins work,
+    /// changes are refused).
+    pub store_warning: Option<String>,
     pub schema_version: Option<i64>,
     /// Verifications at most at once, and how many are running now.
     pub workers: u32,
@@ -546,6 +549,7 @@ impl Response {
                     .u64(s.uptime_s)
                     .str(&s.store)
                     .opt_str(s.store_error.as_deref())
+                    .opt_str(s.store_warning.as_deref())
                     .opt_i64(s.schema_version)
                     .u32(s.workers)
                     .u32(s.busy)
@@ -653,6 +657,7 @@ impl Response {
                     uptime_s: d.u64()?,
                     store: d.string()?,
                     store_error: d.opt_string()?,
+                    store_warning: d.opt_string()?,
                     schema_version: d.opt_i64()?,
                     workers: d.u32()?,
                     busy: d.u32()?,

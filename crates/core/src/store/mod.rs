@@ -47,6 +47,14 @@ pub fn open(
     })
 }
 
+/// What [`open_daemon`] opened.
+pub struct Opened {
+    pub store: Box<dyn Store>,
+    /// Why the store was opened read-only, if it was: logins go on, changes fail, and
+    /// the caller should try a read-write open again later.
+    pub read_only: Option<String>,
+}
+
 /// apppassd's connection to its store: an SQLite file, checked first
 /// ([`sqlite::check_directory`]: it and its directory must be `owner`'s), then created
 /// or migrated; or a PostgreSQL database, migrated if its role may.
@@ -54,24 +62,35 @@ pub fn open_daemon(
     location: &Location,
     connect: &Connect,
     owner: u32,
-) -> Result<Box<dyn Store>, StoreError> {
+) -> Result<Opened, StoreError> {
+    let writable = |store: Box<dyn Store>| Opened {
+        store,
+        read_only: None,
+    };
     Ok(match location {
         Location::Sqlite(path) => {
             sqlite::check_directory(path, owner)?;
             match sqlite::SqliteStore::init_for(path, Purpose::Daemon) {
-                Ok(s) => Box::new(s),
+                Ok(s) => writable(Box::new(s)),
                 // Readable but not writable (a read-only mount, a full disk): logins go
                 // on, on the file as it is; changes say why not.
                 Err(e @ (StoreError::Db(_) | StoreError::Io(..))) if path.exists() => {
                     match sqlite::SqliteStore::open(path, Purpose::Read, false) {
-                        Ok(s) => Box::new(s),
+                        Ok(s) => Opened {
+                            store: Box::new(s),
+                            read_only: Some(e.to_string()),
+                        },
                         Err(_) => return Err(e),
                     }
                 }
                 Err(e) => return Err(e),
             }
         }
-        Location::Postgres(c) => Box::new(postgres::PgStore::open_daemon(c, connect, owner == 0)?),
+        Location::Postgres(c) => writable(Box::new(postgres::PgStore::open_daemon(
+            c,
+            connect,
+            owner == 0,
+        )?)),
     })
 }
 

@@ -38,6 +38,8 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 const READ_BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 /// A login's record (usage, audit, throttle) gives up sooner: it is best effort.
 const RECORD_BUSY_TIMEOUT: Duration = Duration::from_millis(500);
+/// Opening (and creating or migrating) a store waits this long for a lock.
+const OPEN_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 /// CLI changes wait longer: an administrator would rather wait than retry.
 const ADMIN_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -94,6 +96,7 @@ impl SqliteStore {
             .map_err(db_err)?;
         let store = SqliteStore { conn, purpose };
         store.migrate(path, version)?;
+        settle(&store.conn, purpose)?;
         Ok(store)
     }
 
@@ -141,6 +144,7 @@ impl SqliteStore {
         }
         let store = SqliteStore { conn, purpose };
         store.migrate(path, version)?;
+        settle(&store.conn, purpose)?;
         Ok(store)
     }
 
@@ -166,6 +170,15 @@ impl SqliteStore {
             tx.commit()?;
         }
         Ok(())
+    }
+
+    /// Folds the WAL into the database file and empties it: what the last connection's
+    /// close does when it knows it is the last (apppassd's workers all close at once,
+    /// and none may know). A copy of the file alone is then the whole store.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .map_err(db_err)
     }
 
     /// The schema version of the open database.
@@ -377,22 +390,29 @@ fn open_immutable(path: &Path, purpose: Purpose) -> Result<Connection, StoreErro
 
 /// Timeouts and durability for `purpose`.
 fn configure(conn: Connection, purpose: Purpose) -> rusqlite::Result<Connection> {
+    // Opening waits for a lock only briefly (the first statement reads the schema): a
+    // store another process keeps locked is reported soon, and apppassd retries. Once
+    // open, the connection waits as its purpose says (`settle`).
+    conn.busy_timeout(OPEN_BUSY_TIMEOUT)?;
     match purpose {
-        Purpose::Read => {
-            conn.busy_timeout(READ_BUSY_TIMEOUT)?;
-            // Losing the last usage record on power loss is acceptable; a slow login is not.
-            conn.execute_batch("PRAGMA synchronous = NORMAL")?;
-        }
-        Purpose::Admin | Purpose::Daemon => {
-            conn.busy_timeout(ADMIN_BUSY_TIMEOUT)?;
-            // A revoke reported done must survive a power cut.
-            conn.execute_batch("PRAGMA synchronous = FULL")?;
-        }
+        // Losing the last usage record on power loss is acceptable; a slow login is not.
+        Purpose::Read => conn.execute_batch("PRAGMA synchronous = NORMAL")?,
+        // A revoke reported done must survive a power cut.
+        Purpose::Admin | Purpose::Daemon => conn.execute_batch("PRAGMA synchronous = FULL")?,
     }
     // PRAGMA trusted_schema = OFF without a statement to compile: every login pays for
     // each one.
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
     Ok(conn)
+}
+
+/// How long an open connection waits for a lock, by purpose.
+fn settle(conn: &Connection, purpose: Purpose) -> Result<(), StoreError> {
+    conn.busy_timeout(match purpose {
+        Purpose::Read => READ_BUSY_TIMEOUT,
+        Purpose::Admin | Purpose::Daemon => ADMIN_BUSY_TIMEOUT,
+    })
+    .map_err(db_err)
 }
 
 /// Turns SQLite's answer to "open this and read it" into the store's vocabulary.
