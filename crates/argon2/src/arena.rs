@@ -88,6 +88,11 @@ impl Arena {
     }
 }
 
+// SAFETY: an Arena is the only owner of its mapping (nothing else holds its pointers,
+// and `blocks` borrows it mutably), so moving it to another thread moves that ownership
+// whole: apppassd's workers hand arenas to each other through a pool.
+unsafe impl Send for Arena {}
+
 impl Drop for Arena {
     fn drop(&mut self) {
         // SAFETY: exactly the mapping made in `new`, unmapped once.

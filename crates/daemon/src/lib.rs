@@ -131,6 +131,8 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         uid,
         last_prune: std::sync::atomic::AtomicI64::new(0),
         opening: std::sync::Mutex::new(()),
+        recording: state::Recording::default(),
+        hashers: apppass_argon2::Pool::new(),
         workers,
     });
     // Each worker opens the store as it starts (the first creates or migrates it); until

@@ -167,8 +167,16 @@ pub async fn serve(mut stream: UnixStream, mut cx: Context) {
         drop(body);
         let answer = match request {
             Request::Status => status(&cx, &peer).await,
-            request => match dispatch(&cx, &peer, request).await {
+            request => match dispatch(&cx, &peer, request, &stream).await {
                 Reply::Answer(r) => r,
+                Reply::Written => continue,
+                Reply::Rest(bytes) => {
+                    let wrote = tokio::time::timeout(WRITE, stream.write_all(&bytes)).await;
+                    if !matches!(wrote, Ok(Ok(()))) {
+                        return;
+                    }
+                    continue;
+                }
                 Reply::Backup(file) => {
                     if stream_file(&mut stream, &file.0).await.is_err() {
                         return;
@@ -185,7 +193,7 @@ pub async fn serve(mut stream: UnixStream, mut cx: Context) {
 
 /// Queues a request for the workers and waits for the answer, at most until its
 /// deadline (and a little, for a verification already under way).
-async fn dispatch(cx: &Context, peer: &Arc<Peer>, request: Request) -> Reply {
+async fn dispatch(cx: &Context, peer: &Arc<Peer>, request: Request, stream: &UnixStream) -> Reply {
     let now = Instant::now();
     let deadline = match &request {
         Request::Authenticate(a) => {
@@ -195,11 +203,20 @@ async fn dispatch(cx: &Context, peer: &Arc<Peer>, request: Request) -> Reply {
         _ => now + MANAGEMENT_DEADLINE,
     };
     let (tx, rx) = oneshot::channel();
+    // A verification that started just before the deadline runs to its end.
+    let connection_waits = deadline + Duration::from_secs(2);
+    // A login's worker writes the answer itself (see worker::write_direct).
+    let direct = match &request {
+        Request::Authenticate(_) => rustix::io::dup(std::os::fd::AsFd::as_fd(stream)).ok(),
+        _ => None,
+    };
     let job = Job {
         peer: Arc::clone(peer),
         request,
         deadline,
+        connection_waits,
         reply: tx,
+        direct,
     };
     if let Err((_, why)) = cx.queue.push(job) {
         cx.shared.health.count(count::BUSY);
@@ -211,9 +228,7 @@ async fn dispatch(cx: &Context, peer: &Arc<Peer>, request: Request) -> Reply {
         };
         return Reply::Answer(Response::error(ErrorKind::Busy, message));
     }
-    // A verification that started just before the deadline runs to its end.
-    let slack = Duration::from_secs(2);
-    match tokio::time::timeout_at((deadline + slack).into(), rx).await {
+    match tokio::time::timeout_at(connection_waits.into(), rx).await {
         Ok(Ok(reply)) => reply,
         Ok(Err(_)) => Reply::Answer(Response::error(
             ErrorKind::Internal,

@@ -37,6 +37,11 @@ const SELECTOR_TRIES: usize = 8;
 /// What a worker hands back for a request.
 pub enum Reply {
     Answer(Response),
+    /// The worker wrote the answer to the client itself (a login's: one wake-up fewer
+    /// between the verification and the client).
+    Written,
+    /// The worker wrote the start of the answer; these bytes are left.
+    Rest(Vec<u8>),
     /// A backup, written to this file: the connection streams it, then removes it.
     Backup(BackupFile),
 }
@@ -45,6 +50,37 @@ impl From<Response> for Reply {
     fn from(r: Response) -> Reply {
         Reply::Answer(r)
     }
+}
+
+/// What is left of a request once its answer is sent (a login's record and log line).
+#[derive(Default)]
+pub struct After {
+    record: Option<Record>,
+    log: Option<(Level, String)>,
+}
+
+impl After {
+    /// The user whose record this writes, if it writes one: their gate must be closed
+    /// before the answer goes (see [`crate::state::Recording`]).
+    pub fn records_for(&self) -> Option<&str> {
+        self.record.as_ref().map(|r| r.user.as_str())
+    }
+}
+
+/// A login attempt to write down.
+struct Record {
+    at: Timestamp,
+    user: String,
+    service: String,
+    rhost: Option<String>,
+    password_id: Option<i64>,
+    outcome: Recorded,
+}
+
+enum Recorded {
+    Success,
+    Failure(Reason),
+    Throttled,
 }
 
 /// A backup copy in apppassd's own directory, removed when dropped.
@@ -106,25 +142,33 @@ pub struct Service {
     /// is tried again from time to time.
     read_only: bool,
     next_try: Instant,
-    hasher: Hasher,
 }
 
 impl Service {
     /// A worker's service: its argon2 memory is mapped now (so that the first login does
     /// not pay for it) and its store opened.
     pub fn new(shared: Arc<Shared>) -> Service {
+        // This worker's share of the hashers, mapped now (best effort: without it, the
+        // first verification maps its own) and pooled with the others'.
         let mut hasher = Hasher::new();
-        // Best effort: without it, the first verification maps its own.
         let _ = secret::reserve(&mut hasher, shared.config.hash);
+        shared.hashers.checkin(hasher);
         let mut service = Service {
             shared,
             store: None,
             read_only: false,
             next_try: Instant::now(),
-            hasher,
         };
         let _ = service.store();
         service
+    }
+
+    /// `f` with the warmest free hasher (see [`apppass_argon2::Pool`]).
+    fn with_hasher<T>(&self, f: impl FnOnce(&mut Hasher) -> T) -> T {
+        let mut hasher = self.shared.hashers.checkout();
+        let result = f(&mut hasher);
+        self.shared.hashers.checkin(hasher);
+        result
     }
 
     fn config(&self) -> &Config {
@@ -176,11 +220,39 @@ impl Service {
     }
 
     /// Handles one request, then trims the audit log if it is this worker's turn.
-    pub fn handle(&mut self, peer: &Peer, request: Request) -> Reply {
+    pub fn handle(&mut self, peer: &Peer, request: Request) -> (Reply, Option<After>) {
         let now = time::now();
-        let reply = self.answer(peer, request, now);
+        let answered = self.answer(peer, request, now);
         self.maintain(now);
-        reply
+        answered
+    }
+
+    /// What is left of a login once its answer is on its way: its record (usage, audit
+    /// event, throttle counter) and its log line. The user's gate opens again after it.
+    pub fn finish(&mut self, after: After) {
+        if let Some(r) = &after.record {
+            let outcome = match &r.outcome {
+                Recorded::Success => Outcome::Success,
+                Recorded::Failure(reason) => Outcome::Failure {
+                    reason: reason.as_str(),
+                    guess: reason.is_guess(),
+                },
+                Recorded::Throttled => Outcome::Throttled,
+            };
+            let attempt = Attempt {
+                at: r.at,
+                user: &r.user,
+                service: &r.service,
+                rhost: r.rhost.as_deref(),
+                password_id: r.password_id,
+                outcome,
+            };
+            let config = self.shared.config.clone();
+            self.record(&config, &attempt);
+        }
+        if let Some((level, line)) = &after.log {
+            self.shared.log.line(*level, line);
+        }
     }
 
     /// Trims the audit log and forgets old throttle windows, once per PRUNE_EVERY across
@@ -213,9 +285,12 @@ impl Service {
         }
     }
 
-    fn answer(&mut self, peer: &Peer, request: Request, now: Timestamp) -> Reply {
+    fn answer(&mut self, peer: &Peer, request: Request, now: Timestamp) -> (Reply, Option<After>) {
         let result = match request {
-            Request::Authenticate(a) => return self.authenticate(peer, a, now).into(),
+            Request::Authenticate(a) => {
+                let (response, after) = self.authenticate(peer, a, now);
+                return (response.into(), Some(after));
+            }
             Request::Status => Err(Response::error(
                 ErrorKind::Internal,
                 "status is answered by the connection",
@@ -228,16 +303,16 @@ impl Service {
             }
             Request::Log { user, all, limit } => self.events(peer, user.as_deref(), all, limit),
             Request::Unlock { user, rhost } => self.unlock(peer, user.as_deref(), rhost.as_deref()),
-            Request::Backup => return self.backup(peer),
+            Request::Backup => return (self.backup(peer), None),
         };
         match result {
-            Ok(r) | Err(r) => r.into(),
+            Ok(r) | Err(r) => (r.into(), None),
         }
     }
 
     // ---- Logins ----
 
-    fn authenticate(&mut self, peer: &Peer, a: AuthRequest, now: Timestamp) -> Response {
+    fn authenticate(&mut self, peer: &Peer, a: AuthRequest, now: Timestamp) -> (Response, After) {
         let user = String::from_utf8(a.user.clone()).ok();
         let line = LogContext::new(peer, &a, user.as_deref());
         // Who may ask: root and auth_trusted for anyone; everyone else for themselves.
@@ -251,9 +326,12 @@ impl Service {
                     line.prefix, peer.pid, peer.uid, line.context
                 ),
             );
-            return Response::error(
-                ErrorKind::Denied,
-                "only root and the users in auth_trusted may check another user's password",
+            return (
+                Response::error(
+                    ErrorKind::Denied,
+                    "only root and the users in auth_trusted may check another user's password",
+                ),
+                After::default(),
             );
         }
         let candidate = Candidate::parse(&a.password);
@@ -267,7 +345,7 @@ impl Service {
         );
         let shared = &self.shared;
         match result {
-            Ok(answer) => {
+            Ok((answer, record)) => {
                 let (level, text, counter) = match &answer {
                     AuthAnswer::Success { id, label } => (
                         Level::Info,
@@ -302,8 +380,11 @@ impl Service {
                     ),
                 };
                 shared.health.count(counter);
-                shared.log.line(level, &format!("{}{text}", line.prefix));
-                Response::Auth(answer)
+                let after = After {
+                    record,
+                    log: Some((level, format!("{}{text}", line.prefix))),
+                };
+                (Response::Auth(answer), after)
             }
             Err(why) => {
                 shared.health.count(count::UNAVAILABLE);
@@ -311,12 +392,16 @@ impl Service {
                     "{}store unavailable: {why}; {}",
                     line.prefix, line.context
                 ));
-                Response::error(ErrorKind::Unavailable, why)
+                (
+                    Response::error(ErrorKind::Unavailable, why),
+                    After::default(),
+                )
             }
         }
     }
 
-    /// Lookup, one verification, verdict, record. `Err`: the store could not be used.
+    /// Lookup, one verification, verdict, and the record to write once the answer is sent.
+    /// `Err`: the store could not be used.
     fn login(
         &mut self,
         user: Option<&str>,
@@ -324,7 +409,12 @@ impl Service {
         service: &str,
         rhost: Option<&str>,
         now: Timestamp,
-    ) -> Result<AuthAnswer, String> {
+    ) -> Result<(AuthAnswer, Option<Record>), String> {
+        // A record of this user still being written (the previous answer went out first)
+        // is waited for: the lookup must see its throttle counter.
+        if let Some(u) = user {
+            self.shared.recording.wait_for(Some(u));
+        }
         let found = match user {
             Some(u) => {
                 let query = LookupQuery {
@@ -346,22 +436,24 @@ impl Service {
             },
         };
         let config = self.shared.config.clone();
-        let attempt = |password_id, outcome| Attempt {
+        let record = |password_id, outcome| Record {
             at: now,
-            user: user.unwrap_or(""),
-            service,
-            rhost,
+            user: user.unwrap_or("").to_string(),
+            service: service.to_string(),
+            rhost: rhost.map(str::to_string),
             password_id,
             outcome,
         };
         // A throttled (user, host) is refused before any hashing: the point is to stop
         // paying for guesses, and to stop them.
         if found.throttled && config.throttle.is_some() {
-            self.record(&config, &attempt(None, Outcome::Throttled));
-            return Ok(AuthAnswer::Denied {
-                reason: Reason::Throttled,
-                id: None,
-            });
+            return Ok((
+                AuthAnswer::Denied {
+                    reason: Reason::Throttled,
+                    id: None,
+                },
+                Some(record(None, Recorded::Throttled)),
+            ));
         }
         // Exactly one argon2id verification on every path, so that the time taken says
         // nothing about which of them was taken.
@@ -373,23 +465,24 @@ impl Service {
                 dummy.as_str()
             }
         };
-        let (matched, checkable) =
-            match secret::verify_in(&mut self.hasher, candidate, hash, Some(config.hash_cap)) {
-                Ok(m) => (m, true),
-                Err(e) => {
-                    // A row that cannot be checked (damaged, or asking for more than the
-                    // caps) is refused, never computed; the answer still costs what a
-                    // check costs.
-                    self.shared.log.err(&format!(
-                        "app password id={} of {} cannot be checked, refusing it: {e}",
-                        found.credential.as_ref().map_or(0, |c| c.id),
-                        field(user.unwrap_or(""))
-                    ));
-                    let dummy = secret::dummy_hash(config.hash).map_err(|e| e.to_string())?;
-                    let _ = secret::verify_in(&mut self.hasher, candidate, &dummy, None);
-                    (false, false)
-                }
-            };
+        let (matched, checkable) = match self
+            .with_hasher(|h| secret::verify_in(h, candidate, hash, Some(config.hash_cap)))
+        {
+            Ok(m) => (m, true),
+            Err(e) => {
+                // A row that cannot be checked (damaged, or asking for more than the
+                // caps) is refused, never computed; the answer still costs what a
+                // check costs.
+                self.shared.log.err(&format!(
+                    "app password id={} of {} cannot be checked, refusing it: {e}",
+                    found.credential.as_ref().map_or(0, |c| c.id),
+                    field(user.unwrap_or(""))
+                ));
+                let dummy = secret::dummy_hash(config.hash).map_err(|e| e.to_string())?;
+                let _ = self.with_hasher(|h| secret::verify_in(h, candidate, &dummy, None));
+                (false, false)
+            }
+        };
         let answer = match (&found.credential, checkable) {
             (Some(row), false) => AuthAnswer::Denied {
                 reason: Reason::BadHash,
@@ -409,21 +502,12 @@ impl Service {
         // turn a right password into a failed login. Users without app passwords leave
         // no trace here (syslog has them): anyone can send any name.
         let id = found.credential.as_ref().map(|c| c.id);
-        match &answer {
-            AuthAnswer::Success { .. } => self.record(&config, &attempt(id, Outcome::Success)),
-            AuthAnswer::Denied { reason, .. } => self.record(
-                &config,
-                &attempt(
-                    id,
-                    Outcome::Failure {
-                        reason: reason.as_str(),
-                        guess: reason.is_guess(),
-                    },
-                ),
-            ),
-            AuthAnswer::NoAppPasswords => {}
-        }
-        Ok(answer)
+        let recorded = match &answer {
+            AuthAnswer::Success { .. } => Some(record(id, Recorded::Success)),
+            AuthAnswer::Denied { reason, .. } => Some(record(id, Recorded::Failure(*reason))),
+            AuthAnswer::NoAppPasswords => None,
+        };
+        Ok((answer, recorded))
     }
 
     /// Writes the attempt down (usage, audit, throttle); a failure to do so is logged,
@@ -526,8 +610,8 @@ impl Service {
         let (id, password) = loop {
             let password = NewPassword::generate()
                 .map_err(|e| Response::error(ErrorKind::Internal, e.to_string()))?;
-            let hash = password
-                .hash_in(&mut self.hasher, config.hash)
+            let hash = self
+                .with_hasher(|h| password.hash_in(h, config.hash))
                 .map_err(|e| Response::error(ErrorKind::Internal, e.to_string()))?;
             let row = NewRow {
                 user: &user,
@@ -699,6 +783,7 @@ impl Service {
         rhost: Option<&str>,
     ) -> Result<Response, Response> {
         let (me, user) = self.target(peer, user)?;
+        self.shared.recording.wait_for(Some(&user));
         let n = self.usable_store()?.unlock(&user, rhost);
         let n = n.map_err(|e| self.store_failure(e))?;
         self.audit(

@@ -1,10 +1,10 @@
 //! What the daemon's threads share: the configuration, the log, who is trusted, and
 //! its health (counters, the store's state), which `apppass status` reports.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use apppass_core::config::Config;
 
@@ -129,6 +129,65 @@ impl Health {
     }
 }
 
+/// Logins whose records are still being written, per user. A login's answer goes out
+/// before its record (usage, audit event, throttle counter) is written, so that a login
+/// does not wait for the disk; whatever asks about that user next (the next login's
+/// throttle check, a listing, the audit log) waits here until the record is in, at most
+/// [`Recording::MAX_WAIT`].
+#[derive(Default)]
+pub struct Recording {
+    pending: Mutex<HashMap<String, usize>>,
+    done: Condvar,
+}
+
+impl Recording {
+    /// A record is never waited for longer: a store that hangs must not hang logins.
+    pub const MAX_WAIT: Duration = Duration::from_secs(2);
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A record of `user` is about to be written.
+    pub fn enter(&self, user: &str) {
+        *self.lock().entry(user.to_string()).or_default() += 1;
+    }
+
+    /// It is written (or failed: it is best effort).
+    pub fn leave(&self, user: &str) {
+        let mut pending = self.lock();
+        if let Some(n) = pending.get_mut(user) {
+            *n -= 1;
+            if *n == 0 {
+                pending.remove(user);
+            }
+        }
+        drop(pending);
+        self.done.notify_all();
+    }
+
+    /// Waits until no record of `user` (`None`: of anyone) is being written.
+    pub fn wait_for(&self, user: Option<&str>) {
+        let deadline = Instant::now() + Self::MAX_WAIT;
+        let mut pending = self.lock();
+        loop {
+            let busy = match user {
+                Some(u) => pending.contains_key(u),
+                None => !pending.is_empty(),
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !busy || left.is_zero() {
+                return;
+            }
+            pending = self
+                .done
+                .wait_timeout(pending, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
 /// Everything the threads share.
 pub struct Shared {
     pub config: Config,
@@ -139,6 +198,10 @@ pub struct Shared {
     pub uid: u32,
     /// When the audit log was last trimmed (Unix seconds), by whichever worker.
     pub last_prune: AtomicI64,
+    /// The argon2 memory: one hasher per worker, the warmest handed out first.
+    pub hashers: apppass_argon2::Pool,
+    /// Records still being written after their logins' answers.
+    pub recording: Recording,
     /// Held while a worker opens the store: one creates or migrates it while the others
     /// wait, rather than all racing for SQLite's locks.
     pub opening: Mutex<()>,

@@ -180,13 +180,18 @@ fn ask(host: &mut dyn Host, args: &ModuleArgs) -> Result<Response, Failure> {
     // to send: what is beyond the limit cannot matter (see MAX_PASSWORD).
     password.truncate(apppass_proto::message::MAX_PASSWORD + 1);
     // Root, apppassd's user, and this process's own user may answer: a password goes to
-    // nobody else.
-    let mut trusted = vec![0, euid];
-    trusted.extend(host.uid_of(&settings.user));
+    // nobody else. apppassd's user is looked up (NSS) only if a uid is neither root nor
+    // ours: where systemd or root made the socket, never.
+    let mut daemon_uid = None;
+    let mut trust = |uid: u32| {
+        uid == 0
+            || uid == euid
+            || Some(uid) == *daemon_uid.get_or_insert_with(|| host.uid_of(&settings.user))
+    };
     let unreachable = |e: apppass_proto::ClientError| {
         Failure::Unreachable(format!("cannot ask apppassd on {}: {e}", socket.display()))
     };
-    let mut client = Client::connect(socket, timeout, &trusted).map_err(unreachable)?;
+    let mut client = Client::connect_trusting(socket, timeout, &mut trust).map_err(unreachable)?;
     let request = Request::Authenticate(AuthRequest {
         user,
         service,

@@ -67,6 +67,18 @@ impl Client {
     /// listening on it must belong to one of `trusted` (root, apppassd's user, the
     /// caller itself), as sssd's client checks: a password goes to nobody else.
     pub fn connect(path: &Path, timeout: Duration, trusted: &[u32]) -> Result<Client, ClientError> {
+        Client::connect_trusting(path, timeout, &mut |uid| trusted.contains(&uid))
+    }
+
+    /// [`Client::connect`], asking `trust` about each uid (the socket file's owner, then
+    /// the listening process's): a caller can then look a name up only when a uid is
+    /// neither root nor its own, which on most systems never happens (systemd, or
+    /// apppassd started as root, listens as root).
+    pub fn connect_trusting(
+        path: &Path,
+        timeout: Duration,
+        trust: &mut dyn FnMut(u32) -> bool,
+    ) -> Result<Client, ClientError> {
         let deadline = Instant::now() + timeout;
         let meta =
             std::fs::metadata(path).map_err(|e| ClientError::NotRunning(path.to_path_buf(), e))?;
@@ -76,7 +88,7 @@ impl Client {
                 io::Error::other("not a socket"),
             ));
         }
-        if !trusted.contains(&meta.uid()) {
+        if !trust(meta.uid()) {
             return Err(ClientError::Untrusted(format!(
                 "{}: owned by uid {}, which is neither root nor apppassd's user",
                 path.display(),
@@ -111,7 +123,7 @@ impl Client {
         let peer =
             rustix::net::sockopt::socket_peercred(&fd).map_err(|e| ClientError::Io(e.into()))?;
         let server_uid = peer.uid.as_raw();
-        if !trusted.contains(&server_uid) {
+        if !trust(server_uid) {
             return Err(ClientError::Untrusted(format!(
                 "the process on {} (pid {}, uid {server_uid}): neither root nor apppassd's user",
                 path.display(),
