@@ -189,13 +189,16 @@ impl Service {
                     .store_error()
                     .unwrap_or_else(|| "the store is not open".into()));
             }
-            self.next_try = Instant::now() + RETRY;
             match open(&self.shared) {
                 Some(opened) => {
                     self.read_only = opened.read_only.is_some();
+                    if self.read_only {
+                        self.next_try = Instant::now() + RETRY;
+                    }
                     self.store = Some(opened.store);
                 }
                 None => {
+                    self.next_try = Instant::now() + RETRY;
                     self.store = None;
                     self.read_only = false;
                     return Err(self
@@ -219,17 +222,23 @@ impl Service {
         }
     }
 
-    /// Handles one request, then trims the audit log if it is this worker's turn.
+    /// Handles one request. What is left of it once the answer is sent is for
+    /// [`Service::finish`].
     pub fn handle(&mut self, peer: &Peer, request: Request) -> (Reply, Option<After>) {
-        let now = time::now();
-        let answered = self.answer(peer, request, now);
-        self.maintain(now);
-        answered
+        self.answer(peer, request, time::now())
     }
 
-    /// What is left of a login once its answer is on its way: its record (usage, audit
-    /// event, throttle counter) and its log line. The user's gate opens again after it.
-    pub fn finish(&mut self, after: After) {
+    /// What is left of a request once its answer is on its way: a login's record (usage,
+    /// audit event, throttle counter) and log line; then, if it is this worker's turn,
+    /// trimming the audit log.
+    pub fn finish(&mut self, after: Option<After>) {
+        if let Some(after) = after {
+            self.write_down(after);
+        }
+        self.maintain(time::now());
+    }
+
+    fn write_down(&mut self, after: After) {
         if let Some(r) = &after.record {
             let outcome = match &r.outcome {
                 Recorded::Success => Outcome::Success,

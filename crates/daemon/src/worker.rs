@@ -127,10 +127,8 @@ fn serve(shared: &Arc<Shared>, service: &mut Service, job: Job) {
         (reply, _) => reply,
     };
     let _ = job.reply.send(reply);
-    if let Some(after) = after {
-        if std::panic::catch_unwind(AssertUnwindSafe(|| service.finish(after))).is_err() {
-            *service = Service::new(Arc::clone(shared));
-        }
+    if std::panic::catch_unwind(AssertUnwindSafe(|| service.finish(after))).is_err() {
+        *service = Service::new(Arc::clone(shared));
     }
     if let Some(user) = &gated {
         shared.recording.leave(user);
