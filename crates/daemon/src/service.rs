@@ -689,12 +689,21 @@ impl Service {
         } else {
             Owner::User(&user)
         };
+        self.settle_records(&owner);
         let idle = self.shared.config.idle_expiry;
         let rows = self.usable_store()?.list(owner);
         let rows = rows.map_err(|e| self.store_failure(e))?;
         Ok(Response::Passwords(
             rows.iter().map(|r| password_info(r, idle, now)).collect(),
         ))
+    }
+
+    /// A listing shows the logins already answered: their records are waited for.
+    fn settle_records(&self, owner: &Owner<'_>) {
+        self.shared.recording.wait_for(match owner {
+            Owner::User(u) => Some(u),
+            Owner::Anyone => None,
+        });
     }
 
     fn revoke(&mut self, peer: &Peer, ids: &[i64], now: Timestamp) -> Result<Response, Response> {
@@ -767,6 +776,7 @@ impl Service {
         } else {
             Owner::User(&user)
         };
+        self.settle_records(&owner);
         let events = self.usable_store()?.events(owner, limit as usize);
         let events = events.map_err(|e| self.store_failure(e))?;
         Ok(Response::Events(
