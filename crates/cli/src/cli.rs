@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use apppass_core::time;
 use apppass_proto::conf::{self, ClientSettings};
+use apppass_proto::text::{for_terminal, lines_for_terminal};
 use apppass_proto::{
     AddRequest, Added, Client, ClientError, ErrorKind, EventInfo, PasswordInfo, Request, Response,
     RevokeOutcome, Status,
@@ -278,7 +279,7 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::from(exit::OK),
         Err(CliError::Other(m)) if m == BROKEN_PIPE => ExitCode::from(exit::OK),
         Err(e) => {
-            eprintln!("apppass: error: {e}");
+            eprintln!("apppass: error: {}", for_terminal(&e.to_string()));
             ExitCode::from(e.exit_code())
         }
     }
@@ -353,13 +354,14 @@ fn add(s: &mut Session, a: AddArgs, out: &mut impl Write) -> Result<(), CliError
     let scope = if service == apppass_proto::names::ANY_SERVICE {
         "every service".to_string()
     } else {
-        format!("service {service}")
+        format!("service {}", for_terminal(&service))
     };
     let label = if label.is_empty() {
         String::new()
     } else {
-        format!(", \"{label}\"")
+        format!(", \"{}\"", for_terminal(&label))
     };
+    let user = for_terminal(&user);
     writeln!(
         out,
         "New app password for {user}, {scope} (id {id}{label}):\n\n    {}\n\n\
@@ -420,6 +422,12 @@ fn print_columns<const N: usize>(
     rows: &[[String; N]],
     out: &mut impl Write,
 ) -> io::Result<()> {
+    // Cells hold what clients sent (remote hosts, labels, names): shown, never obeyed.
+    let rows: Vec<[String; N]> = rows
+        .iter()
+        .map(|row| row.each_ref().map(|c| for_terminal(c).into_owned()))
+        .collect();
+    let rows = rows.as_slice();
     let mut widths = header.map(|h| h.chars().count());
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -497,7 +505,7 @@ fn doctor(a: &DoctorArgs, out: &mut impl Write) -> Result<(), CliError> {
         as_root: nix::unistd::Uid::effective().is_root(),
     };
     let reports = doctor::run(&options).map_err(|e| CliError::Usage(e.to_string()))?;
-    write!(out, "{}", doctor::render(&reports)).map_err(io_err)?;
+    write!(out, "{}", lines_for_terminal(&doctor::render(&reports))).map_err(io_err)?;
     let problems: usize = reports.iter().map(|r| r.count(Level::Problem)).sum();
     if problems == 0 {
         Ok(())
@@ -688,7 +696,7 @@ fn status(s: &mut Session, a: JsonArgs, out: &mut impl Write) -> Result<(), CliE
         "manage your own app passwords"
     };
     text.push_str(&format!("you:      {who}: you may {rights}\n"));
-    write!(out, "{text}").map_err(io_err)?;
+    write!(out, "{}", lines_for_terminal(&text)).map_err(io_err)?;
     if store_error.is_some() {
         return Err(CliError::Other(
             "apppassd cannot use its store: every login gets PAM_AUTHINFO_UNAVAIL".into(),

@@ -1,7 +1,8 @@
 //! What apppassd and its clients share: the protocol ([`wire`], [`message`]), the small
 //! synchronous client every front uses ([`client`]), the configuration file's shape and
-//! the few settings a client reads ([`conf`]), names ([`names`]), and the ownership
-//! checks a root process makes of the files it trusts ([`trust`]).
+//! the few settings a client reads ([`conf`]), names ([`names`]), text shown to people
+//! ([`text`]), and the ownership checks a root process makes of the files it trusts
+//! ([`trust`]).
 //!
 //! The PAM module links this crate and almost nothing else: it runs inside sshd.
 #![forbid(unsafe_code)]
@@ -11,6 +12,7 @@ pub mod client;
 pub mod conf;
 pub mod message;
 pub mod names;
+pub mod text;
 pub mod trust;
 pub mod wire;
 
