@@ -7,9 +7,7 @@
 //! stays verifiable by any implementation.
 
 use argon2::{Block, Params};
-use blake2::Blake2b512;
 use blake2::Blake2bVarCore;
-use blake2::digest::Digest;
 use blake2::digest::block_api::{UpdateCore, VariableOutputCore};
 use blake2::digest::block_buffer::LazyBuffer;
 use zeroize::Zeroize;
@@ -100,24 +98,33 @@ fn initial_hash(input: &Input<'_>, params: &Params, out_len: usize) -> Result<[u
             .map(u32::to_le_bytes)
             .map_err(|_| BadInput)
     };
-    let mut h = Blake2b512::new();
     let out_len = u32::try_from(out_len).map_err(|_| BadInput)?;
-    for word in [
+    let words = [
         params.p_cost(),
         out_len,
         params.m_cost(),
         params.t_cost(),
         VERSION,
         ARGON2ID,
-    ] {
-        h.update(word.to_le_bytes());
-    }
-    for part in [input.password, input.salt, input.secret, input.data] {
-        h.update(len(part)?);
-        h.update(part);
-    }
+    ]
+    .map(u32::to_le_bytes);
+    let parts = [input.password, input.salt, input.secret, input.data];
+    let lengths = [
+        len(parts[0])?,
+        len(parts[1])?,
+        len(parts[2])?,
+        len(parts[3])?,
+    ];
     let mut h0 = [0u8; 64];
-    h0.copy_from_slice(&h.finalize());
+    blake2b_var(
+        &mut h0,
+        words.iter().map(|w| &w[..]).chain(
+            lengths
+                .iter()
+                .zip(parts)
+                .flat_map(|(l, part)| [&l[..], part]),
+        ),
+    );
     Ok(h0)
 }
 
@@ -378,6 +385,17 @@ mod tests {
     use proptest::prelude::*;
 
     use crate::blamka;
+
+    /// H0's BLAKE2b state and block buffer take in the password: they must be wiped when
+    /// dropped (blake2's `zeroize` feature), or the password stays behind in freed memory.
+    #[test]
+    fn blake2_states_wipe_themselves() {
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wiped_on_drop::<Blake2bVarCore>();
+        wiped_on_drop::<
+            LazyBuffer<<Blake2bVarCore as blake2::digest::block_api::BlockSizeUser>::BlockSize>,
+        >();
+    }
 
     fn ours(input: &Input<'_>, params: &Params, out_len: usize, compress: Compress) -> Vec<u8> {
         let mut memory = vec![Block::new(); params.block_count()];

@@ -334,45 +334,67 @@ fn add(s: &mut Session, a: AddArgs, out: &mut impl Write) -> Result<(), CliError
         password,
     } = *added;
     let expires_text = expires.map(time::format_iso8601);
+    // The one text that carries the password is built in a buffer wiped on drop, sized
+    // up front (growing would leave copies in freed memory), and written in one call that
+    // ends with its newline, which stdout's line buffer passes straight through.
+    let mut text = zeroize::Zeroizing::new(String::new());
     if a.json {
-        let mut obj = json!({
+        // Everything else first, through serde_json; the password (of the app password
+        // alphabet and dashes only: nothing to escape) is appended by hand, so that no
+        // serde_json value or buffer ever holds it.
+        let head = json!({
             "id": id,
             "user": user,
             "service": service,
             "label": label,
             "created": time::format_iso8601(created),
             "expires": expires_text,
-            "password": password.as_str(),
-        });
-        let text = zeroize::Zeroizing::new(obj.to_string());
-        // The JSON value held the password too.
-        if let Some(serde_json::Value::String(p)) = obj.get_mut("password") {
-            zeroize::Zeroize::zeroize(p);
+        })
+        .to_string();
+        let Some(head) = head.strip_suffix('}') else {
+            return Err(CliError::Other("cannot encode the answer as JSON".into()));
+        };
+        if !password
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(CliError::Other(
+                "apppassd sent a password of unexpected characters".into(),
+            ));
         }
-        return writeln!(out, "{}", text.as_str()).map_err(io_err);
+        text.reserve_exact(head.len() + password.len() + 20);
+        text.push_str(head);
+        text.push_str(",\"password\":\"");
+        text.push_str(&password);
+        text.push_str("\"}\n");
+    } else {
+        let scope = if service == apppass_proto::names::ANY_SERVICE {
+            "every service".to_string()
+        } else {
+            format!("service {}", for_terminal(&service))
+        };
+        let label = if label.is_empty() {
+            String::new()
+        } else {
+            format!(", \"{}\"", for_terminal(&label))
+        };
+        let user = for_terminal(&user);
+        let before = format!("New app password for {user}, {scope} (id {id}{label}):\n\n    ");
+        let after = format!(
+            "\n\nEnter it in the application instead of your account password, with user name {user}.\n\
+             Spaces and dashes are optional, and capitals are fine.\n\
+             It is shown only this once. Lost it? Revoke it (apppass revoke {id}) and add another.\n\
+             Expires: {}\n",
+            expires_text.as_deref().unwrap_or("never"),
+        );
+        text.reserve_exact(before.len() + password.len() + after.len());
+        text.push_str(&before);
+        text.push_str(&password);
+        text.push_str(&after);
     }
-    let scope = if service == apppass_proto::names::ANY_SERVICE {
-        "every service".to_string()
-    } else {
-        format!("service {}", for_terminal(&service))
-    };
-    let label = if label.is_empty() {
-        String::new()
-    } else {
-        format!(", \"{}\"", for_terminal(&label))
-    };
-    let user = for_terminal(&user);
-    writeln!(
-        out,
-        "New app password for {user}, {scope} (id {id}{label}):\n\n    {}\n\n\
-         Enter it in the application instead of your account password, with user name {user}.\n\
-         Spaces and dashes are optional, and capitals are fine.\n\
-         It is shown only this once. Lost it? Revoke it (apppass revoke {id}) and add another.\n\
-         Expires: {}",
-        password.as_str(),
-        expires_text.as_deref().unwrap_or("never"),
-    )
-    .map_err(io_err)
+    out.flush().map_err(io_err)?;
+    out.write_all(text.as_bytes()).map_err(io_err)?;
+    out.flush().map_err(io_err)
 }
 
 fn list(s: &mut Session, a: ListArgs, out: &mut impl Write) -> Result<(), CliError> {
