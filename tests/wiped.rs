@@ -88,7 +88,7 @@ fn no_copy_of_a_new_password_outlives_the_cli() {
             "the CLI's memory still holds the new password at exit (--json: {json})"
         );
         // Nor its secret part alone (the groups after the selector).
-        assert!(!contains(&memory, password[10..].as_bytes()));
+        assert!(!contains(&memory, &password.as_bytes()[10..]));
         std::fs::remove_file(&core).unwrap();
     }
 }
