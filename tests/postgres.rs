@@ -247,8 +247,9 @@ fn logins_on_a_front_end_with_the_login_role() {
     }
     assert!(log.as_array().unwrap().iter().all(|e| e["user"] == "alice"));
 
-    // Throttling per (user, host): three guesses from one host lock only that host;
-    // unlocked from the administrators' host.
+    // Throttling per (user, host, password): three wrong secrets for one password from
+    // one host lock only that password from that host; unlocked from the
+    // administrators' host.
     let guess = wrong_secret(&pw.password);
     for _ in 0..3 {
         let out = s.login("imap", "alice", guess.as_bytes(), Some("198.51.100.66"));
@@ -331,7 +332,9 @@ fn the_login_role_cannot_change_what_it_must_not() {
     for sql in [
         "SELECT count(*) FROM app_password".to_string(),
         format!("UPDATE app_password SET use_count = use_count WHERE id = {id}"),
-        "INSERT INTO throttle VALUES ('u', 'h', 1, 0, NULL)".to_string(),
+        "INSERT INTO throttle (\"user\", rhost, password_id, failures, window_start, expires) \
+         VALUES ('u', 'h', 0, 1, 0, 0)"
+            .to_string(),
         "DELETE FROM throttle".to_string(),
     ] {
         let (ok, err) = as_login(&sql);
@@ -540,6 +543,131 @@ fn two_front_ends_one_store() {
     // A front end may lift it (the login role keeps the throttle table).
     assert!(b.apppass(&["unlock", "--user", "alice"]).status.success());
     assert_eq!(on(&a, &second.password), Code::SUCCESS);
+}
+
+/// Throttling per (user, remote host, password) through a front end with the login
+/// role, on a database apppassd upgraded from schema version 2: the upgrade drops the
+/// old throttle rows and keeps the login role's grants (roles.sql need not run again).
+/// Guesses at unknown selectors and a wrong secret for one password lock only those from
+/// that address: the owner's other password works there. One audit event per lockout.
+/// The throttle table stays within throttle_max_rows under a flood of /64s, and the
+/// front end's own maintenance (the login role) deletes expired rows.
+#[test]
+fn throttling_per_password_and_bounded_after_an_upgrade_from_schema_2() {
+    let Some(cluster) = cluster() else { return };
+    let db = cluster.create_database();
+    let sql = |name: &str| {
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("sql/postgres")
+                .join(name),
+        )
+        .unwrap()
+    };
+    // Schema version 2, as the administrators' role made it, with roles.sql applied
+    // and an old throttle row (alice locked out from the address used below).
+    cluster.psql(
+        &db,
+        &format!(
+            "SET ROLE {ADMIN};\n{}\n{}\nUPDATE apppass_schema SET version = 2;\n\
+             INSERT INTO throttle VALUES ('alice', '198.51.100.9', 99, 0, 9999999999);",
+            sql("0001_app_password.sql"),
+            sql("0002_audit_throttle.sql")
+        ),
+    );
+    cluster.grant_login_role(&db);
+    let admin = host(&cluster, &cluster.uri(ADMIN, &db), "");
+    assert_eq!(
+        admin.daemon.status().unwrap().schema_version,
+        Some(apppass_core::store::postgres::SCHEMA_VERSION)
+    );
+    let count = || cluster.psql(&db, "SELECT count(*) FROM throttle");
+    assert_eq!(count(), "0");
+    let mut s = front_end(
+        &cluster,
+        &db,
+        "throttle_failures = 3\nthrottle_interval = 8s\nthrottle_lockout = 1h\n\
+         throttle_max_rows = 10\n",
+    );
+    assert_eq!(s.daemon.status().unwrap().store_error, None);
+    let phone = admin.add("alice", "imap", &[]);
+    let laptop = admin.add("alice", "imap", &[]);
+    let unknown = || {
+        apppass_core::secret::NewPassword::generate()
+            .unwrap()
+            .display()
+            .to_string()
+    };
+
+    // A flood of /64s: never more than throttle_max_rows rows.
+    for i in 0..30 {
+        let rhost = format!("2001:db8:{i:x}::7");
+        let out = s.login("imap", "alice", unknown().as_bytes(), Some(&rhost));
+        assert_eq!(out.code, Code::AUTH_ERR);
+        let n: u32 = count().parse().unwrap();
+        assert!(n <= 10, "{n} rows after {} hosts", i + 1);
+    }
+
+    // From one address: three unknown selectors and three wrong secrets for the laptop's
+    // password, then two more of each, refused.
+    let shared = Some("198.51.100.9");
+    let stale = wrong_secret(&laptop.password);
+    let on = |s: &Sandbox, password: &str, rhost| {
+        s.login("imap", "alice", password.as_bytes(), rhost).code
+    };
+    for i in 0..10 {
+        let guess = if i % 2 == 0 { unknown() } else { stale.clone() };
+        assert_eq!(on(&s, &guess, shared), Code::AUTH_ERR, "{i}");
+    }
+    assert_eq!(on(&s, &phone.password, shared), Code::SUCCESS);
+    assert_eq!(on(&s, &laptop.password, shared), Code::AUTH_ERR);
+    assert_eq!(
+        on(&s, &laptop.password, Some("203.0.113.10")),
+        Code::SUCCESS
+    );
+    assert_eq!(on(&s, &unknown(), shared), Code::AUTH_ERR);
+    // The audit log from that address: six checked guesses, one success, and one event
+    // for each of the two lockouts; the five other refusals are counted on the rows.
+    let from_shared = || {
+        let log = json(&admin.apppass(&["log", "--all", "--json"]));
+        log.as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["rhost"] == "198.51.100.9")
+            .map(|e| e["reason"].as_str().unwrap_or("-").to_string())
+            .collect::<Vec<_>>()
+    };
+    eventually(RECOVERY, "the attempts are in the audit log", || {
+        cluster.psql(&db, "SELECT sum(refused) FROM throttle") == "6"
+    });
+    let mut reasons = from_shared();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            "-",
+            "throttled",
+            "throttled",
+            "unknown_password",
+            "unknown_password",
+            "unknown_password",
+            "wrong_password",
+            "wrong_password",
+            "wrong_password"
+        ]
+    );
+    assert!(count().parse::<u32>().unwrap() <= 10);
+
+    // Maintenance by the front end's own apppassd (at its first request after a start):
+    // the flood's rows, whose windows are over, go; the two lockouts stay.
+    std::thread::sleep(Duration::from_secs(8));
+    restart(&mut s);
+    assert_eq!(on(&s, &phone.password, Some("192.0.2.5")), Code::SUCCESS);
+    eventually(RECOVERY, "expired throttle rows are deleted", || {
+        count() == "2"
+    });
+    assert_eq!(on(&s, &unknown(), shared), Code::AUTH_ERR);
+    assert_eq!(on(&s, &phone.password, shared), Code::SUCCESS);
 }
 
 /// Passwords anywhere but db_passfile, TCP without TLS that verifies the server, and a

@@ -58,6 +58,7 @@ impl Db {
 const KEEP: Retention = Retention {
     max_age: 1000,
     max_rows: 1000,
+    throttle_rows: 1000,
 };
 
 fn row<'a>(user: &'a str, service: &'a str, selector: &'a str) -> NewRow<'a> {
@@ -171,7 +172,8 @@ fn lookups_and_usage(db: &Db) {
 }
 
 /// The login's one read: the selector's row only if it is this user's, whether the user
-/// has any app password, and whether this (user, host) is throttled now.
+/// has any app password, and whether guesses at that row from this host are throttled
+/// now.
 fn login_lookup_reads_everything_at_once(db: &Db) {
     let s = db.init();
     let id = s.create(&row("alice", "imap", "abcdef")).unwrap();
@@ -183,7 +185,10 @@ fn login_lookup_reads_everything_at_once(db: &Db) {
     };
     for at in [10, 11] {
         s.record_attempt(
-            &failure(at, "alice", Some("198.51.100.7"), true),
+            &Attempt {
+                password_id: Some(id),
+                ..failure(at, "alice", Some("198.51.100.7"), true)
+            },
             Some(&t),
             KEEP,
         )
@@ -210,8 +215,9 @@ fn login_lookup_reads_everything_at_once(db: &Db) {
     // Nobody's.
     let nobody = q("carol", Some("abcdef"), "", 12);
     assert!(nobody.credential.is_none() && !nobody.has_passwords && !nobody.throttled);
-    // Throttled from that host only, until the lockout ends.
+    // Throttled from that host only, for that password only, until the lockout ends.
     assert!(q("alice", Some("abcdef"), "198.51.100.7", 12).throttled);
+    assert!(!q("alice", Some("zzzzzz"), "198.51.100.7", 12).throttled);
     assert!(!q("alice", Some("abcdef"), "198.51.100.7", 111).throttled);
 }
 
@@ -258,26 +264,36 @@ fn throttling_counts_guesses_per_user_and_host(db: &Db) {
             .unwrap();
     }
     assert_eq!(
-        s.throttled_until("alice", "198.51.100.7", 21).unwrap(),
+        s.throttled_until("alice", "198.51.100.7", None, 21)
+            .unwrap(),
         None
     );
     // Not guesses (expired, revoked, not app-shaped) do not count.
     s.record_attempt(&failure(25, "alice", phone, false), Some(&t), KEEP)
         .unwrap();
     assert_eq!(
-        s.throttled_until("alice", "198.51.100.7", 26).unwrap(),
+        s.throttled_until("alice", "198.51.100.7", None, 26)
+            .unwrap(),
         None
     );
     s.record_attempt(&failure(30, "alice", phone, true), Some(&t), KEEP)
         .unwrap();
     assert_eq!(
-        s.throttled_until("alice", "198.51.100.7", 31).unwrap(),
+        s.throttled_until("alice", "198.51.100.7", None, 31)
+            .unwrap(),
         Some(130)
     );
-    assert_eq!(s.throttled_until("alice", "203.0.113.1", 31).unwrap(), None);
-    assert_eq!(s.throttled_until("bob", "198.51.100.7", 31).unwrap(), None);
     assert_eq!(
-        s.throttled_until("alice", "198.51.100.7", 130).unwrap(),
+        s.throttled_until("alice", "203.0.113.1", None, 31).unwrap(),
+        None
+    );
+    assert_eq!(
+        s.throttled_until("bob", "198.51.100.7", None, 31).unwrap(),
+        None
+    );
+    assert_eq!(
+        s.throttled_until("alice", "198.51.100.7", None, 130)
+            .unwrap(),
         None
     );
     // Guesses too far apart start a new window.
@@ -285,15 +301,15 @@ fn throttling_counts_guesses_per_user_and_host(db: &Db) {
         s.record_attempt(&failure(at, "alice", None, true), Some(&t), KEEP)
             .unwrap();
     }
-    assert_eq!(s.throttled_until("alice", "", 401).unwrap(), None);
+    assert_eq!(s.throttled_until("alice", "", None, 401).unwrap(), None);
     // unlock lifts it; a success clears the counter.
     for at in [500, 501, 502] {
         s.record_attempt(&failure(at, "alice", None, true), Some(&t), KEEP)
             .unwrap();
     }
-    assert!(s.throttled_until("alice", "", 503).unwrap().is_some());
+    assert!(s.throttled_until("alice", "", None, 503).unwrap().is_some());
     assert_eq!(s.unlock("alice", Some("")).unwrap(), 1);
-    assert_eq!(s.throttled_until("alice", "", 503).unwrap(), None);
+    assert_eq!(s.throttled_until("alice", "", None, 503).unwrap(), None);
     for at in [600, 601] {
         s.record_attempt(&failure(at, "alice", phone, true), Some(&t), KEEP)
             .unwrap();
@@ -306,7 +322,8 @@ fn throttling_counts_guesses_per_user_and_host(db: &Db) {
     s.record_attempt(&failure(603, "alice", phone, true), Some(&t), KEEP)
         .unwrap();
     assert_eq!(
-        s.throttled_until("alice", "198.51.100.7", 604).unwrap(),
+        s.throttled_until("alice", "198.51.100.7", None, 604)
+            .unwrap(),
         None
     );
     // Throttled attempts are recorded, and unlock without a host clears every host.
@@ -326,6 +343,133 @@ fn throttling_counts_guesses_per_user_and_host(db: &Db) {
         (e.outcome.as_str(), e.reason.as_deref()),
         ("throttled", Some("throttled"))
     );
+}
+
+/// One counter per (user, remote host as counted, password named): guesses at unknown
+/// selectors never throttle a real password, a wrong secret for one password throttles
+/// only it, a success clears only its own; an IPv6 /64 is one host. Refused attempts
+/// are one audit event per lockout, counted on the row. The row bound holds at every
+/// write; expired rows go at maintenance.
+fn throttling_is_per_password_and_prefix(db: &Db) {
+    fn at_password(at: Timestamp, rhost: &str, id: Option<i64>) -> Attempt<'_> {
+        Attempt {
+            password_id: id,
+            ..failure(at, "alice", Some(rhost), true)
+        }
+    }
+    let s = db.init();
+    let t = Throttle {
+        failures: 3,
+        interval: 60,
+        lockout: 100,
+    };
+    // Unknown selectors from rotating addresses in one /64: one counter.
+    for (at, rhost) in [
+        (10, "2001:db8:1:2::a"),
+        (11, "2001:DB8:1:2:ffff::1"),
+        (12, "[2001:db8:1:2::3]"),
+    ] {
+        s.record_attempt(&at_password(at, rhost, None), Some(&t), KEEP)
+            .unwrap();
+    }
+    let until = |rhost, id| s.throttled_until("alice", rhost, id, 13).unwrap();
+    assert_eq!(until("2001:db8:1:2::99", None), Some(112));
+    assert_eq!(until("2001:db8:1:3::1", None), None);
+    assert_eq!(until("2001:db8:1:2::99", Some(7)), None);
+    // A wrong secret for password 7 throttles password 7 only.
+    for at in [20, 21, 22] {
+        s.record_attempt(&at_password(at, "192.0.2.1", Some(7)), Some(&t), KEEP)
+            .unwrap();
+    }
+    assert_eq!(until("192.0.2.1", Some(7)), Some(122));
+    assert_eq!(until("192.0.2.1", Some(8)), None);
+    assert_eq!(until("192.0.2.1", None), None);
+    assert_eq!(until("::ffff:192.0.2.1", Some(7)), Some(122));
+    // A success of password 8 clears its own counter, not the unknown selectors'.
+    s.record_attempt(&at_password(30, "192.0.2.2", None), Some(&t), KEEP)
+        .unwrap();
+    s.record_attempt(&at_password(31, "192.0.2.2", Some(8)), Some(&t), KEEP)
+        .unwrap();
+    let ok = Attempt {
+        outcome: Outcome::Success,
+        ..at_password(32, "192.0.2.2", Some(8))
+    };
+    s.record_attempt(&ok, Some(&t), KEEP).unwrap();
+    for at in [33, 34] {
+        s.record_attempt(&at_password(at, "192.0.2.2", None), Some(&t), KEEP)
+            .unwrap();
+    }
+    assert!(until("192.0.2.2", None).is_some());
+    assert_eq!(until("192.0.2.2", Some(8)), None);
+    // Refused attempts: the first of a lockout is an event, the rest are counted.
+    let events = |s: &dyn Store| s.events(Owner::User("alice"), 10_000).unwrap();
+    let before = events(&*s).len();
+    for at in 40..50 {
+        let refused = Attempt {
+            outcome: Outcome::Throttled,
+            ..at_password(at, "192.0.2.1", Some(7))
+        };
+        s.record_attempt(&refused, Some(&t), KEEP).unwrap();
+    }
+    let after = events(&*s);
+    assert_eq!(after.len(), before + 1);
+    assert_eq!(
+        (
+            after[0].outcome.as_str(),
+            after[0].time,
+            after[0].password_id
+        ),
+        ("throttled", 40, Some(7))
+    );
+    // A new lockout (after this one ends) is an event again.
+    for at in [300, 301, 302] {
+        s.record_attempt(&at_password(at, "192.0.2.1", Some(7)), Some(&t), KEEP)
+            .unwrap();
+    }
+    let refused = Attempt {
+        outcome: Outcome::Throttled,
+        ..at_password(303, "192.0.2.1", Some(7))
+    };
+    s.record_attempt(&refused, Some(&t), KEEP).unwrap();
+    s.record_attempt(&refused, Some(&t), KEEP).unwrap();
+    // The three guesses' events, and one for the new lockout.
+    assert_eq!(events(&*s).len(), before + 1 + 3 + 1);
+    // unlock counts hosts, not counters; a host is named in any spelling.
+    assert_eq!(s.unlock("alice", Some("2001:db8:1:2::1")).unwrap(), 1);
+    assert_eq!(until("2001:db8:1:2::99", None), None);
+    assert_eq!(s.unlock("alice", None).unwrap(), 2);
+    // The bound: a flood of hosts leaves at most throttle_rows rows, the newest.
+    let small = Retention {
+        throttle_rows: 5,
+        ..KEEP
+    };
+    let hosts: Vec<String> = (0..40).map(|i| format!("2001:db8:{i:x}::1")).collect();
+    for (i, h) in hosts.iter().enumerate() {
+        s.record_attempt(&at_password(400 + i as i64, h, None), Some(&t), small)
+            .unwrap();
+    }
+    // One guess each, none locked. The newest host's row is there: two more guesses
+    // lock it. The oldest's is gone: two more do not.
+    for at in [440, 441] {
+        s.record_attempt(&at_password(at, &hosts[39], None), Some(&t), small)
+            .unwrap();
+    }
+    for at in [442, 443] {
+        s.record_attempt(&at_password(at, &hosts[0], None), Some(&t), small)
+            .unwrap();
+    }
+    let now_until = |h: &str| s.throttled_until("alice", h, None, 444).unwrap();
+    assert!(now_until(&hosts[39]).is_some());
+    assert_eq!(now_until(&hosts[0]), None);
+    assert!(s.unlock("alice", None).unwrap() <= 5);
+    // Maintenance deletes a row once it has expired (its window's end here), not before.
+    let once = at_password(500, "192.0.2.9", None);
+    s.record_attempt(&once, Some(&t), small).unwrap();
+    s.prune(small, 559).unwrap();
+    assert_eq!(s.unlock("alice", Some("192.0.2.9")).unwrap(), 1);
+    s.record_attempt(&once, Some(&t), small).unwrap();
+    s.prune(small, 560).unwrap();
+    assert_eq!(s.unlock("alice", None).unwrap(), 0);
 }
 
 fn audit_log_is_per_user_newest_first_and_pruned(db: &Db) {
@@ -354,6 +498,7 @@ fn audit_log_is_per_user_newest_first_and_pruned(db: &Db) {
         Retention {
             max_age: 1_000_000,
             max_rows: 10,
+            throttle_rows: 1000,
         },
         40,
     )
@@ -365,6 +510,7 @@ fn audit_log_is_per_user_newest_first_and_pruned(db: &Db) {
         Retention {
             max_age: 5,
             max_rows: 1_000_000,
+            throttle_rows: 1000,
         },
         40,
     )
@@ -456,6 +602,10 @@ const CASES: &[(&str, Case)] = &[
     (
         "throttling_counts_guesses_per_user_and_host",
         throttling_counts_guesses_per_user_and_host,
+    ),
+    (
+        "throttling_is_per_password_and_prefix",
+        throttling_is_per_password_and_prefix,
     ),
     (
         "audit_log_is_per_user_newest_first_and_pruned",
@@ -726,6 +876,7 @@ fn postgresql_roles() {
     let keep = Retention {
         max_age: 1_000_000,
         max_rows: 2,
+        throttle_rows: 1000,
     };
     for at in 0..5 {
         login

@@ -11,9 +11,14 @@
 -- takes additions, revocations and unlocks, and trims the audit log.
 --
 -- A login reads app_password and apppass_schema, writes a password's usage columns,
--- adds audit events and keeps the throttle table. It cannot create, revoke or re-hash
--- an app password, read, change or delete the audit log, nor change the schema: a
--- front end's apppassd that is asked to answers "permission denied".
+-- adds audit events and keeps the throttle table (counts, clears, and deletes the rows
+-- beyond throttle_max_rows and, in apppassd's hourly maintenance, the expired ones).
+-- Schema version 3 altered the throttle table rather than making it anew, so these
+-- grants survive that upgrade.
+--
+-- It cannot create, revoke or re-hash an app password, read, change or delete the
+-- audit log, nor change the schema: a front end's apppassd that is asked to answers
+-- "permission denied".
 
 DO $$
 BEGIN

@@ -40,8 +40,15 @@ pub struct Config {
     pub max_lifetime: Option<i64>,
     /// App passwords unused (or, if never used, created) longer ago than this stop working.
     pub idle_expiry: Option<i64>,
-    /// Throttling of guesses per (user, remote host); `None`: off.
+    /// Throttling of guesses per (user, remote host, app password); `None`: off.
     pub throttle: Option<Throttle>,
+    /// The same for attempts with no remote host (`throttle_local_failures`,
+    /// `throttle_local_lockout`, and `throttle_interval`); `None`: off, as it is
+    /// whenever `throttle` is.
+    pub throttle_local: Option<Throttle>,
+    /// Most rows in the throttle table: beyond it, each new row pushes out the least
+    /// recently written.
+    pub throttle_max_rows: i64,
     /// The audit log keeps events at most this old...
     pub audit_max_age: i64,
     /// ... and at most this many.
@@ -86,6 +93,12 @@ impl Default for Config {
                 interval: 15 * 60,
                 lockout: 15 * 60,
             }),
+            throttle_local: Some(Throttle {
+                failures: 30,
+                interval: 15 * 60,
+                lockout: 5 * 60,
+            }),
+            throttle_max_rows: 100_000,
             audit_max_age: 90 * 86400,
             audit_max_rows: 100_000,
             admin_group: None,
@@ -136,6 +149,7 @@ impl Config {
             lockout: 0,
         });
         let mut throttle_failures = None;
+        let mut local = config.throttle_local.unwrap_or(throttle);
         for conf::Line {
             number: line,
             key,
@@ -208,6 +222,18 @@ impl Config {
                     throttle.lockout =
                         duration()?.ok_or_else(|| invalid(format!("{key} cannot be never")))?
                 }
+                "throttle_local_failures" => local.failures = number()?,
+                "throttle_local_lockout" => {
+                    local.lockout =
+                        duration()?.ok_or_else(|| invalid(format!("{key} cannot be never")))?
+                }
+                "throttle_max_rows" => {
+                    let n = number()?;
+                    if n == 0 {
+                        return Err(invalid(format!("{key} must be at least 1")));
+                    }
+                    config.throttle_max_rows = i64::from(n);
+                }
                 "audit_max_age" => config.audit_max_age = duration()?.unwrap_or(i64::MAX),
                 "audit_max_rows" => config.audit_max_rows = i64::from(number()?),
                 "admin_group" => {
@@ -256,6 +282,8 @@ impl Config {
             throttle.failures = n;
         }
         config.throttle = (throttle.failures > 0).then_some(throttle);
+        local.interval = throttle.interval;
+        config.throttle_local = config.throttle.and((local.failures > 0).then_some(local));
         if let (Some(d), Some(m)) = (config.default_lifetime, config.max_lifetime) {
             if d > m {
                 return Err(ConfigError::Invalid {
@@ -290,6 +318,17 @@ impl Config {
             });
         }
         Ok(Loaded { config, warnings })
+    }
+}
+
+impl Config {
+    /// The throttling rule for an attempt from `rhost` (`""`: the service gave none).
+    pub fn throttle_for(&self, rhost: &str) -> Option<Throttle> {
+        if rhost.is_empty() {
+            self.throttle_local
+        } else {
+            self.throttle
+        }
     }
 }
 
@@ -354,12 +393,39 @@ mod tests {
                 lockout: 3600
             })
         );
+        assert_eq!(
+            l.throttle_local,
+            Some(Throttle {
+                failures: 30,
+                interval: 600,
+                lockout: 300
+            })
+        );
+        assert_eq!(l.throttle_for("192.0.2.1"), l.throttle);
+        assert_eq!(l.throttle_for(""), l.throttle_local);
         assert_eq!((l.audit_max_age, l.audit_max_rows), (i64::MAX, 500));
         assert_eq!(l.admin_group.as_deref(), Some("mailadm"));
+        let off = parse("throttle_failures = 0").unwrap().config;
+        assert_eq!((off.throttle, off.throttle_local), (None, None));
+        let local = parse(
+            "throttle_local_failures = 50\nthrottle_local_lockout = 1m\nthrottle_max_rows = 7",
+        )
+        .unwrap()
+        .config;
         assert_eq!(
-            parse("throttle_failures = 0").unwrap().config.throttle,
-            None
+            local.throttle_local,
+            Some(Throttle {
+                failures: 50,
+                interval: 900,
+                lockout: 60
+            })
         );
+        assert_eq!(local.throttle, Config::default().throttle);
+        assert_eq!(local.throttle_max_rows, 7);
+        let no_local = parse("throttle_local_failures = 0").unwrap().config;
+        assert!(no_local.throttle.is_some() && no_local.throttle_local.is_none());
+        assert!(parse("throttle_local_lockout = never").is_err());
+        assert!(parse("throttle_max_rows = 0").is_err());
         assert_eq!(
             parse("max_passwords = 0").unwrap().config.max_passwords,
             None

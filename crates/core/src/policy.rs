@@ -1,6 +1,8 @@
 //! The rules: which names are acceptable, which app password opens which service, and
 //! when one stops working.
 
+use std::net::{IpAddr, Ipv6Addr};
+
 use crate::time::Timestamp;
 
 pub use apppass_proto::names::{ANY_SERVICE, check_service, check_user};
@@ -13,13 +15,39 @@ pub fn scope_allows(scope: &str, service: &str) -> bool {
     scope == ANY_SERVICE || scope == service
 }
 
-/// After `failures` guesses within `interval` seconds from one remote host, that host is
-/// refused for `lockout` seconds, without hashing, for that user only.
+/// After `failures` guesses within `interval` seconds from one remote host at one of a
+/// user's app passwords (or at selectors that are none of theirs), that host is refused
+/// for `lockout` seconds, without hashing, for that user and that password only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Throttle {
     pub failures: u32,
     pub interval: i64,
     pub lockout: i64,
+}
+
+/// The remote host as throttling counts it: an IPv4 address as itself; an IPv6 address
+/// by its /64, the prefix one subscriber gets, inside which an attacker picks a new
+/// address for every guess (an IPv4-mapped one as its IPv4 address); a name (sshd's
+/// `UseDNS yes`) as given; `""` when the service gave none. Addresses are parsed, so
+/// that every spelling of one (`2001:DB8::1`, `2001:db8:0::1`, `[2001:db8::1]`) is one
+/// key; a zone (`fe80::1%eth0`) names our link, not the peer, and is dropped.
+pub fn throttle_host(rhost: &str) -> String {
+    let bare = rhost
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(rhost);
+    let addr = bare.split_once('%').map_or(bare, |(a, _)| a);
+    match addr.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => v4.to_string(),
+        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let prefix = u128::from(v6) & !(u128::from(u64::MAX));
+                format!("{}/64", Ipv6Addr::from(prefix))
+            }
+        },
+        Err(_) => rhost.to_string(),
+    }
 }
 
 /// The dates that decide whether an app password works.
@@ -146,6 +174,27 @@ mod tests {
             Status::of(d(Some(3), None, None), Some(1), 10),
             Status::Expired
         );
+    }
+
+    #[test]
+    fn throttle_hosts() {
+        for (given, key) in [
+            ("", ""),
+            ("192.0.2.7", "192.0.2.7"),
+            ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+            ("2001:DB8:1:2:ffff::1", "2001:db8:1:2::/64"),
+            ("2001:0db8:0001:0002::", "2001:db8:1:2::/64"),
+            ("[2001:db8:1:2::9]", "2001:db8:1:2::/64"),
+            ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+            ("fe80::1%eth0", "fe80::/64"),
+            ("::ffff:192.0.2.7", "192.0.2.7"),
+            ("::1", "::/64"),
+            ("mail.example.org", "mail.example.org"),
+            ("010.0.0.1", "010.0.0.1"),
+            ("name%with-percent", "name%with-percent"),
+        ] {
+            assert_eq!(throttle_host(given), key, "{given}");
+        }
     }
 
     #[test]

@@ -28,8 +28,9 @@ use crate::state::{Shared, count};
 
 /// How long a store that could not be opened is left alone before the next try.
 const RETRY: Duration = Duration::from_secs(5);
-/// How often the audit log and the throttle table are trimmed to their bounds (SQLite
-/// also does it as logins go; PostgreSQL only here).
+/// How often the audit log and the throttle table are trimmed to their bounds: expired
+/// throttle rows are deleted here only (by an index; the row bound holds at every write
+/// already); SQLite also trims the audit log as logins go, PostgreSQL only here.
 const PRUNE_EVERY: i64 = 3600;
 /// How many times to draw a new password when its selector is already taken.
 const SELECTOR_TRIES: usize = 8;
@@ -182,12 +183,13 @@ impl Service {
         // again (the disk may have been freed, the mount made writable).
         let stale = self.read_only && Instant::now() >= self.next_try;
         if self.store.is_none() || stale {
+            // Until its next try a worker answers with the store's last error, unless
+            // another worker has opened the store since (no error now): then at once,
+            // or this worker would refuse logins the others accept.
             if self.store.is_none() && Instant::now() < self.next_try {
-                return Err(self
-                    .shared
-                    .health
-                    .store_error()
-                    .unwrap_or_else(|| "the store is not open".into()));
+                if let Some(e) = self.shared.health.store_error() {
+                    return Err(e);
+                }
             }
             match open(&self.shared) {
                 Some(opened) => {
@@ -264,9 +266,10 @@ impl Service {
         }
     }
 
-    /// Trims the audit log and forgets old throttle windows, once per PRUNE_EVERY across
-    /// all workers. (On PostgreSQL a role that may not delete audit events trims nothing:
-    /// the administrators' apppassd does.)
+    /// Trims the audit log and deletes expired throttle rows, once per PRUNE_EVERY across
+    /// all workers, and at the first request after a start. (On PostgreSQL a role that
+    /// may not delete audit events trims only the throttle table: the administrators'
+    /// apppassd trims the audit log.)
     fn maintain(&mut self, now: Timestamp) {
         let last = self.shared.last_prune.load(Ordering::Relaxed);
         if now - last < PRUNE_EVERY
@@ -278,10 +281,7 @@ impl Service {
         {
             return;
         }
-        let keep = Retention {
-            max_age: self.shared.config.audit_max_age,
-            max_rows: self.shared.config.audit_max_rows,
-        };
+        let keep = retention(&self.shared.config);
         let result = match self.store() {
             Ok(store) => store.prune(keep, now),
             Err(_) => return,
@@ -453,15 +453,19 @@ impl Service {
             password_id,
             outcome,
         };
-        // A throttled (user, host) is refused before any hashing: the point is to stop
-        // paying for guesses, and to stop them.
-        if found.throttled && config.throttle.is_some() {
+        // Guesses are counted per (user, remote host, password named): those at
+        // selectors that are not the user's all on one counter, so they never slow down
+        // a real password, and a stale device locks out only its own. A throttled one is
+        // refused before any hashing: the point is to stop paying for guesses, and to
+        // stop them.
+        if found.throttled && config.throttle_for(rhost.unwrap_or("")).is_some() {
+            let id = found.credential.as_ref().map(|c| c.id);
             return Ok((
                 AuthAnswer::Denied {
                     reason: Reason::Throttled,
                     id: None,
                 },
-                Some(record(None, Recorded::Throttled)),
+                Some(record(id, Recorded::Throttled)),
             ));
         }
         // Exactly one argon2id verification on every path, so that the time taken says
@@ -522,12 +526,10 @@ impl Service {
     /// Writes the attempt down (usage, audit, throttle); a failure to do so is logged,
     /// not fatal.
     fn record(&mut self, config: &Config, attempt: &Attempt<'_>) {
-        let keep = Retention {
-            max_age: config.audit_max_age,
-            max_rows: config.audit_max_rows,
-        };
+        let keep = retention(config);
+        let rule = config.throttle_for(attempt.rhost.unwrap_or(""));
         let result = match self.store() {
-            Ok(store) => store.record_attempt(attempt, config.throttle.as_ref(), keep),
+            Ok(store) => store.record_attempt(attempt, rule.as_ref(), keep),
             Err(_) => return,
         };
         if let Err(e) = result {
@@ -856,6 +858,15 @@ impl Service {
             }
             Err(e) => self.store_failure(e).into(),
         }
+    }
+}
+
+/// How much of the audit log and the throttle table to keep.
+fn retention(config: &Config) -> Retention {
+    Retention {
+        max_age: config.audit_max_age,
+        max_rows: config.audit_max_rows,
+        throttle_rows: config.throttle_max_rows,
     }
 }
 

@@ -205,7 +205,8 @@ pub enum Outcome<'a> {
         reason: &'a str,
         guess: bool,
     },
-    /// Refused without checking: this user and remote host are throttled.
+    /// Refused without checking: guesses at this password (or at selectors that are not
+    /// the user's) from this remote host are throttled.
     Throttled,
 }
 
@@ -226,16 +227,19 @@ pub struct Attempt<'a> {
     pub user: &'a str,
     pub service: &'a str,
     pub rhost: Option<&'a str>,
-    /// The app password the attempt named (its selector was this user's).
+    /// The app password the attempt named (its selector was this user's): the throttle
+    /// counter it counts on (`None`: the one for selectors that are none of the user's).
     pub password_id: Option<i64>,
     pub outcome: Outcome<'a>,
 }
 
-/// How much of the audit log to keep.
+/// How much of the audit log and of the throttle table to keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
     pub max_age: i64,
     pub max_rows: i64,
+    /// Most rows in the throttle table.
+    pub throttle_rows: i64,
 }
 
 /// An audit log entry, as `apppass log` shows it.
@@ -365,7 +369,8 @@ impl std::error::Error for StoreError {}
 pub trait Store {
     /// Everything a login needs to know before it hashes, in one read: the row `selector`
     /// names if it is `user`'s (another user's row looks like none), whether `user` has
-    /// any app password, and whether `user` is throttled from `rhost` at `now`. Stores
+    /// any app password, and whether guesses at that row (or, when there is none, at
+    /// selectors that are not `user`'s) are throttled from `rhost` at `now`. Stores
     /// override it to read all of it at once; this default asks the questions in turn.
     fn lookup(&self, q: &LookupQuery<'_>) -> Result<Lookup, StoreError> {
         let credential = match q.selector {
@@ -373,7 +378,10 @@ pub trait Store {
             None => None,
         };
         let has_passwords = credential.is_some() || self.user_has_passwords(q.user)?;
-        let throttled = self.throttled_until(q.user, q.rhost, q.now)?.is_some();
+        let password = credential.as_ref().map(|c| c.id);
+        let throttled = self
+            .throttled_until(q.user, q.rhost, password, q.now)?
+            .is_some();
         Ok(Lookup {
             credential,
             has_passwords,
@@ -384,17 +392,23 @@ pub trait Store {
     fn find_by_selector(&self, selector: &str) -> Result<Option<Credential>, StoreError>;
     /// Whether `user` has any app password at all, whatever its state.
     fn user_has_passwords(&self, user: &str) -> Result<bool, StoreError>;
-    /// Until when `user` is refused from `rhost` (`None`: not throttled now).
+    /// Until when guesses at `user`'s app password `password` (`None`: at selectors that
+    /// are none of `user`'s) are refused from `rhost` (counted as
+    /// [`crate::policy::throttle_host`] says); `None`: not throttled now.
     fn throttled_until(
         &self,
         user: &str,
         rhost: &str,
+        password: Option<i64>,
         now: Timestamp,
     ) -> Result<Option<Timestamp>, StoreError>;
     /// Records a login attempt at once: the password's last use on success, the audit
-    /// event, the throttle counter (cleared on success, counted on a guess, with
-    /// `throttle`), and prunes the audit log to `keep`. Callers on the login path treat
-    /// failure as harmless.
+    /// event, the throttle counter of (user, remote host, password) (cleared on success,
+    /// counted on a guess, with `throttle`, the table kept to `keep.throttle_rows` by
+    /// pushing out the least recently written rows), and on SQLite prunes the audit log to
+    /// `keep`. A throttled attempt is an audit event only when it is the first refused
+    /// during its lockout; the rest are counted on the throttle row. Callers on the
+    /// login path treat failure as harmless.
     fn record_attempt(
         &self,
         attempt: &Attempt<'_>,
@@ -413,8 +427,8 @@ pub trait Store {
     fn count_active(&self, user: &str, now: Timestamp) -> Result<usize, StoreError>;
     /// The newest `limit` audit events of `owner`, newest first.
     fn events(&self, owner: Owner<'_>, limit: usize) -> Result<Vec<Event>, StoreError>;
-    /// Lifts throttling of `user` (from `rhost` only, if given); returns how many
-    /// (user, host) pairs were cleared.
+    /// Lifts throttling of `user` (from `rhost` only, if given, counted as
+    /// [`crate::policy::throttle_host`] says); returns from how many remote hosts.
     fn unlock(&self, user: &str, rhost: Option<&str>) -> Result<usize, StoreError>;
     /// Revokes the given ids in one transaction; ids `owner` may not see are `NotFound`.
     fn revoke(
@@ -441,8 +455,10 @@ pub trait Store {
             "this store has no online copy through apppassd: use the database's own tools (pg_dump)",
         ))
     }
-    /// Trims the audit log to `keep` and forgets throttle windows long over. SQLite's
-    /// logins do this as they go; PostgreSQL's cannot (the module's role may only add
-    /// to the audit log), so `apppass init` does it for both.
+    /// Trims the audit log to `keep` and deletes the throttle rows that have expired (by
+    /// the index on their expiry) or are beyond `keep.throttle_rows`: apppassd's hourly
+    /// maintenance. (SQLite's logins also trim the audit log as they go; PostgreSQL's
+    /// login role may only add to it, so only the administrators' role trims it. Any
+    /// role keeps the throttle table.)
     fn prune(&self, keep: Retention, now: Timestamp) -> Result<(), StoreError>;
 }

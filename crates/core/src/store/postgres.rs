@@ -26,7 +26,7 @@ use super::{
     Attempt, Connect, Conninfo, Credential, Event, KEPT_INACTIVE, Listing, Lookup, LookupQuery,
     NewRow, Outcome, Owner, Purpose, Retention, Revoked, Store, StoreError,
 };
-use crate::policy::{Dates, Throttle};
+use crate::policy::{self, Dates, Throttle};
 use crate::time::Timestamp;
 use apppass_pq::{self as pq, PqError, Rows};
 
@@ -40,6 +40,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         2,
         include_str!("../../../../sql/postgres/0002_audit_throttle.sql"),
+    ),
+    (
+        3,
+        include_str!("../../../../sql/postgres/0003_throttle_selector.sql"),
     ),
 ];
 
@@ -62,9 +66,9 @@ const USER_LOCK_CLASS: i64 = 0x4150_5054;
 /// waits for another host's.
 const ADMIN_MIN_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Audit events deleted per statement when pruning, and statements per prune: each
-/// stays well within the query timeout, and a log far behind is caught up over several
-/// prunes rather than holding a worker for long.
+/// Rows (audit events, throttle rows) deleted per statement when pruning, and statements
+/// per prune: each stays well within the query timeout, and a log far behind is caught
+/// up over several prunes rather than holding a worker for long.
 const PRUNE_BATCH: u64 = 10_000;
 const PRUNE_BATCHES: usize = 10;
 
@@ -85,19 +89,34 @@ macro_rules! event_insert {
     };
 }
 
-/// The login path's statements, prepared on every connection: name and SQL.
+/// The throttle counter an attempt counts on: $2 user, $8 remote host as counted, $5 the
+/// password named (NULL: the one counter for selectors that are none of the user's).
+macro_rules! throttle_key {
+    () => {
+        r#""user" = $2::text AND rhost = $8::text AND password_id = coalesce($5::bigint, 0)"#
+    };
+}
+
+/// The login path's statements, prepared on every connection: name and SQL. The record
+/// statements take the event's $1 to $7, then $8 the remote host as throttling counts it
+/// ([`policy::throttle_host`]).
 pub const LOGIN_STATEMENTS: &[(&str, &str)] = &[
-    // $1 user, $2 selector, $3 rhost: the row, whether the user has any, the throttle.
+    // $1 user, $2 selector, $3 remote host as counted: the row, whether the user has any,
+    // and the throttle of that row (or of selectors that are none of the user's).
     (
         LOOKUP,
         r#"SELECT p.id, p."user", p.service, p.label, p.hash,
                   p.created, p.expires, p.revoked, p.last_used,
                   EXISTS (SELECT 1 FROM app_password WHERE "user" = $1::text),
-                  (SELECT locked_until FROM throttle WHERE "user" = $1::text AND rhost = $3::text)
+                  (SELECT locked_until FROM throttle
+                    WHERE "user" = $1::text AND rhost = $3::text
+                      AND password_id = coalesce(p.id, 0))
              FROM (SELECT 1) AS one
              LEFT JOIN app_password AS p ON p.selector = $2::text AND p."user" = $1::text"#,
     ),
-    // A success: usage, the throttle cleared, the event.
+    // A success: usage, the password's own throttle counter cleared (not the one for
+    // unknown selectors: whoever shares the owner's address would guess again), the
+    // event.
     (
         RECORD_SUCCESS,
         concat!(
@@ -107,32 +126,69 @@ pub const LOGIN_STATEMENTS: &[(&str, &str)] = &[
                         last_rhost = $4::text, use_count = use_count + 1
                   WHERE id = $5::bigint
                ), cleared AS (
-                 DELETE FROM throttle
-                  WHERE "user" = $2::text AND rhost = coalesce($4::text, '')
+                 DELETE FROM throttle WHERE "#,
+            throttle_key!(),
+            r#"
                )
                "#,
             event_insert!()
         ),
     ),
     // A guess: the event, and the throttle counted with INSERT ... ON CONFLICT (atomic
-    // however many hosts count at once). $8 failures that lock, $9 interval, $10
-    // lockout: SQLite's rules.
+    // however many hosts count at once). $9 failures that lock, $10 interval, $11
+    // lockout: SQLite's rules. Every write takes a new serial (id), and the rows
+    // $12 (throttle_max_rows) serials below it or more are deleted, by the primary key:
+    // the table stays bounded, the least recently written rows going first.
     (
         RECORD_GUESS,
         concat!(
             "WITH logged AS (",
             event_insert!(),
-            r#") INSERT INTO throttle AS t ("user", rhost, failures, window_start, locked_until)
-               VALUES ($2::text, coalesce($4::text, ''), 1, $1::bigint,
-                       CASE WHEN 1 >= $8::bigint THEN $1::bigint + $10::bigint END)
-               ON CONFLICT ("user", rhost) DO UPDATE SET
-                 failures = CASE WHEN $1::bigint - t.window_start < $9::bigint
-                                 THEN t.failures + 1 ELSE 1 END,
-                 window_start = CASE WHEN $1::bigint - t.window_start < $9::bigint
-                                     THEN t.window_start ELSE $1::bigint END,
-                 locked_until = CASE WHEN (CASE WHEN $1::bigint - t.window_start < $9::bigint
-                                                THEN t.failures + 1 ELSE 1 END) >= $8::bigint
-                                     THEN $1::bigint + $10::bigint END"#
+            r#"), written AS (
+                 INSERT INTO throttle AS t
+                        ("user", rhost, password_id, failures, window_start, locked_until,
+                         refused, expires)
+                 VALUES ($2::text, $8::text, coalesce($5::bigint, 0), 1, $1::bigint,
+                         CASE WHEN 1 >= $9::bigint THEN $1::bigint + $11::bigint END, 0,
+                         greatest($1::bigint + $10::bigint,
+                                  CASE WHEN 1 >= $9::bigint THEN $1::bigint + $11::bigint END))
+                 ON CONFLICT ("user", rhost, password_id) DO UPDATE SET
+                   id = excluded.id,
+                   failures = CASE WHEN $1::bigint - t.window_start < $10::bigint
+                                   THEN t.failures + 1 ELSE 1 END,
+                   window_start = CASE WHEN $1::bigint - t.window_start < $10::bigint
+                                       THEN t.window_start ELSE $1::bigint END,
+                   locked_until = CASE WHEN (CASE WHEN $1::bigint - t.window_start < $10::bigint
+                                                  THEN t.failures + 1 ELSE 1 END) >= $9::bigint
+                                       THEN $1::bigint + $11::bigint END,
+                   refused = 0,
+                   expires = greatest(
+                     CASE WHEN $1::bigint - t.window_start < $10::bigint
+                          THEN t.window_start ELSE $1::bigint END + $10::bigint,
+                     CASE WHEN (CASE WHEN $1::bigint - t.window_start < $10::bigint
+                                     THEN t.failures + 1 ELSE 1 END) >= $9::bigint
+                          THEN $1::bigint + $11::bigint END)
+                 RETURNING id
+               )
+               DELETE FROM throttle
+                WHERE id <= (SELECT id FROM written) - $12::bigint
+                  AND NOT ("#,
+            throttle_key!(),
+            ")"
+        ),
+    ),
+    // A throttled attempt: counted on its throttle row; an audit event only if it is
+    // the first refused since the lockout began (or the row is gone), so that a flood
+    // of refused attempts cannot push real events out of the audit log.
+    (
+        RECORD_THROTTLED,
+        concat!(
+            "WITH counted AS (UPDATE throttle SET refused = refused + 1 WHERE ",
+            throttle_key!(),
+            r#" RETURNING refused)
+               INSERT INTO event (time, "user", service, password_id, rhost, outcome, reason)
+               SELECT $1::bigint, $2::text, $3::text, $5::bigint, $4::text, $6::text, $7::text
+                WHERE NOT EXISTS (SELECT 1 FROM counted WHERE refused > 1)"#
         ),
     ),
     // Anything else: the event alone.
@@ -142,6 +198,7 @@ pub const LOGIN_STATEMENTS: &[(&str, &str)] = &[
 const LOOKUP: &str = "apppass_lookup";
 const RECORD_SUCCESS: &str = "apppass_record_success";
 const RECORD_GUESS: &str = "apppass_record_guess";
+const RECORD_THROTTLED: &str = "apppass_record_throttled";
 const RECORD_EVENT: &str = "apppass_record_event";
 
 /// An open connection to an apppass database on PostgreSQL.
@@ -651,10 +708,27 @@ impl PgStore {
     }
 
     /// One bounded step of [`Store::prune`] (each statement stays within the query
-    /// timeout, however far behind the log is): how many events it deleted.
+    /// timeout, however far behind the log is): the most rows one of its statements
+    /// deleted. Throttle rows, by their indexes: expired ones, and those beyond the bound
+    /// (fewer now than when they were written, if the bound was lowered); any role may.
+    /// Audit events only if this role may delete them.
     fn prune_some(&self, keep: Retention, now: Timestamp) -> Result<u64, StoreError> {
+        let expired = self.query(
+            "DELETE FROM throttle WHERE id IN (
+                 SELECT id FROM throttle WHERE expires <= $1::bigint
+                  ORDER BY expires LIMIT $2::bigint)",
+            params![now, PRUNE_BATCH as i64],
+        )?;
+        let beyond = self.query(
+            "DELETE FROM throttle WHERE id IN (
+                 SELECT id FROM throttle
+                  WHERE id <= (SELECT max(id) FROM throttle) - $1::bigint
+                  ORDER BY id LIMIT $2::bigint)",
+            params![keep.throttle_rows, PRUNE_BATCH as i64],
+        )?;
+        let throttle = expired.affected.max(beyond.affected);
         if !self.may_prune {
-            return Ok(0);
+            return Ok(throttle);
         }
         let events = self.query(
             "DELETE FROM event WHERE id IN (
@@ -667,11 +741,7 @@ impl PgStore {
                 PRUNE_BATCH as i64
             ],
         )?;
-        self.query(
-            "DELETE FROM throttle WHERE coalesce(locked_until, window_start) < $1::bigint",
-            params![now.saturating_sub(keep.max_age.min(86400))],
-        )?;
-        Ok(events.affected)
+        Ok(events.affected.max(throttle))
     }
 
     fn count_active_now(&self, user: &str, now: Timestamp) -> Result<usize, StoreError> {
@@ -717,7 +787,8 @@ impl Store for PgStore {
     /// out. A connection the server closed (a restart, a failover) is made again and the
     /// question asked once more: a read, so asking twice is harmless.
     fn lookup(&self, q: &LookupQuery<'_>) -> Result<Lookup, StoreError> {
-        let params = params![q.user, q.selector, q.rhost];
+        let host = policy::throttle_host(q.rhost);
+        let params = params![q.user, q.selector, host.as_str()];
         let rows = match self.execute(LOOKUP, params) {
             Err(e) if !matches!(e, PqError::Timeout(_)) && self.conn.borrow().is_lost() => {
                 self.reconnect()?;
@@ -764,11 +835,14 @@ impl Store for PgStore {
         &self,
         user: &str,
         rhost: &str,
+        password: Option<i64>,
         now: Timestamp,
     ) -> Result<Option<Timestamp>, StoreError> {
+        let host = policy::throttle_host(rhost);
         let row = self.one_row(
-            r#"SELECT locked_until FROM throttle WHERE "user" = $1::text AND rhost = $2::text"#,
-            params![user, rhost],
+            r#"SELECT locked_until FROM throttle
+                WHERE "user" = $1::text AND rhost = $2::text AND password_id = $3::bigint"#,
+            params![user, host.as_str(), password.unwrap_or(0)],
         )?;
         let until = row.map(|r| opt_int(&r[0])).transpose()?.flatten();
         Ok(until.filter(|&t| t > now))
@@ -776,13 +850,14 @@ impl Store for PgStore {
 
     /// One prepared statement, so one transaction and one round trip: the usage update
     /// (on success), the audit event, and the throttle (cleared on success, counted on a
-    /// guess). The audit log is not trimmed here (the login role may only add to it):
-    /// apppassd calls [`Store::prune`] now and then, which the administrators' role does.
+    /// guess and kept to `keep.throttle_rows`, counted on a throttled attempt). The audit
+    /// log is not trimmed here (the login role may only add to it): apppassd calls
+    /// [`Store::prune`] now and then, which the administrators' role does.
     fn record_attempt(
         &self,
         a: &Attempt<'_>,
         throttle: Option<&Throttle>,
-        _keep: Retention,
+        keep: Retention,
     ) -> Result<(), StoreError> {
         let reason = match a.outcome {
             Outcome::Failure { reason, .. } => Some(reason),
@@ -798,17 +873,25 @@ impl Store for PgStore {
             a.outcome.as_str(),
             reason
         ];
+        let host = policy::throttle_host(a.rhost.unwrap_or(""));
+        let keyed = || {
+            let mut p = base.to_vec();
+            p.push(P::Text(&host));
+            p
+        };
         let done = match (a.outcome, throttle) {
-            (Outcome::Success, _) => self.execute(RECORD_SUCCESS, base),
+            (Outcome::Success, _) => self.execute(RECORD_SUCCESS, &keyed()),
             (Outcome::Failure { guess: true, .. }, Some(t)) => {
-                let mut p = base.to_vec();
+                let mut p = keyed();
                 p.extend([
                     P::Int(i64::from(t.failures)),
                     P::Int(t.interval),
                     P::Int(t.lockout),
+                    P::Int(keep.throttle_rows),
                 ]);
                 self.execute(RECORD_GUESS, &p)
             }
+            (Outcome::Throttled, _) => self.execute(RECORD_THROTTLED, &keyed()),
             _ => self.execute(RECORD_EVENT, base),
         };
         done.map(|_| ()).map_err(|e| self.err(e))
@@ -904,11 +987,18 @@ impl Store for PgStore {
     }
 
     fn unlock(&self, user: &str, rhost: Option<&str>) -> Result<usize, StoreError> {
-        let rows = self.query(
-            r#"DELETE FROM throttle WHERE "user" = $1::text AND ($2::text IS NULL OR rhost = $2::text)"#,
-            params![user, rhost],
+        let host = rhost.map(policy::throttle_host);
+        let row = self.one_row(
+            r#"WITH lifted AS (
+                 DELETE FROM throttle
+                  WHERE "user" = $1::text AND ($2::text IS NULL OR rhost = $2::text)
+                 RETURNING rhost
+               )
+               SELECT count(DISTINCT rhost) FROM lifted"#,
+            params![user, host.as_deref()],
         )?;
-        Ok(usize::try_from(rows.affected).unwrap_or(usize::MAX))
+        let n = row.map_or(Ok(0), |r| int(&r[0]))?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     fn revoke(
@@ -963,9 +1053,9 @@ impl Store for PgStore {
         self.version()
     }
 
-    /// Nothing for a role that may not delete audit events (the login role of a front
-    /// end): the administrators' apppassd prunes for every host. At most
-    /// [`PRUNE_BATCHES`] of [`PRUNE_BATCH`] events at a time.
+    /// The audit log only for a role that may delete audit events (not the login role of
+    /// a front end: the administrators' apppassd trims it for every host); the throttle
+    /// table for any. At most [`PRUNE_BATCHES`] of [`PRUNE_BATCH`] rows at a time.
     fn prune(&self, keep: Retention, now: Timestamp) -> Result<(), StoreError> {
         for _ in 0..PRUNE_BATCHES {
             if self.prune_some(keep, now)? < PRUNE_BATCH {

@@ -12,7 +12,7 @@ use super::{
     Attempt, Credential, Event, KEPT_INACTIVE, Listing, Lookup, LookupQuery, NewRow, Outcome,
     Owner, Retention, Revoked, Store, StoreError,
 };
-use crate::policy::{Dates, Throttle};
+use crate::policy::{self, Dates, Throttle};
 use crate::time::Timestamp;
 
 /// `PRAGMA application_id` of an apppass database ("APPS").
@@ -28,6 +28,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         2,
         include_str!("../../../../sql/sqlite/0002_audit_throttle.sql"),
+    ),
+    (
+        3,
+        include_str!("../../../../sql/sqlite/0003_throttle_selector.sql"),
     ),
 ];
 
@@ -518,6 +522,25 @@ impl SqliteStore {
             )
             .map_err(db_err)?;
         }
+        let host = policy::throttle_host(rhost);
+        let password = a.password_id.unwrap_or(0);
+        if a.outcome == Outcome::Throttled {
+            // One audit event per lockout, the first refusal; the rest are counted on
+            // the throttle row (and each is in syslog).
+            let refused: Option<i64> = c
+                .query_row(
+                    "UPDATE throttle SET refused = refused + 1
+                      WHERE user = ?1 AND rhost = ?2 AND password_id = ?3
+                     RETURNING refused",
+                    params![a.user, host, password],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            if refused.is_some_and(|n| n > 1) {
+                return tx.commit();
+            }
+        }
         let reason = match a.outcome {
             Outcome::Failure { reason, .. } => Some(reason),
             Outcome::Throttled => Some("throttled"),
@@ -539,18 +562,21 @@ impl SqliteStore {
         .map_err(db_err)?;
         let event_id = c.last_insert_rowid();
         match (a.outcome, throttle) {
+            // The password's own counter only: clearing the one for unknown selectors
+            // would let whoever shares the owner's address guess again.
             (Outcome::Success, _) => {
                 c.execute(
-                    "DELETE FROM throttle WHERE user = ?1 AND rhost = ?2",
-                    params![a.user, rhost],
+                    "DELETE FROM throttle WHERE user = ?1 AND rhost = ?2 AND password_id = ?3",
+                    params![a.user, host, password],
                 )
                 .map_err(db_err)?;
             }
             (Outcome::Failure { guess: true, .. }, Some(t)) => {
                 let window: Option<(i64, Timestamp)> = c
                     .query_row(
-                        "SELECT failures, window_start FROM throttle WHERE user = ?1 AND rhost = ?2",
-                        params![a.user, rhost],
+                        "SELECT failures, window_start FROM throttle
+                          WHERE user = ?1 AND rhost = ?2 AND password_id = ?3",
+                        params![a.user, host, password],
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )
                     .optional()
@@ -561,10 +587,40 @@ impl SqliteStore {
                     _ => (1, a.at),
                 };
                 let locked_until = (failures >= i64::from(t.failures)).then_some(a.at + t.lockout);
+                let expires = locked_until
+                    .unwrap_or(0)
+                    .max(start.saturating_add(t.interval));
+                // Every write takes the next serial (max(id) is one step down the
+                // primary key), so that the lowest are the least recently written.
+                let serial: i64 = c
+                    .query_row(
+                        "SELECT coalesce((SELECT max(id) FROM throttle), 0) + 1",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .map_err(db_err)?;
                 c.execute(
-                    "INSERT OR REPLACE INTO throttle (user, rhost, failures, window_start, locked_until)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![a.user, rhost, failures, start, locked_until],
+                    "INSERT OR REPLACE INTO throttle
+                         (id, user, rhost, password_id, failures, window_start, locked_until,
+                          refused, expires)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8)",
+                    params![
+                        serial,
+                        a.user,
+                        host,
+                        password,
+                        failures,
+                        start,
+                        locked_until,
+                        expires
+                    ],
+                )
+                .map_err(db_err)?;
+                // The bound, by the primary key: at most throttle_rows serials are above
+                // this one's minus throttle_rows. Usually nothing, else the oldest row.
+                c.execute(
+                    "DELETE FROM throttle WHERE id <= ?1",
+                    [serial.saturating_sub(keep.throttle_rows)],
                 )
                 .map_err(db_err)?;
             }
@@ -574,12 +630,6 @@ impl SqliteStore {
             c.execute(
                 "DELETE FROM event WHERE time < ?1 OR id <= ?2",
                 params![a.at.saturating_sub(keep.max_age), event_id - keep.max_rows],
-            )
-            .map_err(db_err)?;
-            // Throttle windows that ended long ago say nothing any more.
-            c.execute(
-                "DELETE FROM throttle WHERE coalesce(locked_until, window_start) < ?1",
-                params![a.at.saturating_sub(keep.max_age.min(86400))],
             )
             .map_err(db_err)?;
         }
@@ -595,10 +645,11 @@ impl Store for SqliteStore {
                 "SELECT p.id, p.user, p.service, p.label, p.hash,
                         p.created, p.expires, p.revoked, p.last_used,
                         EXISTS (SELECT 1 FROM app_password WHERE user = ?1),
-                        (SELECT locked_until FROM throttle WHERE user = ?1 AND rhost = ?3)
+                        (SELECT locked_until FROM throttle
+                          WHERE user = ?1 AND rhost = ?3 AND password_id = coalesce(p.id, 0))
                    FROM (SELECT 1)
                    LEFT JOIN app_password AS p ON p.selector = ?2 AND p.user = ?1",
-                params![q.user, q.selector, q.rhost],
+                params![q.user, q.selector, policy::throttle_host(q.rhost)],
                 |r| {
                     // The LEFT JOIN's columns are NULL when no row matched.
                     let credential = match r.get::<_, Option<i64>>(0)? {
@@ -642,13 +693,15 @@ impl Store for SqliteStore {
         &self,
         user: &str,
         rhost: &str,
+        password: Option<i64>,
         now: Timestamp,
     ) -> Result<Option<Timestamp>, StoreError> {
         let until: Option<Option<Timestamp>> = self
             .conn
             .query_row(
-                "SELECT locked_until FROM throttle WHERE user = ?1 AND rhost = ?2",
-                params![user, rhost],
+                "SELECT locked_until FROM throttle
+                  WHERE user = ?1 AND rhost = ?2 AND password_id = ?3",
+                params![user, policy::throttle_host(rhost), password.unwrap_or(0)],
                 |r| r.get(0),
             )
             .optional()
@@ -793,12 +846,20 @@ impl Store for SqliteStore {
     }
 
     fn unlock(&self, user: &str, rhost: Option<&str>) -> Result<usize, StoreError> {
-        self.conn
-            .execute(
-                "DELETE FROM throttle WHERE user = ?1 AND (?2 IS NULL OR rhost = ?2)",
-                params![user, rhost],
+        let host = rhost.map(policy::throttle_host);
+        let mut stmt = self
+            .conn
+            .prepare(
+                "DELETE FROM throttle WHERE user = ?1 AND (?2 IS NULL OR rhost = ?2)
+                 RETURNING rhost",
             )
-            .map_err(db_err)
+            .map_err(db_err)?;
+        let hosts = stmt
+            .query_map(params![user, host], |r| r.get::<_, String>(0))
+            .map_err(db_err)?
+            .collect::<rusqlite::Result<std::collections::BTreeSet<_>>>()
+            .map_err(db_err)?;
+        Ok(hosts.len())
     }
 
     fn revoke(
@@ -879,10 +940,14 @@ impl Store for SqliteStore {
                 params![now.saturating_sub(keep.max_age), keep.max_rows],
             )
             .map_err(db_err)?;
+        // Both by an index: expiry, then the serial.
+        tx.conn
+            .execute("DELETE FROM throttle WHERE expires <= ?1", [now])
+            .map_err(db_err)?;
         tx.conn
             .execute(
-                "DELETE FROM throttle WHERE coalesce(locked_until, window_start) < ?1",
-                params![now.saturating_sub(keep.max_age.min(86400))],
+                "DELETE FROM throttle WHERE id <= (SELECT max(id) FROM throttle) - ?1",
+                [keep.throttle_rows],
             )
             .map_err(db_err)?;
         tx.commit()
@@ -1083,6 +1148,7 @@ mod tests {
         let keep = Retention {
             max_age: 1_000_000,
             max_rows: 100,
+            throttle_rows: 1000,
         };
         for at in 0..(2 * PRUNE_EVERY) {
             let user = if at % 2 == 0 { "alice" } else { "bob" };
@@ -1104,6 +1170,7 @@ mod tests {
         let keep = Retention {
             max_age: 10,
             max_rows: 1_000_000,
+            throttle_rows: 1000,
         };
         for at in 0..PRUNE_EVERY {
             s.record_attempt(&failure(10_000 + at, "carol", None, false), None, keep)
@@ -1115,5 +1182,151 @@ mod tests {
         let newest = 10_000 + PRUNE_EVERY - 1;
         assert!(left.iter().all(|e| e.time >= newest - 10), "{left:?}");
         assert_eq!(left.len(), 11);
+    }
+
+    fn guess(at: Timestamp, rhost: &'static str, password_id: Option<i64>) -> Attempt<'static> {
+        Attempt {
+            password_id,
+            ..failure(at, "alice", Some(rhost), true)
+        }
+    }
+
+    fn throttle_rows(s: &SqliteStore) -> i64 {
+        s.conn
+            .query_row("SELECT count(*) FROM throttle", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// The table's bound holds at every write, by the primary key: a flood of hosts
+    /// keeps the newest rows. Expired rows go by the index on their expiry.
+    #[test]
+    fn throttle_table_is_bounded_by_index() {
+        let (_d, path) = temp();
+        let s = SqliteStore::init(&path).unwrap();
+        let t = Throttle {
+            failures: 3,
+            interval: 60,
+            lockout: 600,
+        };
+        let keep = Retention {
+            max_age: 1_000_000,
+            max_rows: 1_000_000,
+            throttle_rows: 10,
+        };
+        for i in 0..100 {
+            let host = format!("2001:db8:{i:x}::1");
+            let host: &'static str = Box::leak(host.into_boxed_str());
+            s.record_attempt(&guess(i, host, None), Some(&t), keep)
+                .unwrap();
+            assert!(throttle_rows(&s) <= 10, "{i}");
+        }
+        // The newest are kept.
+        let hosts: Vec<String> = s
+            .conn
+            .prepare("SELECT rhost FROM throttle ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(hosts.first().map(String::as_str), Some("2001:db8:5a::/64"));
+        assert_eq!(hosts.last().map(String::as_str), Some("2001:db8:63::/64"));
+        // A host guessing again is written again, and so kept.
+        s.record_attempt(&guess(100, "2001:db8:5a::2", None), Some(&t), keep)
+            .unwrap();
+        s.record_attempt(&guess(101, "192.0.2.1", None), Some(&t), keep)
+            .unwrap();
+        assert_eq!(
+            s.throttled_until("alice", "2001:db8:5a::3", None, 100)
+                .unwrap(),
+            None
+        );
+        let kept: i64 = s
+            .conn
+            .query_row(
+                "SELECT failures FROM throttle WHERE rhost = '2001:db8:5a::/64'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(kept, 2);
+        // Windows over (60 s after their start) are deleted by maintenance; the bound
+        // is applied there too.
+        s.prune(keep, 157).unwrap();
+        assert_eq!(throttle_rows(&s), 3);
+        s.prune(
+            Retention {
+                throttle_rows: 1,
+                ..keep
+            },
+            159,
+        )
+        .unwrap();
+        assert_eq!(throttle_rows(&s), 1);
+        // What maintenance and the bound run is an index search, never a scan.
+        for sql in [
+            "DELETE FROM throttle WHERE expires <= 1",
+            "DELETE FROM throttle WHERE id <= 1",
+            "DELETE FROM throttle WHERE id <= (SELECT max(id) FROM throttle) - 1",
+            "SELECT coalesce((SELECT max(id) FROM throttle), 0) + 1",
+            "UPDATE throttle SET refused = refused + 1
+              WHERE user = 'a' AND rhost = 'h' AND password_id = 0",
+        ] {
+            let plan: Vec<String> = s
+                .conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map([], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            assert!(
+                plan.iter()
+                    .all(|step| !step.starts_with("SCAN") || step == "SCAN CONSTANT ROW"),
+                "{sql}: {plan:?}"
+            );
+        }
+    }
+
+    /// A store of schema version 2 (throttling per user and host) is brought up to date
+    /// when opened: its throttle rows are dropped, everything else kept.
+    #[test]
+    fn upgrade_from_schema_2() {
+        let (_d, path) = temp();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        for (number, sql) in &MIGRATIONS[..2] {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", number).unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO app_password (user, service, selector, hash, created)
+                 VALUES ('alice', 'imap', 'abcdef', 'x', 1);
+             INSERT INTO event (time, user, service, outcome) VALUES (1, 'alice', 'imap', 'success');
+             INSERT INTO throttle VALUES ('alice', '192.0.2.1', 10, 1, 99999);",
+        )
+        .unwrap();
+        drop(conn);
+        let s = SqliteStore::open(&path, Purpose::Admin, false).unwrap();
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(throttle_rows(&s), 0);
+        assert_eq!(s.list(Owner::Anyone).unwrap().len(), 1);
+        assert_eq!(s.events(Owner::Anyone, 10).unwrap().len(), 1);
+        let t = Throttle {
+            failures: 1,
+            interval: 60,
+            lockout: 600,
+        };
+        let keep = Retention {
+            max_age: 1_000_000,
+            max_rows: 1_000_000,
+            throttle_rows: 10,
+        };
+        s.record_attempt(&guess(5, "192.0.2.1", Some(1)), Some(&t), keep)
+            .unwrap();
+        assert_eq!(
+            s.throttled_until("alice", "192.0.2.1", Some(1), 6).unwrap(),
+            Some(605)
+        );
     }
 }
