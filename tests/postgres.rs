@@ -370,11 +370,12 @@ fn migration_and_pruning_belong_to_the_administrators_role() {
     let (db, mut admin) = database(&cluster, "audit_max_rows = 3\n");
     admin.simple_service("imap", "");
     let pw = admin.add("alice", "imap", &[]);
-    // Version 1: no audit log, no throttle table.
+    // Version 1: no audit log, no throttle table, no owners.
     admin.daemon.stop();
     cluster.psql(
         &db,
-        "DROP TABLE event, throttle; UPDATE apppass_schema SET version = 1",
+        "DROP TABLE event, throttle; ALTER TABLE app_password DROP COLUMN owner_uid; \
+         UPDATE apppass_schema SET version = 1",
     );
     let s = front_end(&cluster, &db, "audit_max_rows = 3\n");
     let status = s.daemon.status().unwrap();

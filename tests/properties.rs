@@ -762,7 +762,7 @@ fn request() -> impl Strategy<Value = Arc<Request>> {
     any_request.prop_map(Arc::new)
 }
 
-const REASONS: [Reason; 9] = [
+const REASONS: [Reason; 10] = [
     Reason::NotAppPassword,
     Reason::UnknownPassword,
     Reason::WrongPassword,
@@ -772,6 +772,7 @@ const REASONS: [Reason; 9] = [
     Reason::WrongService,
     Reason::Throttled,
     Reason::BadHash,
+    Reason::OwnerChanged,
 ];
 
 const ERROR_KINDS: [ErrorKind; 9] = [

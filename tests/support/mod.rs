@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use apppass_core::policy::Account;
 use apppass_core::secret::{HashParams, NewPassword};
 use apppass_core::store::sqlite::{Purpose, SqliteStore};
 use apppass_core::store::{NewRow, Store, StoreError};
@@ -50,6 +51,7 @@ pub fn insert_row(db: &Path, user: &str, service: &str, params: HashParams) -> (
             hash: &hash,
             created: 0,
             expires: None,
+            owner: Account::NoAccount,
         })
         .unwrap();
     (id, pw.display().to_string())
