@@ -1426,7 +1426,8 @@ fn golden() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             vec![v, 3, 0, 0, 0, 0, 2, 0xc3, 0x28, 0, 0, 0, 0, 0],
         ),
         ("request", "bad-empty", vec![]),
-        ("response", "bad-reason", vec![v, 64, 10, 0]),
+        // A reason code no Reason has (10 became owner_changed).
+        ("response", "bad-reason", vec![v, 64, 200, 0]),
         ("response", "bad-error-kind", vec![v, 65, 0, 0, 0, 0, 0]),
         ("response", "bad-cut-short", vec![v, 70, 0, 0, 0]),
     ] {
