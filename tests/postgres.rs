@@ -714,3 +714,38 @@ fn only_apppassd_links_libpq() {
         );
     }
 }
+
+/// A front end compares each row's owner with the uid its own NSS gives the user's name
+/// now: once the account is deleted, its app password is refused there as well
+/// (reason=owner_changed), and listed as orphaned.
+#[test]
+fn a_front_end_refuses_an_app_password_whose_account_is_gone() {
+    if !require(common::is_root(), "root (to create a throwaway user)") {
+        return;
+    }
+    let Some(cluster) = cluster() else { return };
+    /// The throwaway account, removed even when the test fails.
+    struct Account(String);
+    impl Drop for Account {
+        fn drop(&mut self) {
+            let _ = Command::new("userdel").arg(&self.0).output();
+        }
+    }
+    let account = Account(common::unique("appgown"));
+    let user = account.0.as_str();
+    support::run_ok(Command::new("useradd").args(["-M", "-N", "-s", "/usr/sbin/nologin", user]));
+    let (db, admin) = database(&cluster, "");
+    let s = front_end(&cluster, &db, "");
+    let pw = admin.add(user, "imap", &[]);
+    assert_eq!(s.code("imap", user, &pw.password), Code::SUCCESS);
+    support::run_ok(Command::new("userdel").arg(user));
+    assert_eq!(s.code("imap", user, &pw.password), Code::AUTH_ERR);
+    eventually(Duration::from_secs(10), "the refusal's log line", || {
+        s.daemon
+            .log()
+            .lines()
+            .any(|l| l.contains(&format!("user={user} ")) && l.contains("reason=owner_changed"))
+    });
+    let rows = admin.list();
+    assert_eq!(rows[0]["status"], "orphaned", "{rows:?}");
+}
