@@ -184,6 +184,9 @@ fn a_name_given_to_another_account_does_not_inherit_its_app_passwords() {
     assert_eq!(status(&s, &user, pw.id), "orphaned");
     let all = json(&s, &["list", "--all", "--json"]);
     assert_eq!(all[0]["status"], "orphaned", "{all}");
+    let table = s.apppass(&["list", "--user", &user]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains(" orphaned "), "{table}");
 
     // The new account's own app passwords work; the old one stays refused.
     let own = s.add(&user, "imap", &[]);
