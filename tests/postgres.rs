@@ -373,11 +373,12 @@ fn migration_and_pruning_belong_to_the_administrators_role() {
     let (db, mut admin) = database(&cluster, "audit_max_rows = 3\n");
     admin.simple_service("imap", "");
     let pw = admin.add("alice", "imap", &[]);
-    // Version 1: no audit log, no throttle table.
+    // Version 1: no audit log, no throttle table, no owners.
     admin.daemon.stop();
     cluster.psql(
         &db,
-        "DROP TABLE event, throttle; UPDATE apppass_schema SET version = 1",
+        "DROP TABLE event, throttle; ALTER TABLE app_password DROP COLUMN owner_uid; \
+         UPDATE apppass_schema SET version = 1",
     );
     let s = front_end(&cluster, &db, "audit_max_rows = 3\n");
     let status = s.daemon.status().unwrap();
@@ -840,4 +841,39 @@ fn only_apppassd_links_libpq() {
             path.display()
         );
     }
+}
+
+/// A front end compares each row's owner with the uid its own NSS gives the user's name
+/// now: once the account is deleted, its app password is refused there as well
+/// (reason=owner_changed), and listed as orphaned.
+#[test]
+fn a_front_end_refuses_an_app_password_whose_account_is_gone() {
+    if !require(common::is_root(), "root (to create a throwaway user)") {
+        return;
+    }
+    let Some(cluster) = cluster() else { return };
+    /// The throwaway account, removed even when the test fails.
+    struct Account(String);
+    impl Drop for Account {
+        fn drop(&mut self) {
+            let _ = Command::new("userdel").arg(&self.0).output();
+        }
+    }
+    let account = Account(common::unique("appgown"));
+    let user = account.0.as_str();
+    support::run_ok(Command::new("useradd").args(["-M", "-N", "-s", "/usr/sbin/nologin", user]));
+    let (db, admin) = database(&cluster, "");
+    let s = front_end(&cluster, &db, "");
+    let pw = admin.add(user, "imap", &[]);
+    assert_eq!(s.code("imap", user, &pw.password), Code::SUCCESS);
+    support::run_ok(Command::new("userdel").arg(user));
+    assert_eq!(s.code("imap", user, &pw.password), Code::AUTH_ERR);
+    eventually(Duration::from_secs(10), "the refusal's log line", || {
+        s.daemon
+            .log()
+            .lines()
+            .any(|l| l.contains(&format!("user={user} ")) && l.contains("reason=owner_changed"))
+    });
+    let rows = admin.list();
+    assert_eq!(rows[0]["status"], "orphaned", "{rows:?}");
 }

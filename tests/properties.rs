@@ -762,7 +762,7 @@ fn request() -> impl Strategy<Value = Arc<Request>> {
     any_request.prop_map(Arc::new)
 }
 
-const REASONS: [Reason; 9] = [
+const REASONS: [Reason; 10] = [
     Reason::NotAppPassword,
     Reason::UnknownPassword,
     Reason::WrongPassword,
@@ -772,6 +772,7 @@ const REASONS: [Reason; 9] = [
     Reason::WrongService,
     Reason::Throttled,
     Reason::BadHash,
+    Reason::OwnerChanged,
 ];
 
 const ERROR_KINDS: [ErrorKind; 9] = [
@@ -1425,7 +1426,8 @@ fn golden() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             vec![v, 3, 0, 0, 0, 0, 2, 0xc3, 0x28, 0, 0, 0, 0, 0],
         ),
         ("request", "bad-empty", vec![]),
-        ("response", "bad-reason", vec![v, 64, 10, 0]),
+        // A reason code no Reason has (10 became owner_changed).
+        ("response", "bad-reason", vec![v, 64, 200, 0]),
         ("response", "bad-error-kind", vec![v, 65, 0, 0, 0, 0, 0]),
         ("response", "bad-cut-short", vec![v, 70, 0, 0, 0]),
     ] {

@@ -7,7 +7,7 @@
 mod common;
 mod pg;
 
-use apppass_core::policy::Throttle;
+use apppass_core::policy::{Account, Throttle};
 use apppass_core::store::{
     self, Attempt, Connect, KEPT_INACTIVE, Location, LookupQuery, NewRow, Outcome, Owner, Purpose,
     Retention, Revoked, Store, StoreError,
@@ -70,6 +70,7 @@ fn row<'a>(user: &'a str, service: &'a str, selector: &'a str) -> NewRow<'a> {
         hash: "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaA",
         created: 100,
         expires: None,
+        owner: Account::NoAccount,
     }
 }
 
@@ -169,6 +170,60 @@ fn lookups_and_usage(db: &Db) {
         (l[0].id, l[0].label.as_str()),
         (odd, "Ünïcode 'quotes' \"and\" \\ back; DROP TABLE x")
     );
+}
+
+/// Each row keeps the account it was made for (a uid, none, or not known yet), through
+/// the login's lookup, find_by_selector and list; rows not known yet are found and
+/// adopted once.
+fn owners_are_kept_and_adopted(db: &Db) {
+    let s = db.init();
+    for (user, selector, owner) in [
+        ("alice", "aaaaaa", Account::Uid(1001)),
+        ("nobody-here", "bbbbbb", Account::NoAccount),
+        ("old", "cccccc", Account::Unadopted),
+        ("old", "dddddd", Account::Unadopted),
+    ] {
+        s.create(&NewRow {
+            owner,
+            ..row(user, "imap", selector)
+        })
+        .unwrap();
+    }
+    let s = db.open(Purpose::Read);
+    let found = |sel| s.find_by_selector(sel).unwrap().unwrap().owner;
+    assert_eq!(found("aaaaaa"), Account::Uid(1001));
+    assert_eq!(found("bbbbbb"), Account::NoAccount);
+    assert_eq!(found("cccccc"), Account::Unadopted);
+    let looked = s
+        .lookup(&LookupQuery {
+            user: "alice",
+            selector: Some("aaaaaa"),
+            rhost: "",
+            now: 0,
+        })
+        .unwrap();
+    assert_eq!(looked.credential.unwrap().owner, Account::Uid(1001));
+    let owners: Vec<Account> = s
+        .list(Owner::Anyone)
+        .unwrap()
+        .iter()
+        .map(|l| l.owner)
+        .collect();
+    assert_eq!(
+        owners,
+        [
+            Account::Uid(1001),
+            Account::NoAccount,
+            Account::Unadopted,
+            Account::Unadopted
+        ]
+    );
+    let s = db.init();
+    assert_eq!(s.unadopted(10).unwrap(), ["old"]);
+    assert_eq!(s.adopt(&[("old".into(), Account::Uid(7))]).unwrap(), 2);
+    assert!(s.unadopted(10).unwrap().is_empty());
+    assert_eq!(s.adopt(&[("old".into(), Account::Uid(8))]).unwrap(), 0);
+    assert_eq!(found("dddddd"), Account::Uid(7));
 }
 
 /// The login's one read: the selector's row only if it is this user's, whether the user
@@ -623,6 +678,7 @@ const CASES: &[(&str, Case)] = &[
         "inactive_rows_are_bounded_per_user",
         inactive_rows_are_bounded_per_user,
     ),
+    ("owners_are_kept_and_adopted", owners_are_kept_and_adopted),
 ];
 
 #[test]
@@ -896,6 +952,15 @@ fn postgresql_roles() {
     denied(login.revoke(&[id], Owner::Anyone, 10).map(|_| ()));
     denied(login.revoke_all("alice", None, 10).map(|_| ()));
     denied(login.events(Owner::Anyone, 10).map(|_| ()));
+    // It reads each row's owner, and may not change it: only the administrators'
+    // apppassd adopts rows.
+    let alice = login.find_by_selector("aaaaaa").unwrap().unwrap();
+    assert_eq!(alice.owner, Account::NoAccount);
+    denied(
+        login
+            .adopt(&[("alice".into(), Account::Uid(1))])
+            .map(|_| ()),
+    );
     assert_eq!(admin.list(Owner::Anyone).unwrap()[0].revoked, None);
     // The administrators' role prunes.
     admin.prune(keep, 10).unwrap();
@@ -907,7 +972,8 @@ fn postgresql_roles() {
     drop((admin, login));
     cluster.psql(
         &name,
-        "DROP TABLE event, throttle; UPDATE apppass_schema SET version = 1",
+        "DROP TABLE event, throttle; ALTER TABLE app_password DROP COLUMN owner_uid; \
+         UPDATE apppass_schema SET version = 1",
     );
     let e = daemon(&login_uri).err().unwrap().to_string();
     assert!(

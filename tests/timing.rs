@@ -1,5 +1,6 @@
-//! Timing: an unknown user, an unknown selector, a wrong secret and a revoked password
-//! cost apppassd the same work, so the time of an answer tells an attacker nothing about
+//! Timing: an unknown user, an unknown selector, a wrong secret, a revoked password and
+//! the right password of a row whose user name now belongs to another account cost
+//! apppassd the same work, so the time of an answer tells an attacker nothing about
 //! which of them it was.
 //!
 //! How: apppassd runs under valgrind's callgrind, which counts the instructions executed
@@ -13,7 +14,7 @@
 //! (the kernel's share, the socket's round trip, which every path pays alike) and the
 //! time itself are measured by the benchmark (README, "Benchmark").
 //!
-//! The tolerance: the four within 2% of each other (largest / smallest <= 1.02). Each is
+//! The tolerance: the five within 2% of each other (largest / smallest <= 1.02). Each is
 //! one argon2id verification at the default cost (about 115 million instructions) plus a
 //! few SQL statements and, for users who have app passwords, the audit record (about a
 //! hundred thousand at most): the paths differ by well under 1% by construction.
@@ -22,11 +23,11 @@
 //! verification skipped on every path alike) is shown in the same run by two controls
 //! that must come out different:
 //! - a throttled attempt, refused before any hashing (must be below 1/1.02 of the
-//!   smallest of the four; it is a hundredth of it);
+//!   smallest of the five; it is a hundredth of it);
 //! - a wrong secret for a row hashed with three passes instead of two, a path that does
-//!   half as much argon2 work again (must be above 1.02 x the largest of the four).
+//!   half as much argon2 work again (must be above 1.02 x the largest of the five).
 //!
-//! Throttling is on at one guess (`throttle_failures = 1`): each of the four comes from a
+//! Throttling is on at one guess (`throttle_failures = 1`): each of the five comes from a
 //! host of its own, so none of them is throttled, and the throttled control comes from a
 //! host that has already guessed once. One worker, so that every login is handled by the
 //! same store connection and argon2 memory, warmed up before anything is counted.
@@ -40,6 +41,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use apppass_core::policy::Account;
 use apppass_core::secret::{HashParams, NewPassword};
 use common::{Daemon, Sandbox, require};
 use pam_apppass::code::Code;
@@ -179,6 +181,14 @@ fn failures_do_the_same_work() {
             .success()
     );
     let never_issued = NewPassword::generate().unwrap().display().to_string();
+    // Made for an account (uid 4242) that alice's name does not belong to.
+    let (_, orphaned) = support::insert_owned_row(
+        &s.db,
+        "alice",
+        "imap",
+        HashParams::default(),
+        Account::Uid(4242),
+    );
     let (_, heavy) = support::insert_row(
         &s.db,
         "alice",
@@ -262,6 +272,13 @@ fn failures_do_the_same_work() {
             "192.0.2.4",
             Code::AUTH_ERR,
         ),
+        kind(
+            "owner changed",
+            "alice",
+            &orphaned,
+            "192.0.2.7",
+            Code::AUTH_ERR,
+        ),
         // The controls.
         kind(
             "throttled (control)",
@@ -308,18 +325,18 @@ fn failures_do_the_same_work() {
         counts[0].0,
         (again as f64 / first - 1.0) * 100.0
     );
-    let four: Vec<f64> = counts[..4].iter().map(|(_, n)| *n as f64).collect();
-    let fewest = four.iter().copied().fold(f64::INFINITY, f64::min);
-    let most = four.iter().copied().fold(0.0, f64::max);
+    let five: Vec<f64> = counts[..5].iter().map(|(_, n)| *n as f64).collect();
+    let fewest = five.iter().copied().fold(f64::INFINITY, f64::min);
+    let most = five.iter().copied().fold(0.0, f64::max);
     println!(
-        "largest / smallest of the four: {:.4} (tolerance {TOLERANCE})",
+        "largest / smallest of the five: {:.4} (tolerance {TOLERANCE})",
         most / fewest
     );
     assert!(
         fewest > 1e6,
         "callgrind counted (almost) nothing inside {HANDLE}: was it renamed? {counts:?}"
     );
-    let (throttled, heavy) = (counts[4].1 as f64, counts[5].1 as f64);
+    let (throttled, heavy) = (counts[5].1 as f64, counts[6].1 as f64);
     assert!(
         throttled * TOLERANCE < fewest,
         "the control that skips hashing was not told apart: {counts:?}"
@@ -330,7 +347,7 @@ fn failures_do_the_same_work() {
     );
     assert!(
         most <= fewest * TOLERANCE,
-        "the four failures do not do the same work: {counts:?}"
+        "the five failures do not do the same work: {counts:?}"
     );
     assert!(
         (again as f64 - first).abs() <= first * (TOLERANCE - 1.0),

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use apppass_core::policy::Account;
 use apppass_core::secret::{self, ALPHABET, HashParams, NewPassword, SELECTOR_LEN};
 use apppass_core::store::sqlite::SqliteStore;
 use apppass_core::store::{NewRow, Owner, Store};
@@ -82,8 +83,8 @@ pub fn database(dir: &Path, name: &str, total: usize, real: &RealRows) -> (PathB
     {
         let mut insert = tx
             .prepare(
-                "INSERT INTO app_password (user, service, label, selector, hash, created)
-                 VALUES (?1, 'imap', 'filler', ?2, ?3, 1)",
+                "INSERT INTO app_password (user, service, label, selector, hash, created, owner_uid)
+                 VALUES (?1, 'imap', 'filler', ?2, ?3, 1, NULL)",
             )
             .unwrap();
         let mut n = 0usize;
@@ -126,6 +127,7 @@ fn real_rows(store: &dyn Store, real: &RealRows) -> People {
                 hash,
                 created: 1,
                 expires: None,
+                owner: Account::NoAccount,
             })
             .unwrap();
         let known = Known {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use apppass_core::policy::Account;
 use apppass_core::secret::{HashParams, NewPassword};
 use apppass_core::store::sqlite::{Purpose, SqliteStore};
 use apppass_core::store::{NewRow, Store, StoreError};
@@ -27,6 +28,17 @@ pub const CHEAP: HashParams = HashParams {
 /// it at its next lookup: the row is committed before this returns.
 /// A store apppassd has not made yet is waited for, up to 10 s (see [`wait_for_store`]).
 pub fn insert_row(db: &Path, user: &str, service: &str, params: HashParams) -> (i64, String) {
+    insert_owned_row(db, user, service, params, Account::NoAccount)
+}
+
+/// [`insert_row`], for the account `owner`.
+pub fn insert_owned_row(
+    db: &Path,
+    user: &str,
+    service: &str,
+    params: HashParams,
+    owner: Account,
+) -> (i64, String) {
     let pw = NewPassword::generate().unwrap();
     let hash = pw.hash(params).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -50,6 +62,7 @@ pub fn insert_row(db: &Path, user: &str, service: &str, params: HashParams) -> (
             hash: &hash,
             created: 0,
             expires: None,
+            owner,
         })
         .unwrap();
     (id, pw.display().to_string())

@@ -59,6 +59,54 @@ pub struct Dates {
     pub last_used: Option<Timestamp>,
 }
 
+/// The account an app password belongs to. A user name can outlive its account
+/// (userdel, then useradd gives the name to someone else): a password stays with the
+/// account it was made for, never with the name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Account {
+    /// The uid that held the user name when the password was made.
+    Uid(u32),
+    /// No account held the name (one only the PAM stack knows): the password works while
+    /// none does.
+    NoAccount,
+    /// Made before apppass recorded owners, and not adopted yet (apppassd gives such
+    /// rows their user's uid when it opens the store): refused until then.
+    Unadopted,
+}
+
+/// How [`Account::Unadopted`] is stored: no account has uid -1 (POSIX reserves
+/// `(uid_t)-1`).
+pub const UNADOPTED: i64 = -1;
+
+impl Account {
+    /// The stored `owner_uid` column: a uid, NULL for no account, -1 not adopted yet.
+    pub fn from_column(value: Option<i64>) -> Account {
+        match value {
+            None => Account::NoAccount,
+            Some(n) => u32::try_from(n).map_or(Account::Unadopted, Account::Uid),
+        }
+    }
+
+    pub fn to_column(self) -> Option<i64> {
+        match self {
+            Account::Uid(uid) => Some(i64::from(uid)),
+            Account::NoAccount => None,
+            Account::Unadopted => Some(UNADOPTED),
+        }
+    }
+
+    /// The account `holder` (the uid that has the name now, from NSS) as an owner.
+    pub fn of(holder: Option<u32>) -> Account {
+        holder.map_or(Account::NoAccount, Account::Uid)
+    }
+
+    /// Whether the account that has the name now (`holder`) is the one this password
+    /// was made for.
+    pub fn holds(self, holder: Option<u32>) -> bool {
+        self != Account::Unadopted && self == Account::of(holder)
+    }
+}
+
 /// The state of an app password at a given time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -67,6 +115,8 @@ pub enum Status {
     /// Unused for longer than `idle_expiry`.
     Idle,
     Revoked,
+    /// Its user name now belongs to another account, or to none (see [`Account`]).
+    Orphaned,
 }
 
 impl Status {
@@ -83,6 +133,16 @@ impl Status {
             Status::Idle
         } else {
             Status::Active
+        }
+    }
+
+    /// This status once it is known whether the name's account is still the password's
+    /// own: revocation still wins (it is final), then the owner, then the dates.
+    pub fn owned(self, owned: bool) -> Status {
+        if owned || self == Status::Revoked {
+            self
+        } else {
+            Status::Orphaned
         }
     }
 
@@ -107,6 +167,7 @@ impl Status {
             Status::Expired => "expired",
             Status::Idle => "idle",
             Status::Revoked => "revoked",
+            Status::Orphaned => "orphaned",
         }
     }
 }
@@ -195,6 +256,35 @@ mod tests {
         ] {
             assert_eq!(throttle_host(given), key, "{given}");
         }
+    }
+
+    #[test]
+    fn owners() {
+        let alice = Account::Uid(1001);
+        assert!(alice.holds(Some(1001)));
+        assert!(!alice.holds(Some(1002)), "the name went to another account");
+        assert!(!alice.holds(None), "the account was deleted");
+        assert!(Account::NoAccount.holds(None));
+        assert!(
+            !Account::NoAccount.holds(Some(1001)),
+            "an account got the name"
+        );
+        assert!(!Account::Unadopted.holds(None));
+        assert!(!Account::Unadopted.holds(Some(1001)));
+        for a in [
+            alice,
+            Account::Uid(0),
+            Account::NoAccount,
+            Account::Unadopted,
+        ] {
+            assert_eq!(Account::from_column(a.to_column()), a);
+        }
+        assert_eq!(Account::from_column(Some(-5)), Account::Unadopted);
+        let active = Status::Active;
+        assert_eq!(active.owned(true), Status::Active);
+        assert_eq!(active.owned(false), Status::Orphaned);
+        assert_eq!(Status::Expired.owned(false), Status::Orphaned);
+        assert_eq!(Status::Revoked.owned(false), Status::Revoked);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use apppass_argon2::Hasher;
 use apppass_core::config::Config;
-use apppass_core::policy::{self, Status};
+use apppass_core::policy::{self, Account, Status};
 use apppass_core::secret::{self, Candidate, NewPassword};
 use apppass_core::store::{
     self, Attempt, Credential, Listing, Location, Lookup, LookupQuery, NewRow, Outcome, Owner,
@@ -34,6 +34,10 @@ const RETRY: Duration = Duration::from_secs(5);
 const PRUNE_EVERY: i64 = 3600;
 /// How many times to draw a new password when its selector is already taken.
 const SELECTOR_TRIES: usize = 8;
+/// Users whose app passwords are adopted per round (see [`adopt_owners`]), and user
+/// names the log line of those without an account names at most.
+const ADOPT_BATCH: usize = 1000;
+const NAMES_SHOWN: usize = 20;
 
 /// What a worker hands back for a request.
 pub enum Reply {
@@ -102,6 +106,10 @@ fn open(shared: &Shared) -> Option<store::Opened> {
     let h = &shared.health;
     match store::open_daemon(&c.db, &c.connect, shared.uid) {
         Ok(opened) => {
+            // Before the store is declared ready: no login finds a row not adopted yet.
+            if opened.read_only.is_none() {
+                adopt_owners(shared, &*opened.store);
+            }
             if let Ok(v) = opened.store.schema_version() {
                 h.set_schema_version(v);
             }
@@ -132,6 +140,83 @@ fn open(shared: &Shared) -> Option<store::Opened> {
             }
             None
         }
+    }
+}
+
+/// Gives each app password made before apppass recorded owners (schema 4) the account
+/// that has its user's name now, or none, once: the next open finds nothing left (one
+/// look at an index). Logs how many, and which users have no account any more. Done
+/// under the opening lock, before the worker that opened the store serves anything;
+/// a store whose role may not (a front end's login role on PostgreSQL) leaves it to the
+/// administrators' apppassd, and its logins refuse such rows until then.
+fn adopt_owners(shared: &Shared, store: &dyn Store) {
+    let (mut rows, mut users) = (0, 0);
+    let mut without_account = Vec::new();
+    loop {
+        let batch = match store.unadopted(ADOPT_BATCH) {
+            Ok(b) => b,
+            Err(e) => {
+                shared
+                    .log
+                    .warning(&format!("could not look for app passwords to adopt: {e}"));
+                return;
+            }
+        };
+        if batch.is_empty() {
+            break;
+        }
+        let owners: Vec<(String, Account)> = batch
+            .into_iter()
+            .map(|user| {
+                let owner = Account::of(peer::user_uid(&user));
+                (user, owner)
+            })
+            .collect();
+        let adopted = match store.adopt(&owners) {
+            Ok(n) => n,
+            Err(e) => {
+                shared.log.warning(&format!(
+                    "could not adopt the app passwords made before owners were recorded (they are refused until they are): {e}"
+                ));
+                return;
+            }
+        };
+        rows += adopted;
+        users += owners.len();
+        without_account.extend(
+            owners
+                .iter()
+                .filter(|(_, owner)| *owner == Account::NoAccount)
+                .map(|(user, _)| user.clone()),
+        );
+        // Nothing more, or nothing that moved (someone else adopting meanwhile).
+        if owners.len() < ADOPT_BATCH || adopted == 0 {
+            break;
+        }
+    }
+    if users == 0 {
+        return;
+    }
+    shared.log.line(Level::Notice, &format!(
+        "adopted {rows} app password(s) of {users} user(s), made before owners were recorded: each now belongs to the account that has its user's name"
+    ));
+    if !without_account.is_empty() {
+        let shown: Vec<String> = without_account
+            .iter()
+            .take(NAMES_SHOWN)
+            .map(|u| field(u))
+            .collect();
+        let more = without_account.len().saturating_sub(NAMES_SHOWN);
+        shared.log.warning(&format!(
+            "{} user(s) with app passwords have no account: {}{}; their app passwords work only while no account has the name (revoke them if the accounts were deleted)",
+            without_account.len(),
+            shown.join(" "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        ));
     }
 }
 
@@ -468,6 +553,13 @@ impl Service {
                 Some(record(id, Recorded::Throttled)),
             ));
         }
+        // The account that has the name now, asked on every path that hashes (the same
+        // work whichever verdict follows): a row is only its owner's.
+        let holder = user.and_then(peer::user_uid);
+        let owned = found
+            .credential
+            .as_ref()
+            .is_some_and(|c| c.owner.holds(holder));
         // Exactly one argon2id verification on every path, so that the time taken says
         // nothing about which of them was taken.
         let dummy;
@@ -506,11 +598,17 @@ impl Service {
                 found.has_passwords,
                 candidate.is_some(),
                 matched,
+                owned,
                 service,
                 &config,
                 now,
             ),
         };
+        if let (AuthAnswer::Denied { reason, .. }, Some(row)) = (&answer, &found.credential) {
+            if *reason == Reason::OwnerChanged {
+                self.shared.log.warning(&owner_changed(row, holder));
+            }
+        }
         // Best effort, after the verdict: a locked, read-only or full database must not
         // turn a right password into a failed login. Users without app passwords leave
         // no trace here (syslog has them): anyone can send any name.
@@ -616,6 +714,9 @@ impl Service {
             ));
         }
         let expires = expiry(&config, a.expires.as_deref(), now)?;
+        // The password is the account's that has the name now, not the name's: logins
+        // check that the name still belongs to it.
+        let owner = Account::of(peer::user_uid(&user));
         self.usable_store()?;
         let mut tries = 0;
         let (id, password) = loop {
@@ -632,6 +733,7 @@ impl Service {
                 hash: &hash,
                 created: now,
                 expires,
+                owner,
             };
             let store = self.usable_store()?;
             let created = match config.max_passwords {
@@ -656,9 +758,13 @@ impl Service {
             peer,
             &me,
             &format!(
-                "app password added: id={id} user={} service={}",
+                "app password added: id={id} user={} service={} owner_uid={}",
                 field(&user),
-                field(&a.service)
+                field(&a.service),
+                match owner {
+                    Account::Uid(uid) => uid.to_string(),
+                    _ => "none".to_string(),
+                }
             ),
         );
         Ok(Response::Added(Box::new(Added {
@@ -695,8 +801,17 @@ impl Service {
         let idle = self.shared.config.idle_expiry;
         let rows = self.usable_store()?.list(owner);
         let rows = rows.map_err(|e| self.store_failure(e))?;
+        // Whose each name is now, asked once per user.
+        let mut holders = std::collections::HashMap::new();
         Ok(Response::Passwords(
-            rows.iter().map(|r| password_info(r, idle, now)).collect(),
+            rows.iter()
+                .map(|r| {
+                    let holder = *holders
+                        .entry(r.user.as_str())
+                        .or_insert_with(|| peer::user_uid(&r.user));
+                    password_info(r, idle, now, r.owner.holds(holder))
+                })
+                .collect(),
         ))
     }
 
@@ -899,12 +1014,37 @@ impl LogContext {
     }
 }
 
-/// The verdict on one verified attempt.
+/// Why a right password of this row was refused to the account that has its name now.
+fn owner_changed(row: &Credential, holder: Option<u32>) -> String {
+    let now = match holder {
+        Some(uid) => format!("its user name now belongs to uid {uid}"),
+        None => "its user name has no account now".to_string(),
+    };
+    let head = format!("app password id={} of {}", row.id, field(&row.user));
+    match row.owner {
+        Account::Uid(uid) => format!(
+            "{head} was made for uid {uid}, and {now}: refusing it (a name given to another account does not inherit app passwords); revoke it: apppass revoke {}",
+            row.id
+        ),
+        Account::NoAccount => format!(
+            "{head} was made when no account had that name, and {now}: refusing it; revoke it: apppass revoke {}",
+            row.id
+        ),
+        Account::Unadopted => format!(
+            "{head} was made before owners were recorded and is not adopted yet: refusing it until the apppassd that may change the store adopts it when it starts"
+        ),
+    }
+}
+
+/// The verdict on one verified attempt. `owned`: the account that has the user's name
+/// now is the one the row was made for.
+#[allow(clippy::too_many_arguments)]
 fn judge(
     credential: Option<&Credential>,
     has_passwords: bool,
     app_shaped: bool,
     matched: bool,
+    owned: bool,
     service: &str,
     config: &Config,
     now: Timestamp,
@@ -931,8 +1071,9 @@ fn judge(
     if !matched {
         return denied(Reason::WrongPassword);
     }
-    match Status::of(row.dates, config.idle_expiry, now) {
+    match Status::of(row.dates, config.idle_expiry, now).owned(owned) {
         Status::Revoked => return denied(Reason::Revoked),
+        Status::Orphaned => return denied(Reason::OwnerChanged),
         Status::Expired => return denied(Reason::Expired),
         Status::Idle => return denied(Reason::Idle),
         Status::Active => {}
@@ -982,7 +1123,7 @@ fn expiry(
     Ok(expires)
 }
 
-fn password_info(r: &Listing, idle: Option<i64>, now: Timestamp) -> PasswordInfo {
+fn password_info(r: &Listing, idle: Option<i64>, now: Timestamp, owned: bool) -> PasswordInfo {
     PasswordInfo {
         id: r.id,
         user: r.user.clone(),
@@ -991,7 +1132,10 @@ fn password_info(r: &Listing, idle: Option<i64>, now: Timestamp) -> PasswordInfo
         created: r.created,
         expires: r.expires,
         revoked: r.revoked,
-        status: Status::of(r.dates(), idle, now).as_str().to_string(),
+        status: Status::of(r.dates(), idle, now)
+            .owned(owned)
+            .as_str()
+            .to_string(),
         last_used: r.last_used,
         last_service: r.last_service.clone(),
         last_rhost: r.last_rhost.clone(),

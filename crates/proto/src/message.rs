@@ -29,10 +29,13 @@ pub enum Reason {
     /// The app password's stored hash cannot be checked (damaged, or beyond the
     /// configured argon2 caps): refused, whatever was typed.
     BadHash,
+    /// The right password, but the user name now belongs to another account than the
+    /// one it was made for, or to none (deleted, and perhaps given to someone else).
+    OwnerChanged,
 }
 
 impl Reason {
-    const ALL: [Reason; 9] = [
+    const ALL: [Reason; 10] = [
         Reason::NotAppPassword,
         Reason::UnknownPassword,
         Reason::WrongPassword,
@@ -42,12 +45,13 @@ impl Reason {
         Reason::WrongService,
         Reason::Throttled,
         Reason::BadHash,
+        Reason::OwnerChanged,
     ];
 
     /// Whether this failure could be someone guessing: only these count toward
     /// throttling. Input that is not an app password cannot succeed whatever it is, and
-    /// expired, revoked or out-of-scope passwords were right (a stale device, not a
-    /// guesser).
+    /// expired, revoked, out-of-scope or orphaned passwords were right (a stale device,
+    /// or the name's new account: not a guesser).
     pub fn is_guess(self) -> bool {
         matches!(self, Reason::WrongPassword | Reason::UnknownPassword)
     }
@@ -63,6 +67,7 @@ impl Reason {
             Reason::WrongService => "wrong_service",
             Reason::Throttled => "throttled",
             Reason::BadHash => "bad_hash",
+            Reason::OwnerChanged => "owner_changed",
         }
     }
 

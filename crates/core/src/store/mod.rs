@@ -6,7 +6,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::policy::{Dates, Throttle};
+use crate::policy::{Account, Dates, Throttle};
 use crate::time::Timestamp;
 use apppass_proto::trust::Untrusted;
 
@@ -124,6 +124,8 @@ pub struct Credential {
     /// argon2id PHC string.
     pub hash: String,
     pub dates: Dates,
+    /// The account it was made for.
+    pub owner: Account,
 }
 
 impl fmt::Debug for Credential {
@@ -134,6 +136,7 @@ impl fmt::Debug for Credential {
             .field("service", &self.service)
             .field("label", &self.label)
             .field("dates", &self.dates)
+            .field("owner", &self.owner)
             .finish_non_exhaustive()
     }
 }
@@ -148,6 +151,8 @@ pub struct NewRow<'a> {
     pub hash: &'a str,
     pub created: Timestamp,
     pub expires: Option<Timestamp>,
+    /// The account that has `user`'s name now (apppassd asks NSS).
+    pub owner: Account,
 }
 
 /// The question a login asks the store before hashing.
@@ -183,6 +188,7 @@ pub struct Listing {
     pub last_service: Option<String>,
     pub last_rhost: Option<String>,
     pub use_count: i64,
+    pub owner: Account,
 }
 
 impl Listing {
@@ -445,6 +451,12 @@ pub trait Store {
         service: Option<&str>,
         at: Timestamp,
     ) -> Result<usize, StoreError>;
+    /// Up to `limit` users who have app passwords not adopted yet
+    /// ([`Account::Unadopted`]: made before apppass recorded owners).
+    fn unadopted(&self, limit: usize) -> Result<Vec<String>, StoreError>;
+    /// Gives each user's app passwords not adopted yet the owner paired with it, in one
+    /// transaction; returns how many rows.
+    fn adopt(&self, owners: &[(String, Account)]) -> Result<usize, StoreError>;
     /// The schema version of the open database.
     fn schema_version(&self) -> Result<i64, StoreError>;
     /// Writes a consistent copy of the whole store to `path` (a new file), while it stays

@@ -26,7 +26,7 @@ use super::{
     Attempt, Connect, Conninfo, Credential, Event, KEPT_INACTIVE, Listing, Lookup, LookupQuery,
     NewRow, Outcome, Owner, Purpose, Retention, Revoked, Store, StoreError,
 };
-use crate::policy::{self, Dates, Throttle};
+use crate::policy::{self, Account, Dates, Throttle};
 use crate::time::Timestamp;
 use apppass_pq::{self as pq, PqError, Rows};
 
@@ -44,6 +44,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         3,
         include_str!("../../../../sql/postgres/0003_throttle_selector.sql"),
+    ),
+    (
+        4,
+        include_str!("../../../../sql/postgres/0004_owner_uid.sql"),
     ),
 ];
 
@@ -78,7 +82,7 @@ const PRUNE_BATCHES: usize = 10;
 const NO_PASSFILE: &str = "/dev/null/apppass-no-passfile";
 
 /// A `SELECT` list in the order of [`listing`].
-const LISTING_COLUMNS: &str = r#"id, "user", service, label, created, expires, revoked, last_used, last_service, last_rhost, use_count"#;
+const LISTING_COLUMNS: &str = r#"id, "user", service, label, created, expires, revoked, last_used, last_service, last_rhost, use_count, owner_uid"#;
 
 /// An audit event: $1 time, $2 user, $3 service, $4 rhost, $5 password id, $6 outcome,
 /// $7 reason.
@@ -102,7 +106,8 @@ macro_rules! throttle_key {
 /// ([`policy::throttle_host`]).
 pub const LOGIN_STATEMENTS: &[(&str, &str)] = &[
     // $1 user, $2 selector, $3 remote host as counted: the row, whether the user has any,
-    // and the throttle of that row (or of selectors that are none of the user's).
+    // the throttle of that row (or of selectors that are none of the user's), the row's
+    // owner.
     (
         LOOKUP,
         r#"SELECT p.id, p."user", p.service, p.label, p.hash,
@@ -110,7 +115,8 @@ pub const LOGIN_STATEMENTS: &[(&str, &str)] = &[
                   EXISTS (SELECT 1 FROM app_password WHERE "user" = $1::text),
                   (SELECT locked_until FROM throttle
                     WHERE "user" = $1::text AND rhost = $3::text
-                      AND password_id = coalesce(p.id, 0))
+                      AND password_id = coalesce(p.id, 0)),
+                  p.owner_uid
              FROM (SELECT 1) AS one
              LEFT JOIN app_password AS p ON p.selector = $2::text AND p."user" = $1::text"#,
     ),
@@ -273,8 +279,8 @@ fn texts(params: &[P<'_>]) -> Vec<Option<String>> {
 }
 
 /// A credential from columns 0 to 8: id, user, service, label, hash, created, expires,
-/// revoked, last_used.
-fn credential(r: &[Option<String>]) -> Result<Credential, StoreError> {
+/// revoked, last_used; and its owner_uid from column `owner`.
+fn credential(r: &[Option<String>], owner: usize) -> Result<Credential, StoreError> {
     Ok(Credential {
         id: int(&r[0])?,
         user: text(&r[1])?,
@@ -287,6 +293,7 @@ fn credential(r: &[Option<String>]) -> Result<Credential, StoreError> {
             revoked: opt_int(&r[7])?,
             last_used: opt_int(&r[8])?,
         },
+        owner: Account::from_column(opt_int(&r[owner])?),
     })
 }
 
@@ -323,6 +330,7 @@ fn listing(r: &[Option<String>]) -> Result<Listing, StoreError> {
         last_service: r[8].clone(),
         last_rhost: r[9].clone(),
         use_count: int(&r[10])?,
+        owner: Account::from_column(opt_int(&r[11])?),
     })
 }
 
@@ -805,7 +813,7 @@ impl Store for PgStore {
         // The LEFT JOIN's columns are NULL when no row matched.
         let credential = match row[0] {
             None => None,
-            Some(_) => Some(credential(&row)?),
+            Some(_) => Some(credential(&row, 11)?),
         };
         Ok(Lookup {
             credential,
@@ -816,11 +824,12 @@ impl Store for PgStore {
 
     fn find_by_selector(&self, selector: &str) -> Result<Option<Credential>, StoreError> {
         let row = self.one_row(
-            r#"SELECT id, "user", service, label, hash, created, expires, revoked, last_used
+            r#"SELECT id, "user", service, label, hash, created, expires, revoked, last_used,
+                      owner_uid
                  FROM app_password WHERE selector = $1::text"#,
             params![selector],
         )?;
-        row.map(|r| credential(&r)).transpose()
+        row.map(|r| credential(&r, 9)).transpose()
     }
 
     fn user_has_passwords(&self, user: &str) -> Result<bool, StoreError> {
@@ -899,8 +908,10 @@ impl Store for PgStore {
 
     fn create(&self, row: &NewRow<'_>) -> Result<i64, StoreError> {
         let result = self.query_raw(
-            r#"INSERT INTO app_password ("user", service, label, selector, hash, created, expires)
-               VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, $6::bigint, $7::bigint)
+            r#"INSERT INTO app_password
+                      ("user", service, label, selector, hash, created, expires, owner_uid)
+               VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, $6::bigint, $7::bigint,
+                       $8::bigint)
                RETURNING id"#,
             params![
                 row.user,
@@ -909,7 +920,8 @@ impl Store for PgStore {
                 row.selector,
                 row.hash,
                 row.created,
-                row.expires
+                row.expires,
+                row.owner.to_column()
             ],
         );
         let id = match result {
@@ -1047,6 +1059,31 @@ impl Store for PgStore {
             params![user, at, service],
         )?;
         Ok(usize::try_from(rows.affected).unwrap_or(usize::MAX))
+    }
+
+    fn unadopted(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        // The literal, not a parameter: what lets the planner use the partial index.
+        let rows = self.query(
+            r#"SELECT DISTINCT "user" FROM app_password WHERE owner_uid = -1 LIMIT $1::bigint"#,
+            params![i64::try_from(limit).unwrap_or(i64::MAX)],
+        )?;
+        rows.rows.iter().map(|r| text(&r[0])).collect()
+    }
+
+    /// Only the administrators' role may (the login role's is "permission denied").
+    fn adopt(&self, owners: &[(String, Account)]) -> Result<usize, StoreError> {
+        let tx = Transaction::begin(self)?;
+        let mut n = 0;
+        for (user, owner) in owners {
+            let rows = self.query(
+                r#"UPDATE app_password SET owner_uid = $2::bigint
+                    WHERE "user" = $1::text AND owner_uid = -1"#,
+                params![user.as_str(), owner.to_column()],
+            )?;
+            n += usize::try_from(rows.affected).unwrap_or(usize::MAX);
+        }
+        tx.commit()?;
+        Ok(n)
     }
 
     fn schema_version(&self) -> Result<i64, StoreError> {

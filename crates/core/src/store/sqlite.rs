@@ -12,7 +12,7 @@ use super::{
     Attempt, Credential, Event, KEPT_INACTIVE, Listing, Lookup, LookupQuery, NewRow, Outcome,
     Owner, Retention, Revoked, Store, StoreError,
 };
-use crate::policy::{self, Dates, Throttle};
+use crate::policy::{self, Account, Dates, Throttle};
 use crate::time::Timestamp;
 
 /// `PRAGMA application_id` of an apppass database ("APPS").
@@ -33,6 +33,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../../../../sql/sqlite/0003_throttle_selector.sql"),
     ),
+    (4, include_str!("../../../../sql/sqlite/0004_owner_uid.sql")),
 ];
 
 /// The schema version this build reads and writes.
@@ -461,12 +462,13 @@ fn listing(row: &rusqlite::Row<'_>) -> rusqlite::Result<Listing> {
         last_service: row.get(8)?,
         last_rhost: row.get(9)?,
         use_count: row.get(10)?,
+        owner: Account::from_column(row.get(11)?),
     })
 }
 
 /// A credential from columns 0 to 8: id, user, service, label, hash, created, expires,
-/// revoked, last_used.
-fn credential(r: &rusqlite::Row<'_>) -> rusqlite::Result<Credential> {
+/// revoked, last_used; and its owner_uid from column `owner`.
+fn credential(r: &rusqlite::Row<'_>, owner: usize) -> rusqlite::Result<Credential> {
     Ok(Credential {
         id: r.get(0)?,
         user: r.get(1)?,
@@ -479,6 +481,7 @@ fn credential(r: &rusqlite::Row<'_>) -> rusqlite::Result<Credential> {
             revoked: r.get(7)?,
             last_used: r.get(8)?,
         },
+        owner: Account::from_column(r.get(owner)?),
     })
 }
 
@@ -499,7 +502,7 @@ fn event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
 const PRUNE_EVERY: i64 = 256;
 
 const LISTING_COLUMNS: &str = "id, user, service, label, created, expires, revoked, \
-                               last_used, last_service, last_rhost, use_count";
+                               last_used, last_service, last_rhost, use_count, owner_uid";
 
 impl SqliteStore {
     /// The record itself: usage, audit event, throttle, in one transaction.
@@ -646,7 +649,8 @@ impl Store for SqliteStore {
                         p.created, p.expires, p.revoked, p.last_used,
                         EXISTS (SELECT 1 FROM app_password WHERE user = ?1),
                         (SELECT locked_until FROM throttle
-                          WHERE user = ?1 AND rhost = ?3 AND password_id = coalesce(p.id, 0))
+                          WHERE user = ?1 AND rhost = ?3 AND password_id = coalesce(p.id, 0)),
+                        p.owner_uid
                    FROM (SELECT 1)
                    LEFT JOIN app_password AS p ON p.selector = ?2 AND p.user = ?1",
                 params![q.user, q.selector, policy::throttle_host(q.rhost)],
@@ -654,7 +658,7 @@ impl Store for SqliteStore {
                     // The LEFT JOIN's columns are NULL when no row matched.
                     let credential = match r.get::<_, Option<i64>>(0)? {
                         None => None,
-                        Some(_) => Some(credential(r)?),
+                        Some(_) => Some(credential(r, 11)?),
                     };
                     let locked_until: Option<Timestamp> = r.get(10)?;
                     Ok(Lookup {
@@ -670,10 +674,11 @@ impl Store for SqliteStore {
     fn find_by_selector(&self, selector: &str) -> Result<Option<Credential>, StoreError> {
         self.conn
             .query_row(
-                "SELECT id, user, service, label, hash, created, expires, revoked, last_used
+                "SELECT id, user, service, label, hash, created, expires, revoked, last_used,
+                        owner_uid
                    FROM app_password WHERE selector = ?1",
                 [selector],
-                credential,
+                |r| credential(r, 9),
             )
             .optional()
             .map_err(db_err)
@@ -737,8 +742,9 @@ impl Store for SqliteStore {
 
     fn create(&self, row: &NewRow<'_>) -> Result<i64, StoreError> {
         let result = self.conn.execute(
-            "INSERT INTO app_password (user, service, label, selector, hash, created, expires)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO app_password
+                    (user, service, label, selector, hash, created, expires, owner_uid)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 row.user,
                 row.service,
@@ -746,7 +752,8 @@ impl Store for SqliteStore {
                 row.selector,
                 row.hash,
                 row.created,
-                row.expires
+                row.expires,
+                row.owner.to_column()
             ],
         );
         let id = match result {
@@ -917,6 +924,36 @@ impl Store for SqliteStore {
             .map_err(db_err)
     }
 
+    fn unadopted(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            // The literal, not a parameter: what lets SQLite use the partial index.
+            .prepare("SELECT DISTINCT user FROM app_password WHERE owner_uid = -1 LIMIT ?1")
+            .map_err(db_err)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        stmt.query_map([limit], |r| r.get(0))
+            .map_err(db_err)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db_err)
+    }
+
+    fn adopt(&self, owners: &[(String, Account)]) -> Result<usize, StoreError> {
+        let tx = Transaction::immediate(&self.conn)?;
+        let mut stmt = tx
+            .conn
+            .prepare("UPDATE app_password SET owner_uid = ?2 WHERE user = ?1 AND owner_uid = -1")
+            .map_err(db_err)?;
+        let mut n = 0;
+        for (user, owner) in owners {
+            n += stmt
+                .execute(params![user, owner.to_column()])
+                .map_err(db_err)?;
+        }
+        drop(stmt);
+        tx.commit()?;
+        Ok(n)
+    }
+
     fn schema_version(&self) -> Result<i64, StoreError> {
         SqliteStore::schema_version(self)
     }
@@ -1004,6 +1041,7 @@ mod tests {
             hash: "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaA",
             created: 100,
             expires: None,
+            owner: Account::NoAccount,
         }
     }
 
@@ -1120,6 +1158,72 @@ mod tests {
             "{e:?}"
         );
         assert!(e.to_string().contains("upgrade apppass"));
+    }
+
+    /// A store of schema 2 (before owners) with rows, opened by this build: the rows are
+    /// marked not adopted, found through the partial index, and adopted once.
+    #[test]
+    fn rows_from_before_owners_are_adopted_once() {
+        let (_d, path) = temp();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let old = Connection::open(&path).unwrap();
+        for (_, sql) in &MIGRATIONS[..2] {
+            old.execute_batch(sql).unwrap();
+        }
+        old.pragma_update(None, "user_version", 2).unwrap();
+        for (user, selector) in [("alice", "aaaaaa"), ("alice", "bbbbbb"), ("gone", "cccccc")] {
+            old.execute(
+                "INSERT INTO app_password (user, service, selector, hash, created)
+                 VALUES (?1, 'imap', ?2, 'x', 1)",
+                params![user, selector],
+            )
+            .unwrap();
+        }
+        drop(old);
+        let s = SqliteStore::open(&path, Purpose::Admin, false).unwrap();
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+        let owner = |sel| s.find_by_selector(sel).unwrap().unwrap().owner;
+        assert_eq!(owner("aaaaaa"), Account::Unadopted);
+        let plan: String = s
+            .conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT DISTINCT user FROM app_password WHERE owner_uid = -1",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("app_password_unadopted"), "{plan}");
+        let mut users = s.unadopted(10).unwrap();
+        users.sort();
+        assert_eq!(users, ["alice", "gone"]);
+        assert_eq!(s.unadopted(1).unwrap().len(), 1);
+        let owners = [
+            ("alice".to_string(), Account::Uid(1001)),
+            ("gone".to_string(), Account::NoAccount),
+        ];
+        assert_eq!(s.adopt(&owners).unwrap(), 3);
+        assert!(s.unadopted(10).unwrap().is_empty());
+        // Once: an adopted row is not adopted again.
+        assert_eq!(s.adopt(&[("alice".into(), Account::Uid(2002))]).unwrap(), 0);
+        assert_eq!(owner("bbbbbb"), Account::Uid(1001));
+        assert_eq!(owner("cccccc"), Account::NoAccount);
+        // New rows carry the owner they are given, in lookups and listings alike.
+        s.create(&NewRow {
+            owner: Account::Uid(1001),
+            ..row("alice", "imap", "dddddd")
+        })
+        .unwrap();
+        let looked = s
+            .lookup(&LookupQuery {
+                user: "alice",
+                selector: Some("dddddd"),
+                rhost: "",
+                now: 0,
+            })
+            .unwrap();
+        assert_eq!(looked.credential.unwrap().owner, Account::Uid(1001));
+        let listed = s.list(Owner::User("gone")).unwrap();
+        assert_eq!(listed[0].owner, Account::NoAccount);
     }
 
     fn failure(
