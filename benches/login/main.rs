@@ -51,6 +51,10 @@ struct Opts {
     workers: u32,
     /// Concurrent clients of the flood.
     flood: usize,
+    /// Remote hosts (and as many user names) of the growth flood, and the rounds
+    /// measured before and after it.
+    growth_hosts: usize,
+    growth_rounds: usize,
 }
 
 fn opts() -> Opts {
@@ -66,6 +70,8 @@ fn opts() -> Opts {
         params: HashParams::default(),
         workers: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         flood: 200,
+        growth_hosts: 4000,
+        growth_rounds: 101,
     };
     let quick = |o: &mut Opts| {
         o.rounds = 7;
@@ -73,6 +79,8 @@ fn opts() -> Opts {
         o.fresh_processes = 7;
         o.large_rows = 100_000;
         o.flood = 20;
+        o.growth_hosts = 60;
+        o.growth_rounds = 3;
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     // `cargo bench` passes --bench. `cargo test --all-targets` runs this without it, in a
@@ -431,6 +439,19 @@ fn main() {
         o.flood,
     );
     eprintln!(
+        "bench: growth: a flood of {n} remote hosts and {n} user names, logins before and after ...",
+        n = o.growth_hosts
+    );
+    report.growth = growth(
+        dir,
+        &confdir,
+        &real,
+        &format!("{params_conf}workers = {}\n", o.workers),
+        o.growth_hosts,
+        o.growth_rounds,
+        &mut hasher,
+    );
+    eprintln!(
         "bench: argon2id implementations, first verification in fresh processes and steady state ..."
     );
     report.hashes = hashes(dir, &solo_hash, &people.solo.password, o.fresh_processes);
@@ -539,13 +560,19 @@ impl Case {
                 password,
                 expect,
             } => {
+                // A remote host of its own for each round (from 198.18.0.0/15, the
+                // benchmarking range): the failure cases repeat every round, and from one
+                // host they would soon be throttled, refused without a hash, and measure
+                // that instead (guesses at unknown selectors are never cleared by a
+                // success; see README, "Throttling").
+                let rhost = format!("198.18.{}.{}", round / 256 % 256, round % 256);
                 let (ms, out) = time(|| {
                     client::authenticate(&Attempt {
                         confdir,
                         service,
                         user: user.as_bytes(),
                         password: password.as_bytes(),
-                        rhost: Some("192.0.2.1"),
+                        rhost: Some(&rhost),
                     })
                     .unwrap()
                 });
@@ -700,6 +727,146 @@ fn flood(
         idle_kib,
         peak_kib,
     }
+}
+
+/// Issue 13's bounded growth (see [`report::Growth`]): an apppassd on a store of its own
+/// whose throttle and audit bounds are a quarter of the flood; guesses at two real users
+/// (unknown selectors, wrong secrets), each from a new IPv6 /64, and logins as user names
+/// that have no app passwords, from four threads; then the tables' sizes, and a right
+/// and a wrong login interleaved with the floor before and after.
+fn growth(
+    dir: &Path,
+    confdir: &Path,
+    real: &setup::RealRows,
+    conf_text: &str,
+    hosts: usize,
+    rounds: usize,
+    hasher: &mut Hasher,
+) -> report::Growth {
+    let (db, people) = setup::database(dir, "growth", 1_000, real);
+    let bound = i64::try_from(hosts / 4).unwrap_or(i64::MAX).max(10);
+    let conf = dir.join("growth.conf");
+    std::fs::write(
+        &conf,
+        format!("{conf_text}throttle_max_rows = {bound}\naudit_max_rows = {bound}\n"),
+    )
+    .unwrap();
+    let run = dir.join("run-growth");
+    std::fs::create_dir(&run).unwrap();
+    let daemon = Daemon::start_at(&run, &db, &conf, &[]);
+    std::fs::write(
+        confdir.join("apppass-growth"),
+        format!(
+            "auth required {} socket={} service=imap\n",
+            common::built_module().display(),
+            daemon.socket.display()
+        ),
+    )
+    .unwrap();
+    let solo_hash = hashes_of(&db, "solo")[0].clone();
+    let right = people.solo.password.clone();
+    let wrong = wrong_secret(&right);
+    let login = |user: &str, password: &str, rhost: &str| {
+        client::authenticate(&Attempt {
+            confdir,
+            service: "apppass-growth",
+            user: user.as_bytes(),
+            password: password.as_bytes(),
+            rhost: Some(rhost),
+        })
+        .unwrap()
+        .code
+    };
+    let mut g = report::Growth {
+        hosts,
+        names: hosts,
+        throttle_bound: bound,
+        audit_bound: bound,
+        ..Default::default()
+    };
+    // The right login comes last in each round, so that it clears the one failure the
+    // wrong one counted (the same password's counter) and no round is throttled.
+    let mut measure = |floor: &mut Samples, wrong_s: &mut Samples, right_s: &mut Samples| {
+        let c = Candidate::parse(right.as_bytes()).unwrap();
+        for round in 0..=rounds {
+            let (f, ok) = time(|| secret::verify_in(hasher, Some(&c), &solo_hash, None).unwrap());
+            assert!(ok);
+            let (w, code) = time(|| login("solo", &wrong, "192.0.2.1"));
+            assert_eq!(code, Code::AUTH_ERR);
+            let (r, code) = time(|| login("solo", &right, "192.0.2.1"));
+            assert_eq!(code, Code::SUCCESS);
+            if round > 0 {
+                floor.push(f);
+                wrong_s.push(w);
+                right_s.push(r);
+            }
+        }
+    };
+    measure(
+        &mut g.floor_before,
+        &mut g.wrong_before,
+        &mut g.right_before,
+    );
+
+    let unknown = secret::NewPassword::generate()
+        .unwrap()
+        .display()
+        .to_string();
+    let forty = people.forty[1].password.clone();
+    let start = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let (unknown, forty, wrong, confdir) = (&unknown, &forty, &wrong, confdir);
+            scope.spawn(move || {
+                for i in (t..hosts).step_by(4) {
+                    // A new /64 for every guess, as an attacker with many prefixes.
+                    let rhost = format!("2001:db8:{:x}:{:x}::1", i >> 16, i & 0xffff);
+                    let (user, guess) = match i % 3 {
+                        0 => ("forty", unknown.as_str()),
+                        1 => ("forty", forty.as_str()),
+                        _ => ("solo", wrong.as_str()),
+                    };
+                    let guess = if i % 3 == 1 {
+                        wrong_secret(guess)
+                    } else {
+                        guess.to_string()
+                    };
+                    let attempt = |user: &str, password: &str| {
+                        client::authenticate(&Attempt {
+                            confdir,
+                            service: "apppass-growth",
+                            user: user.as_bytes(),
+                            password: password.as_bytes(),
+                            rhost: Some(&rhost),
+                        })
+                        .unwrap()
+                        .code
+                    };
+                    assert_eq!(attempt(user, &guess), Code::AUTH_ERR);
+                    // A user name with no app passwords, never the same twice.
+                    assert_eq!(attempt(&format!("flood{i}"), unknown), Code::USER_UNKNOWN);
+                }
+            });
+        }
+    });
+    g.flood_secs = start.elapsed().as_secs_f64();
+
+    measure(&mut g.floor_after, &mut g.wrong_after, &mut g.right_after);
+    // Read beside apppassd, once the last records are in (the list waits for them).
+    let _ = daemon.call(&apppass_proto::Request::List {
+        user: Some("solo".into()),
+        all: false,
+    });
+    let conn =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let count = |table: &str| -> i64 {
+        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    };
+    g.throttle_rows = count("throttle");
+    g.event_rows = count("event");
+    g
 }
 
 /// A `Key:  N kB` field of a /proc file.

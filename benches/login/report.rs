@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use apppass_core::secret::HashParams;
+use apppass_core::store::sqlite;
 use serde_json::json;
 
 use crate::stats::{self, Samples};
@@ -56,6 +57,44 @@ pub struct Flood {
     pub peak_kib: f64,
 }
 
+/// Issue 13's bounded growth: a flood of guesses from distinct remote hosts (a new IPv6
+/// /64 each) and of distinct user names at an apppassd whose bounds it passes, then the
+/// tables' sizes, and a login's cost before and after it against the floor.
+#[derive(Default)]
+pub struct Growth {
+    /// Guesses at real users, one from each of this many /64s.
+    pub hosts: usize,
+    /// Logins as this many user names that have no app passwords.
+    pub names: usize,
+    /// How long the flood took (s).
+    pub flood_secs: f64,
+    /// `throttle_max_rows` and `audit_max_rows` of that apppassd.
+    pub throttle_bound: i64,
+    pub audit_bound: i64,
+    /// Rows after the flood.
+    pub throttle_rows: i64,
+    pub event_rows: i64,
+    /// A right and a wrong login (as one user), and the floor, interleaved, before and
+    /// after the flood.
+    pub floor_before: Samples,
+    pub right_before: Samples,
+    pub wrong_before: Samples,
+    pub floor_after: Samples,
+    pub right_after: Samples,
+    pub wrong_after: Samples,
+}
+
+impl Growth {
+    /// A login's cost after the flood over its cost before, each as a multiple of the
+    /// floor measured beside it (the worse of the right and the wrong password).
+    pub fn drift(&self) -> f64 {
+        let r = |s: &Samples, f: &Samples| s.median() / f.median();
+        (r(&self.right_after, &self.floor_after) / r(&self.right_before, &self.floor_before)).max(
+            r(&self.wrong_after, &self.floor_after) / r(&self.wrong_before, &self.floor_before),
+        )
+    }
+}
+
 /// The fixed part of apppassd's memory the flood's target allows beside the workers'
 /// arenas: its image (with libpq's and OpenSSL's text), heap, stacks and connections;
 /// less than one more arena.
@@ -82,6 +121,7 @@ pub struct Report {
     pub workers: u32,
     pub throughput: Throughput,
     pub flood: Flood,
+    pub growth: Growth,
     pub hashes: Vec<HashImpl>,
     pub cli: Vec<(String, Samples)>,
     pub checks: Vec<Check>,
@@ -112,6 +152,7 @@ impl Report {
             rows: Vec::new(),
             throughput: Throughput::default(),
             flood: Flood::default(),
+            growth: Growth::default(),
             hashes: Vec::new(),
             cli: Vec::new(),
             checks: Vec::new(),
@@ -256,7 +297,36 @@ impl Report {
             ),
             f.peak_kib <= budget,
         );
-        for (what, measured, pass) in [answered, memory] {
+        let g = &self.growth;
+        let bounded = (
+            format!(
+                "after {} hosts and {} user names: tables within their bounds",
+                g.hosts, g.names
+            ),
+            format!(
+                "throttle {} rows (bound {}), audit log {} (bound {} + {} between trims)",
+                g.throttle_rows,
+                g.throttle_bound,
+                g.event_rows,
+                g.audit_bound,
+                sqlite::PRUNE_EVERY
+            ),
+            g.throttle_rows <= g.throttle_bound
+                && g.event_rows <= g.audit_bound + sqlite::PRUNE_EVERY,
+        );
+        let flat = (
+            "a login after that flood <= 1.10 x before (vs floor)".to_string(),
+            format!(
+                "right {:.2} -> {:.2} ms, wrong {:.2} -> {:.2} ms; drift {:.3}",
+                g.right_before.median(),
+                g.right_after.median(),
+                g.wrong_before.median(),
+                g.wrong_after.median(),
+                g.drift()
+            ),
+            g.drift() <= 1.10,
+        );
+        for (what, measured, pass) in [answered, memory, bounded, flat] {
             self.record(what, measured, pass);
         }
         if let (Some(ours), Some(avx2)) = (
@@ -395,6 +465,26 @@ impl Report {
             f.idle_kib,
             f.peak_kib
         );
+        let g = &self.growth;
+        let _ = writeln!(
+            t,
+            "growth: {} guesses from as many IPv6 /64s and {} unknown user names in {:.0} s; \
+             then throttle {} rows (bound {}), audit log {} rows (bound {}); \
+             a right login {:.2} ms before, {:.2} after (floor {:.2}, {:.2}); a wrong one {:.2}, {:.2}\n",
+            g.hosts,
+            g.names,
+            g.flood_secs,
+            g.throttle_rows,
+            g.throttle_bound,
+            g.event_rows,
+            g.audit_bound,
+            g.right_before.median(),
+            g.right_after.median(),
+            g.floor_before.median(),
+            g.floor_after.median(),
+            g.wrong_before.median(),
+            g.wrong_after.median(),
+        );
         let _ = writeln!(t, "targets:");
         for c in &self.checks {
             let _ = writeln!(
@@ -439,6 +529,19 @@ impl Report {
                 "wait_p99_ms": self.flood.waits.p99(),
                 "apppassd_resident_before_kib": self.flood.idle_kib,
                 "apppassd_peak_kib": self.flood.peak_kib,
+            },
+            "growth": {
+                "hosts": self.growth.hosts,
+                "user_names": self.growth.names,
+                "flood_s": self.growth.flood_secs,
+                "throttle_rows": self.growth.throttle_rows,
+                "throttle_max_rows": self.growth.throttle_bound,
+                "event_rows": self.growth.event_rows,
+                "audit_max_rows": self.growth.audit_bound,
+                "floor_ms": [self.growth.floor_before.median(), self.growth.floor_after.median()],
+                "right_ms": [self.growth.right_before.median(), self.growth.right_after.median()],
+                "wrong_ms": [self.growth.wrong_before.median(), self.growth.wrong_after.median()],
+                "drift": self.growth.drift(),
             },
             "targets": self.checks.iter().map(|c| json!({"target": c.what, "measured": c.measured, "met": c.pass})).collect::<Vec<_>>(),
         })

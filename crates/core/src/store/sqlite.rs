@@ -498,8 +498,10 @@ fn event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
     })
 }
 
-/// Prune the audit log once every this many events: bounded, and cheap on average.
-const PRUNE_EVERY: i64 = 256;
+/// Prune the audit log once every this many events: bounded, and cheap on average. The
+/// log may therefore hold up to this many events more than `audit_max_rows` between two
+/// trims.
+pub const PRUNE_EVERY: i64 = 256;
 
 const LISTING_COLUMNS: &str = "id, user, service, label, created, expires, revoked, \
                                last_used, last_service, last_rhost, use_count, owner_uid";
