@@ -838,13 +838,13 @@ fn password_info() -> impl Strategy<Value = PasswordInfo> {
     (
         (any::<i64>(), text(), text(), text(), any::<i64>()),
         (opt_i64(), opt_i64(), text(), opt_i64()),
-        (opt_text(), opt_text(), any::<i64>()),
+        (opt_text(), opt_text(), any::<i64>(), any::<bool>()),
     )
         .prop_map(
             |(
                 (id, user, service, label, created),
                 (expires, revoked, status, last_used),
-                (last_service, last_rhost, use_count),
+                (last_service, last_rhost, use_count, expires_soon),
             )| PasswordInfo {
                 id,
                 user,
@@ -858,6 +858,7 @@ fn password_info() -> impl Strategy<Value = PasswordInfo> {
                 last_service,
                 last_rhost,
                 use_count,
+                expires_soon,
             },
         )
 }
@@ -1377,6 +1378,7 @@ fn golden() -> Vec<(&'static str, &'static str, Vec<u8>)> {
                 last_service: Some("imap".into()),
                 last_rhost: Some("203.0.113.9".into()),
                 use_count: 7,
+                expires_soon: false,
             }]),
         ),
         (

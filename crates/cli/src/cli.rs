@@ -70,6 +70,8 @@ enum Command {
     Log(LogArgs),
     /// Lift throttling after too many wrong guesses
     Unlock(UnlockArgs),
+    /// Show active app passwords that expire soon (everyone's, for root and the admin group)
+    Expiring(ExpiringArgs),
     /// Show apppassd's health: version, store, workers, queue, counts of outcomes
     Status(JsonArgs),
     /// Write a consistent copy of the whole store to a new file (root only)
@@ -106,6 +108,19 @@ struct ListArgs {
     /// Every user's
     #[arg(long)]
     all: bool,
+    /// Print a JSON array instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct ExpiringArgs {
+    /// How soon: a duration (14d, 2w, 36h)
+    #[arg(long, value_name = "DURATION", default_value = "14d")]
+    within: String,
+    /// Only this user's [default: everyone's for root and the admin group, else yours]
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
     /// Print a JSON array instead of a table
     #[arg(long)]
     json: bool,
@@ -296,6 +311,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::List(a) => list(&mut s, a, &mut out),
         Command::Revoke(a) => revoke(&mut s, a, &mut out),
         Command::Log(a) => log(&mut s, a, &mut out),
+        Command::Expiring(a) => expiring(&mut s, a, &mut out),
         Command::Unlock(a) => unlock(&mut s, a, &mut out),
         Command::Status(a) => status(&mut s, a, &mut out),
         Command::Backup(a) => backup(&mut s, a, &mut out),
@@ -435,7 +451,83 @@ fn listing_json(r: &PasswordInfo) -> serde_json::Value {
         "last_service": r.last_service,
         "use_count": r.use_count,
         "never_used": r.last_used.is_none(),
+        "expires_soon": r.expires_soon,
     })
+}
+
+/// Roughly how long until `at`: what a person needs to know of an expiry ahead.
+fn time_left(at: i64, now: i64) -> String {
+    match at.saturating_sub(now).max(0) {
+        s if s >= 86_400 - 1800 => format!("{}d", (s + 43_200) / 86_400),
+        s if s >= 3600 - 1800 => format!("{}h", (s + 1800) / 3600),
+        s => format!("{}m", (s + 59) / 60),
+    }
+}
+
+/// Active app passwords that expire within `--within`: everyone's for an administrator
+/// (apppassd decides), else the caller's.
+fn expiring(s: &mut Session, a: ExpiringArgs, out: &mut impl Write) -> Result<(), CliError> {
+    let within =
+        time::parse_duration(&a.within).map_err(|e| CliError::Usage(format!("--within: {e}")))?;
+    let everyone = a.user.is_none();
+    let mut r = s.call(&Request::List {
+        user: a.user.clone(),
+        all: everyone,
+    });
+    if everyone && matches!(r, Err(CliError::Refused(ErrorKind::Denied, _))) {
+        r = s.call(&Request::List {
+            user: None,
+            all: false,
+        });
+    }
+    let r = r?;
+    let Response::Passwords(rows) = r else {
+        return Err(unexpected(&r));
+    };
+    let now = time::now();
+    let soon: Vec<&PasswordInfo> = rows
+        .iter()
+        .filter(|r| r.status == "active" && r.expires.is_some_and(|e| e - now <= within))
+        .collect();
+    if a.json {
+        let items: Vec<_> = soon
+            .iter()
+            .map(|r| {
+                json!({
+                    "id": r.id,
+                    "user": r.user,
+                    "service": r.service,
+                    "label": r.label,
+                    "expires": r.expires.map(time::format_iso8601),
+                    "expires_in_s": r.expires.map(|e| (e - now).max(0)),
+                })
+            })
+            .collect();
+        return writeln!(out, "{}", serde_json::Value::Array(items)).map_err(io_err);
+    }
+    if soon.is_empty() {
+        return writeln!(out, "No app passwords expire within {}.", a.within).map_err(io_err);
+    }
+    let header = ["ID", "USER", "SERVICE", "LABEL", "EXPIRES", "IN"];
+    let rows: Vec<[String; 6]> = soon
+        .iter()
+        .map(|r| {
+            let e = r.expires.unwrap_or(now);
+            [
+                r.id.to_string(),
+                r.user.clone(),
+                r.service.clone(),
+                if r.label.is_empty() {
+                    "-".into()
+                } else {
+                    r.label.clone()
+                },
+                time::format_iso8601(e),
+                time_left(e, now),
+            ]
+        })
+        .collect();
+    print_columns(header, &rows, out).map_err(io_err)
 }
 
 /// Prints rows under a header, each column as wide as its widest cell.
@@ -505,7 +597,12 @@ fn print_table(rows: &[PasswordInfo], out: &mut impl Write) -> io::Result<()> {
                 time::format_iso8601(r.created),
                 r.expires
                     .map_or_else(|| "never".into(), time::format_iso8601),
-                r.status.clone(),
+                match r.expires {
+                    Some(e) if r.expires_soon => {
+                        format!("{}, expires in {}", r.status, time_left(e, time::now()))
+                    }
+                    _ => r.status.clone(),
+                },
                 r.last_used
                     .map_or_else(|| "never used".into(), time::format_iso8601),
                 dash(&r.last_rhost),

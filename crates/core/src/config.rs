@@ -19,6 +19,9 @@ use crate::time;
 /// Where the database lives unless the configuration or an argument says otherwise.
 pub const DEFAULT_DB: &str = "/var/lib/apppass/apppass.db";
 
+/// The default of `expiry_warning`: two weeks, time enough to make a new password.
+pub const EXPIRY_WARNING: i64 = 14 * 86_400;
+
 /// Settings shared by the module and the CLI. Durations are in seconds; `None` means
 /// "never" or "no limit".
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +43,9 @@ pub struct Config {
     pub max_lifetime: Option<i64>,
     /// App passwords unused (or, if never used, created) longer ago than this stop working.
     pub idle_expiry: Option<i64>,
+    /// Active app passwords that expire within this are flagged in listings, so that
+    /// their owners replace them in time (`None`: never flagged).
+    pub expiry_warning: Option<i64>,
     /// Throttling of guesses per (user, remote host, app password); `None`: off.
     pub throttle: Option<Throttle>,
     /// The same for attempts with no remote host (`throttle_local_failures`,
@@ -88,6 +94,7 @@ impl Default for Config {
             default_lifetime: None,
             max_lifetime: None,
             idle_expiry: None,
+            expiry_warning: Some(EXPIRY_WARNING),
             throttle: Some(Throttle {
                 failures: 10,
                 interval: 15 * 60,
@@ -210,6 +217,7 @@ impl Config {
                 "default_lifetime" => config.default_lifetime = duration()?,
                 "max_lifetime" => config.max_lifetime = duration()?,
                 "idle_expiry" => config.idle_expiry = duration()?,
+                "expiry_warning" => config.expiry_warning = duration()?,
                 "throttle_failures" => {
                     let n = number()?;
                     throttle_failures = Some(n);

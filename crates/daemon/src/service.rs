@@ -798,7 +798,6 @@ impl Service {
             Owner::User(&user)
         };
         self.settle_records(&owner);
-        let idle = self.shared.config.idle_expiry;
         let rows = self.usable_store()?.list(owner);
         let rows = rows.map_err(|e| self.store_failure(e))?;
         // Whose each name is now, asked once per user.
@@ -809,7 +808,7 @@ impl Service {
                     let holder = *holders
                         .entry(r.user.as_str())
                         .or_insert_with(|| peer::user_uid(&r.user));
-                    password_info(r, idle, now, r.owner.holds(holder))
+                    password_info(r, &self.shared.config, now, r.owner.holds(holder))
                 })
                 .collect(),
         ))
@@ -1123,7 +1122,8 @@ fn expiry(
     Ok(expires)
 }
 
-fn password_info(r: &Listing, idle: Option<i64>, now: Timestamp, owned: bool) -> PasswordInfo {
+fn password_info(r: &Listing, config: &Config, now: Timestamp, owned: bool) -> PasswordInfo {
+    let status = Status::of(r.dates(), config.idle_expiry, now).owned(owned);
     PasswordInfo {
         id: r.id,
         user: r.user.clone(),
@@ -1132,13 +1132,14 @@ fn password_info(r: &Listing, idle: Option<i64>, now: Timestamp, owned: bool) ->
         created: r.created,
         expires: r.expires,
         revoked: r.revoked,
-        status: Status::of(r.dates(), idle, now)
-            .owned(owned)
-            .as_str()
-            .to_string(),
+        status: status.as_str().to_string(),
         last_used: r.last_used,
         last_service: r.last_service.clone(),
         last_rhost: r.last_rhost.clone(),
         use_count: r.use_count,
+        expires_soon: status == Status::Active
+            && r.expires
+                .zip(config.expiry_warning)
+                .is_some_and(|(e, w)| e - now <= w),
     }
 }

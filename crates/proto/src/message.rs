@@ -449,6 +449,9 @@ pub struct PasswordInfo {
     pub last_service: Option<String>,
     pub last_rhost: Option<String>,
     pub use_count: i64,
+    /// Active, and expires within the daemon's `expiry_warning`: its owner should
+    /// replace it soon.
+    pub expires_soon: bool,
 }
 
 /// An audit log entry.
@@ -595,7 +598,8 @@ impl Response {
                         .opt_i64(p.last_used)
                         .opt_str(p.last_service.as_deref())
                         .opt_str(p.last_rhost.as_deref())
-                        .i64(p.use_count);
+                        .i64(p.use_count)
+                        .bool(p.expires_soon);
                 }
             }
             Response::Revoked(list) => {
@@ -710,6 +714,7 @@ impl Response {
                         last_service: d.opt_string()?,
                         last_rhost: d.opt_string()?,
                         use_count: d.i64()?,
+                        expires_soon: d.bool()?,
                     });
                 }
                 Response::Passwords(list)
@@ -867,6 +872,7 @@ mod tests {
                 last_service: None,
                 last_rhost: Some("::1".into()),
                 use_count: 0,
+                expires_soon: false,
             }]),
             Response::Revoked(vec![(1, RevokeOutcome::Now), (2, RevokeOutcome::NotFound)]),
             Response::Count(7),
