@@ -96,8 +96,11 @@ struct AddArgs {
     #[arg(long, value_name = "DURATION|DATE")]
     expires: Option<String>,
     /// Print one JSON object instead of text
-    #[arg(long)]
+    #[arg(long, conflicts_with = "qr")]
     json: bool,
+    /// Also show the password as a QR code, for a phone's camera
+    #[arg(long)]
+    qr: bool,
 }
 
 #[derive(Args, Debug)]
@@ -403,14 +406,40 @@ fn add(s: &mut Session, a: AddArgs, out: &mut impl Write) -> Result<(), CliError
              Expires: {}\n",
             expires_text.as_deref().unwrap_or("never"),
         );
-        text.reserve_exact(before.len() + password.len() + after.len());
+        let qr = if a.qr {
+            qr_code(&password)?
+        } else {
+            zeroize::Zeroizing::new(String::new())
+        };
+        text.reserve_exact(before.len() + password.len() + qr.len() + after.len());
         text.push_str(&before);
         text.push_str(&password);
+        text.push_str(&qr);
         text.push_str(&after);
     }
     out.flush().map_err(io_err)?;
     out.write_all(text.as_bytes()).map_err(io_err)?;
     out.flush().map_err(io_err)
+}
+
+/// `password` as a QR code in Unicode half blocks (two modules a character), black on
+/// white whatever the terminal's colours, with the quiet zone a scanner needs, after a
+/// blank line. The rendered text goes into a buffer wiped on drop; what the encoder
+/// keeps of the password in between (its bit stream and module grid) is freed unwiped.
+fn qr_code(password: &str) -> Result<zeroize::Zeroizing<String>, CliError> {
+    use qrcode::render::unicode::Dense1x2;
+    let code = qrcode::QrCode::with_error_correction_level(password, qrcode::EcLevel::M)
+        .map_err(|e| CliError::Other(format!("cannot make a QR code: {e}")))?;
+    let picture = zeroize::Zeroizing::new(code.render::<Dense1x2>().quiet_zone(true).build());
+    let mut out = zeroize::Zeroizing::new(String::with_capacity(picture.len() * 2));
+    out.push_str("\n");
+    for line in picture.lines() {
+        // Black (30) on bright white (107), then back to the terminal's own colours.
+        out.push_str("\n    \x1b[30;107m");
+        out.push_str(line);
+        out.push_str("\x1b[0m");
+    }
+    Ok(out)
 }
 
 fn list(s: &mut Session, a: ListArgs, out: &mut impl Write) -> Result<(), CliError> {
