@@ -432,7 +432,7 @@ fn qr_code(password: &str) -> Result<zeroize::Zeroizing<String>, CliError> {
         .map_err(|e| CliError::Other(format!("cannot make a QR code: {e}")))?;
     let picture = zeroize::Zeroizing::new(code.render::<Dense1x2>().quiet_zone(true).build());
     let mut out = zeroize::Zeroizing::new(String::with_capacity(picture.len() * 2));
-    out.push_str("\n");
+    out.push('\n');
     for line in picture.lines() {
         // Black (30) on bright white (107), then back to the terminal's own colours.
         out.push_str("\n    \x1b[30;107m");
