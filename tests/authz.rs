@@ -219,7 +219,12 @@ fn people_manage_their_own_app_passwords_and_nobody_elses() {
     let acc = Accounts::create(4);
     let (alice, bob, admin) = (&acc.users[0], &acc.users[1], &acc.users[2]);
     acc.join(2, 0);
-    let w = World::new(&format!("admin_group = {}\n", acc.groups[0]));
+    // imap listed: people may make their own app passwords for it (the default list
+    // holds only the mail group).
+    let w = World::new(&format!(
+        "admin_group = {}\nservices = imap\n",
+        acc.groups[0]
+    ));
     let a = Some(alice.as_str());
 
     // Their own: add, list, log, revoke.

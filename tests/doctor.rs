@@ -472,3 +472,75 @@ fn broken_stacks() {
     assert_eq!(d.code, 2, "{}", d.stderr);
     assert!(d.stderr.contains("cannot read /nonexistent/pam-file"));
 }
+
+#[test]
+fn module_reachable_from_sudo_su_or_common_auth() {
+    let world = Broken::new();
+    let dir = world.pam_d.display().to_string();
+    let check = |service: &str| doctor(&["--pam-dir", &dir, service]);
+    let module = world.sandbox.module.display().to_string();
+    let socket = world.sandbox.socket.display().to_string();
+
+    // In sudo's own file: an app password for sudo is a root password.
+    world.write("sudo", "auth required {module} socket={socket}\n");
+    let sudo = check("sudo");
+    sudo.says(&[
+        "WARNING  sudo reaches pam_apppass.so (",
+        "/sudo:1): an app password scoped to sudo, or to *, opens sudo, which gives root, \
+         for every user sudoers lets in",
+        "only root and admin_group make app passwords that open sudo: services in \
+         /etc/security/apppass.conf does not list it",
+    ]);
+
+    // Through common-auth: every service that includes it, su among them, named.
+    world.write("common-auth", "auth required {module} socket={socket}\n");
+    world.write(
+        "su",
+        "auth sufficient pam_rootok.so\n@include common-auth\n",
+    );
+    world.write("login", "@include common-auth\n");
+    world.write("imap", "auth required {module} socket={socket}\n");
+    let su = check("su");
+    su.says(&[
+        "WARNING  su reaches pam_apppass.so (",
+        "/common-auth:1): an app password scoped to su, or to *, opens su, which gives the \
+         account su switches to, root included",
+        "(it comes from ",
+        "common-auth, which su includes: every service that includes that file (",
+        "An app password for one of them, or for *, opens it: ",
+        "login: a console login",
+        "su: the account su switches to, root included",
+    ]);
+    assert!(!su.stdout.contains("imap:"), "{}", su.stdout);
+    // A service of its own file is not flagged.
+    let imap = check("imap");
+    assert!(!imap.stdout.contains("reaches"), "{}", imap.stdout);
+    // Every service, when none is named: su and login say so.
+    let all = doctor(&["--pam-dir", &dir]);
+    all.says(&["WARNING  su reaches", "WARNING  login reaches"]);
+
+    // An administrator who lists sudo lets every user make root passwords: said too.
+    let conf = world.pam_d.with_file_name("listed.conf");
+    std::fs::write(&conf, "services = mail sudo\n").unwrap();
+    std::fs::write(
+        world.pam_d.join("sudo"),
+        format!(
+            "auth required {module} socket={socket} conf={}\n",
+            conf.display()
+        ),
+    )
+    .unwrap();
+    check("sudo").says(&[&format!(
+        "WARNING  every user may make app passwords that open sudo (root, for every user \
+         sudoers lets in): services in {} lists sudo",
+        conf.display()
+    )]);
+    // And a group that holds a service counts as listing it.
+    std::fs::write(&conf, "group phone = imap smtp\nservices = phone\n").unwrap();
+    let conf_line = format!(
+        "auth required {module} socket={socket} conf={}\n",
+        conf.display()
+    );
+    std::fs::write(world.pam_d.join("imap"), &conf_line).unwrap();
+    check("imap").says(&["people make their own app passwords for imap with --service phone"]);
+}

@@ -162,7 +162,13 @@ fn main() {
     // at those parameters too. The workers as apppassd's default would have them.
     let params_conf = setup::params_conf(params);
     let conf = dir.join("apppass.conf");
-    std::fs::write(&conf, format!("{params_conf}workers = {}\n", o.workers)).unwrap();
+    // No limit on active passwords (the default is 20): the CLI's case adds to a user
+    // who has forty, as an administrator who raised the limit would.
+    std::fs::write(
+        &conf,
+        format!("{params_conf}workers = {}\nmax_passwords = 0\n", o.workers),
+    )
+    .unwrap();
     let daemon = |name: &str, db: &Path, conf: &Path| {
         let run = dir.join(format!("run-{name}"));
         std::fs::create_dir(&run).unwrap();

@@ -26,6 +26,43 @@ pub const PAM_DIR: &str = "/etc/pam.d";
 /// libpam's limit on nested includes, and ours.
 const MAX_DEPTH: usize = 32;
 
+/// What a password that opens one of these services gives: root, or another account.
+/// An app password that does is an account password in all but name: people must not
+/// be able to make one for themselves (apppass.conf's services never lists these unless
+/// an admin wants that).
+fn grants(service: &str) -> Option<&'static str> {
+    Some(match service {
+        "sudo" | "sudo-i" => "root, for every user sudoers lets in",
+        "su" | "su-l" => "the account su switches to, root included",
+        "doas" => "root, for every user doas.conf lets in",
+        "polkit-1" => "administrative actions (pkexec, systemctl, ...)",
+        "login" => "a console login",
+        _ => return None,
+    })
+}
+
+/// The services in `pam_dir` whose auth stack reads `file` (a common-* file).
+fn includers(pam_dir: &Path, file: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(pam_dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|n| !n.starts_with("common-") && !n.starts_with('.') && !n.ends_with('~'))
+        .filter(|n| {
+            let mut reader = Reader {
+                pam_dir,
+                errors: Vec::new(),
+            };
+            let auth = reader.expand(&pam_dir.join(n), Group::Auth, 0);
+            rules(&auth).iter().any(|r| r.file == file)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 /// What to check.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -750,18 +787,37 @@ fn check_service(opts: &Options, service: &str, file: &Path) -> Report {
                 .file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with("common-"));
             let level = if shared { Level::Warning } else { Level::Info };
+            let why = if shared {
+                let all = includers(&opts.pam_dir, &r.file);
+                let risky: Vec<String> = all
+                    .iter()
+                    .filter_map(|s| grants(s).map(|g| format!("{s}: {g}")))
+                    .collect();
+                format!(
+                    ": every service that includes that file ({}) then checks app passwords, \
+                     each with its own name as the scope{}; prefer the service's own file",
+                    if all.is_empty() {
+                        "login, su, sudo, ...".to_string()
+                    } else {
+                        all.join(", ")
+                    },
+                    if risky.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            ". An app password for one of them, or for *, opens it: {}",
+                            risky.join("; ")
+                        )
+                    }
+                )
+            } else {
+                String::new()
+            };
             report.push(
                 level,
                 format!(
-                    "it comes from {}, which {service} includes{}",
-                    r.file.display(),
-                    if shared {
-                        ": every service that includes that file (login, su, sudo, ...) then \
-                         checks app passwords, each with its own name as the scope; prefer the \
-                         service's own file"
-                    } else {
-                        ""
-                    }
+                    "it comes from {}, which {service} includes{why}",
+                    r.file.display()
                 ),
             );
         }
@@ -792,6 +848,24 @@ fn check_service(opts: &Options, service: &str, file: &Path) -> Report {
                      apppass add --user USER --service {scope}"
                 ),
             );
+            if let Some(what) = grants(service).or_else(|| grants(&scope)) {
+                report.push(
+                    Level::Warning,
+                    format!(
+                        "{service} reaches {MODULE} ({}): an app password scoped to {scope}, \
+                         or to *, opens {service}, which gives {what}. Only root and \
+                         admin_group make such passwords unless services in apppass.conf \
+                         lists {scope}; take {MODULE} out of {service}'s stack{} unless that \
+                         is what you want",
+                        r.place(),
+                        if r.file != file {
+                            format!(" (it comes from {})", r.file.display())
+                        } else {
+                            String::new()
+                        }
+                    ),
+                );
+            }
         }
         if explicit.is_none() && service == "dovecot" {
             report.push(
@@ -986,6 +1060,11 @@ fn check_daemon(
             return;
         }
     };
+    // apppassd's groups and the services people may choose, as the same file says.
+    let policy_config = apppass_core::config::Config::load(&conf_path, explicit)
+        .map(|l| l.config)
+        .unwrap_or_default();
+    check_choice(&policy_config, &conf_path, scopes, report);
     let socket = parsed.socket.clone().unwrap_or(settings.socket.clone());
     let from = if parsed.socket.is_some() {
         "its socket= argument".to_string()
@@ -1087,7 +1166,7 @@ fn check_daemon(
     for scope in scopes {
         let active = rows
             .iter()
-            .filter(|r| policy::scope_allows(&r.service, scope))
+            .filter(|r| policy::scope_allows(&r.service, scope, &policy_config.groups))
             .filter(|r| r.status == "active")
             .count();
         if active == 0 {
@@ -1102,6 +1181,52 @@ fn check_daemon(
             report.push(
                 Level::Ok,
                 format!("{active} active app password(s) for {scope} (or every service)"),
+            );
+        }
+    }
+}
+
+/// Whether people who are not admins may make app passwords that open each scope (the
+/// `services` list, groups resolved), and a warning where that gives root.
+fn check_choice(
+    config: &apppass_core::config::Config,
+    conf_path: &Path,
+    scopes: &BTreeSet<String>,
+    report: &mut Report,
+) {
+    for scope in scopes {
+        let through: Vec<&str> = config
+            .services
+            .iter()
+            .filter(|s| policy::scope_allows(s, scope, &config.groups))
+            .map(String::as_str)
+            .collect();
+        if through.is_empty() {
+            report.push(
+                Level::Info,
+                format!(
+                    "only root and admin_group make app passwords that open {scope}: services \
+                     in {} does not list it",
+                    conf_path.display()
+                ),
+            );
+        } else if let Some(what) = grants(scope) {
+            report.push(
+                Level::Warning,
+                format!(
+                    "every user may make app passwords that open {scope} ({what}): services in \
+                     {} lists {}",
+                    conf_path.display(),
+                    through.join(", ")
+                ),
+            );
+        } else {
+            report.push(
+                Level::Info,
+                format!(
+                    "people make their own app passwords for {scope} with --service {}",
+                    through.join(" or --service ")
+                ),
             );
         }
     }

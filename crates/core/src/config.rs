@@ -11,13 +11,18 @@ pub use apppass_proto::conf::{
     ConfError as ConfigError, DEFAULT_CONFIG, DEFAULT_SOCKET, DEFAULT_USER,
 };
 
-use crate::policy::{self, Throttle};
+use crate::policy::{self, Groups, Throttle};
 use crate::secret::HashParams;
 use crate::store::{Connect, Location};
 use crate::time;
 
 /// Where the database lives unless the configuration or an argument says otherwise.
 pub const DEFAULT_DB: &str = "/var/lib/apppass/apppass.db";
+/// The lifetime of a new app password unless `default_lifetime` or `--expires` says
+/// otherwise: app passwords are meant to expire and be replaced.
+pub const DEFAULT_LIFETIME: i64 = 365 * 86400;
+/// The most active app passwords per user unless `max_passwords` says otherwise.
+pub const DEFAULT_MAX_PASSWORDS: u32 = 20;
 
 /// The default of `expiry_warning`: two weeks, time enough to make a new password.
 pub const EXPIRY_WARNING: i64 = 14 * 86_400;
@@ -33,8 +38,12 @@ pub struct Config {
     /// argon2id parameters for new app passwords (and for the dummy hash that unknown
     /// users and selectors are checked against).
     pub hash: HashParams,
-    /// Services people may create app passwords for; empty: any.
+    /// The services and groups people who are not admins may make app passwords for
+    /// (root and `admin_group` may make any); empty: none.
     pub services: Vec<String>,
+    /// Service groups (`group NAME = SERVICE ...`): a password scoped to one opens each
+    /// service in it.
+    pub groups: Groups,
     /// Most active app passwords per user.
     pub max_passwords: Option<u32>,
     /// Lifetime of a new app password when `--expires` is not given.
@@ -89,9 +98,12 @@ impl Default for Config {
             db: Location::Sqlite(PathBuf::from(DEFAULT_DB)),
             connect: Connect::default(),
             hash: HashParams::default(),
-            services: Vec::new(),
-            max_passwords: None,
-            default_lifetime: None,
+            // The safe values are the built-in ones too: a machine without the file, or
+            // with an administrator's file from before they existed, gets them.
+            services: vec![policy::MAIL_GROUP.to_string()],
+            groups: policy::default_groups(),
+            max_passwords: Some(DEFAULT_MAX_PASSWORDS),
+            default_lifetime: Some(DEFAULT_LIFETIME),
             max_lifetime: None,
             idle_expiry: None,
             expiry_warning: Some(EXPIRY_WARNING),
@@ -157,6 +169,9 @@ impl Config {
         });
         let mut throttle_failures = None;
         let mut local = config.throttle_local.unwrap_or(throttle);
+        let mut default_lifetime_set = false;
+        // Where each group was defined in this file (the built-in ones: nowhere).
+        let mut group_lines: Vec<(String, usize)> = Vec::new();
         for conf::Line {
             number: line,
             key,
@@ -183,6 +198,23 @@ impl Config {
                     .map_err(|e| invalid(format!("{key}: {e} (or never)")))
             };
             let limit = |n: u32| if n == 0 { None } else { Some(n) };
+            if let Some(name) = group_name(key) {
+                let name = name.map_err(invalid)?;
+                if let Some((_, first)) = group_lines.iter().find(|(n, _)| *n == name) {
+                    return Err(invalid(format!(
+                        "group {name} is already defined on line {first}"
+                    )));
+                }
+                let members = service_list(value).map_err(invalid)?;
+                if members.is_empty() {
+                    return Err(invalid(format!(
+                        "group {name} holds no service: name them, e.g. group {name} = imap smtp"
+                    )));
+                }
+                config.groups.insert(name.clone(), members);
+                group_lines.push((name, line));
+                continue;
+            }
             match key {
                 "db" => config.db = Location::parse(value).map_err(invalid)?,
                 "db_passfile" => {
@@ -203,18 +235,21 @@ impl Config {
                 "argon2_time" => config.hash.t = number()?,
                 "argon2_lanes" => config.hash.p = number()?,
                 "services" => {
-                    config.services = value
-                        .split([' ', ',', '\t'])
-                        .filter(|s| !s.is_empty())
-                        .map(|s| {
-                            policy::check_service(s)
-                                .map(|()| s.to_string())
-                                .map_err(invalid)
-                        })
-                        .collect::<Result<_, _>>()?;
+                    config.services = service_list(value).map_err(invalid)?;
+                    if config.services.iter().any(|s| s == policy::ANY_SERVICE) {
+                        return Err(invalid(
+                            "services cannot hold *: every user could then make app passwords \
+                             for every service, sudo and sshd included; root and admin_group \
+                             make * passwords with apppass add --service '*'"
+                                .into(),
+                        ));
+                    }
                 }
                 "max_passwords" => config.max_passwords = limit(number()?),
-                "default_lifetime" => config.default_lifetime = duration()?,
+                "default_lifetime" => {
+                    config.default_lifetime = duration()?;
+                    default_lifetime_set = true;
+                }
                 "max_lifetime" => config.max_lifetime = duration()?,
                 "idle_expiry" => config.idle_expiry = duration()?,
                 "expiry_warning" => config.expiry_warning = duration()?,
@@ -292,8 +327,17 @@ impl Config {
         config.throttle = (throttle.failures > 0).then_some(throttle);
         local.interval = throttle.interval;
         config.throttle_local = config.throttle.and((local.failures > 0).then_some(local));
+        check_groups(&config.groups, &group_lines).map_err(|(line, why)| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            why,
+        })?;
         if let (Some(d), Some(m)) = (config.default_lifetime, config.max_lifetime) {
-            if d > m {
+            // The built-in lifetime gives way to a shorter max_lifetime; one the file
+            // sets must fit.
+            if d > m && !default_lifetime_set {
+                config.default_lifetime = Some(m);
+            } else if d > m {
                 return Err(ConfigError::Invalid {
                     path: path.to_path_buf(),
                     line: 0,
@@ -338,6 +382,70 @@ impl Config {
             self.throttle
         }
     }
+}
+
+/// `group NAME` keys: `None` for every other key; the name, or why it cannot be one.
+fn group_name(key: &str) -> Option<Result<String, String>> {
+    let rest = key.strip_prefix("group")?;
+    if !rest.is_empty() && !rest.starts_with([' ', '\t']) {
+        return None;
+    }
+    let mut words = rest.split_whitespace();
+    Some(match (words.next(), words.next()) {
+        (Some(name), None) if name == policy::ANY_SERVICE => {
+            Err("* cannot be a group's name: it already means every service".into())
+        }
+        (Some(name), None) => policy::check_service(name)
+            .map(|()| name.to_string())
+            .map_err(|e| format!("group {name}: {e}")),
+        _ => Err("expected group NAME = SERVICE ..., e.g. group mail = imap smtp".into()),
+    })
+}
+
+/// A list of service names, separated by spaces or commas.
+fn service_list(value: &str) -> Result<Vec<String>, String> {
+    value
+        .split([' ', ',', '\t'])
+        .filter(|s| !s.is_empty())
+        .map(|s| policy::check_service(s).map(|()| s.to_string()))
+        .collect()
+}
+
+/// Groups hold services, and a name is a group or a service, never both: a group holds no
+/// `*` and no group (itself included). Otherwise a password's scope would change meaning
+/// with the order of lines, or open more than its group lists. `lines`: where the file
+/// defined each group (the others are built in). `Err`: the line and why.
+fn check_groups(groups: &Groups, lines: &[(String, usize)]) -> Result<(), (usize, String)> {
+    let line_of = |name: &str| lines.iter().find(|(n, _)| n == name).map(|(_, l)| *l);
+    let defined = |name: &str| match line_of(name) {
+        Some(l) => format!("defined on line {l}"),
+        None => format!("built in; redefine it with group {name} = ..."),
+    };
+    for (name, members) in groups {
+        let at = line_of(name).unwrap_or(0);
+        for m in members {
+            if m == policy::ANY_SERVICE {
+                return Err((
+                    at,
+                    format!(
+                        "group {name} cannot hold *: a group names the services it opens; \
+                         an admin makes * passwords"
+                    ),
+                ));
+            }
+            if groups.contains_key(m) {
+                return Err((
+                    at,
+                    format!(
+                        "group {name} holds {m}, which is a group ({}): groups hold services \
+                         only, and a name cannot be both a group and a service",
+                        defined(m)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A database timeout: a duration, never "never".
@@ -447,6 +555,106 @@ mod tests {
                 .to_string()
                 .contains("idle_expiry")
         );
+    }
+
+    #[test]
+    fn safe_defaults_without_a_file() {
+        let d = Config::default();
+        assert_eq!(d.services, ["mail"]);
+        assert_eq!(
+            d.groups.get("mail").unwrap(),
+            &["imap", "pop3", "submission", "smtp", "sieve"]
+        );
+        assert_eq!(d.max_passwords, Some(20));
+        assert_eq!(d.default_lifetime, Some(365 * 86400));
+        assert_eq!(d.max_lifetime, None);
+        // An administrator's own values win: none at all, or other ones.
+        let c = parse(
+            "services =
+max_passwords = 0
+default_lifetime = never
+",
+        )
+        .unwrap()
+        .config;
+        assert!(c.services.is_empty());
+        assert_eq!((c.max_passwords, c.default_lifetime), (None, None));
+        // A shorter max_lifetime alone shortens the built-in lifetime rather than
+        // making the file invalid.
+        let c = parse("max_lifetime = 90d").unwrap().config;
+        assert_eq!(c.default_lifetime, Some(90 * 86400));
+    }
+
+    #[test]
+    fn groups() {
+        let c = parse(
+            "group office = imap smtp\ngroup\tdav = caldav, carddav\nservices = office dav sshd\n",
+        )
+        .unwrap()
+        .config;
+        assert_eq!(c.groups["office"], ["imap", "smtp"]);
+        assert_eq!(c.groups["dav"], ["caldav", "carddav"]);
+        // The built-in group stays unless redefined.
+        assert_eq!(c.groups["mail"].len(), 5);
+        assert_eq!(c.services, ["office", "dav", "sshd"]);
+        let c = parse("group mail = imap smtp").unwrap().config;
+        assert_eq!(c.groups["mail"], ["imap", "smtp"]);
+        // "groups" is another key, unknown.
+        assert_eq!(parse("groups = x").unwrap().warnings.len(), 1);
+    }
+
+    #[test]
+    fn bad_groups_are_refused_with_the_line() {
+        let e = |text: &str| parse(text).unwrap_err().to_string();
+        let msg = e("group office = imap\ngroup office = smtp\n");
+        assert!(
+            msg.contains("test.conf:2: group office is already defined on line 1"),
+            "{msg}"
+        );
+        let msg = e("group = imap");
+        assert!(
+            msg.contains("test.conf:1: expected group NAME = SERVICE"),
+            "{msg}"
+        );
+        let msg = e("group a b = imap");
+        assert!(msg.contains("expected group NAME"), "{msg}");
+        let msg = e("group * = imap");
+        assert!(msg.contains("* cannot be a group's name"), "{msg}");
+        let msg = e("group im/ap = imap");
+        assert!(msg.contains("bad service name"), "{msg}");
+        let msg = e("group office =\n");
+        assert!(msg.contains("group office holds no service"), "{msg}");
+        let msg = e("# x\ngroup all = imap *\n");
+        assert!(
+            msg.contains("test.conf:2: group all cannot hold *"),
+            "{msg}"
+        );
+        // A name is a group or a service, never both: no group in a group, itself
+        // included, whichever line comes first; a built-in group counts.
+        let msg = e("group office = imap\ngroup phone = office smtp\n");
+        assert!(
+            msg.contains(
+                "test.conf:2: group phone holds office, which is a group (defined on line 1)"
+            ),
+            "{msg}"
+        );
+        let msg = e("group phone = office smtp\ngroup office = imap\n");
+        assert!(
+            msg.contains("test.conf:1: group phone holds office"),
+            "{msg}"
+        );
+        let msg = e("group loop = loop imap");
+        assert!(
+            msg.contains("group loop holds loop, which is a group"),
+            "{msg}"
+        );
+        let msg = e("group phone = mail sshd");
+        assert!(
+            msg.contains("group phone holds mail, which is a group (built in; redefine it with group mail = ...)"),
+            "{msg}"
+        );
+        let msg = e("services = mail *");
+        assert!(msg.contains("services cannot hold *"), "{msg}");
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! The rules: which names are acceptable, which app password opens which service, and
-//! when one stops working.
+//! The rules: which names are acceptable, which app password opens which service, who
+//! may choose which scope, and when one stops working.
+
+use std::collections::BTreeMap;
 
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -9,10 +11,44 @@ pub use apppass_proto::names::{ANY_SERVICE, check_service, check_user};
 /// Longest label, in characters.
 pub const MAX_LABEL_CHARS: usize = 100;
 
-/// Whether an app password scoped to `scope` may open `service`. Scope belongs to the row
-/// that was verified, never to "any row of the user".
-pub fn scope_allows(scope: &str, service: &str) -> bool {
-    scope == ANY_SERVICE || scope == service
+/// Service groups (`group NAME = SERVICE ...`): one scope for the services one
+/// application needs, such as a phone's mail app for IMAP and SMTP. Groups hold services
+/// only, and a name is a group or a service, never both (the configuration refuses
+/// anything else), so resolving a scope takes one look-up.
+pub type Groups = BTreeMap<String, Vec<String>>;
+
+/// The group the built-in configuration defines: what a mail client needs (Dovecot's
+/// IMAP, POP3, submission and ManageSieve, and Postfix's SMTP through Dovecot's SASL).
+pub const MAIL_GROUP: &str = "mail";
+pub const MAIL_SERVICES: [&str; 5] = ["imap", "pop3", "submission", "smtp", "sieve"];
+
+/// The groups apppassd knows when the configuration defines none.
+pub fn default_groups() -> Groups {
+    Groups::from([(
+        MAIL_GROUP.to_string(),
+        MAIL_SERVICES.iter().map(|s| s.to_string()).collect(),
+    )])
+}
+
+/// Whether an app password scoped to `scope` may open `service`: `*`, the service itself,
+/// or a group that holds it. Scope belongs to the row that was verified, never to "any
+/// row of the user". A group is resolved from the configuration of the moment, so
+/// changing a group's members changes what its existing passwords open.
+pub fn scope_allows(scope: &str, service: &str, groups: &Groups) -> bool {
+    if scope == ANY_SERVICE {
+        return true;
+    }
+    match groups.get(scope) {
+        Some(members) => members.iter().any(|m| m == service),
+        None => scope == service,
+    }
+}
+
+/// Whether someone who is not an admin may make an app password scoped to `scope`: only
+/// if `services` (the configuration's list of services and groups people may choose)
+/// names it. Everything else, `*` first, is the admins' to give.
+pub fn may_choose(scope: &str, services: &[String]) -> bool {
+    scope != ANY_SERVICE && services.iter().any(|s| s == scope)
 }
 
 /// After `failures` guesses within `interval` seconds from one remote host at one of a
@@ -189,11 +225,40 @@ mod tests {
 
     #[test]
     fn scope() {
-        assert!(scope_allows("imap", "imap"));
-        assert!(!scope_allows("imap", "pop3"));
-        assert!(!scope_allows("imap", "IMAP"));
-        assert!(scope_allows("*", "sshd"));
-        assert!(!scope_allows("", "imap"));
+        let none = Groups::new();
+        assert!(scope_allows("imap", "imap", &none));
+        assert!(!scope_allows("imap", "pop3", &none));
+        assert!(!scope_allows("imap", "IMAP", &none));
+        assert!(scope_allows("*", "sshd", &none));
+        assert!(!scope_allows("", "imap", &none));
+    }
+
+    #[test]
+    fn groups_open_their_members_only() {
+        let groups = default_groups();
+        for s in ["imap", "pop3", "submission", "smtp", "sieve"] {
+            assert!(scope_allows("mail", s, &groups), "{s}");
+            // A member's own scope still opens only itself.
+            assert!(scope_allows(s, s, &groups));
+        }
+        for s in ["sshd", "sudo", "su", "login", "mail", "IMAP", "*"] {
+            assert!(!scope_allows("mail", s, &groups), "{s}");
+        }
+        assert!(!scope_allows("imap", "smtp", &groups));
+        // Without the group, "mail" is a plain service name again.
+        assert!(scope_allows("mail", "mail", &Groups::new()));
+        assert!(!scope_allows("mail", "imap", &Groups::new()));
+    }
+
+    #[test]
+    fn people_choose_only_what_is_listed() {
+        let listed = vec!["mail".to_string(), "sshd".to_string()];
+        assert!(may_choose("mail", &listed));
+        assert!(may_choose("sshd", &listed));
+        assert!(!may_choose("imap", &listed));
+        assert!(!may_choose("*", &listed));
+        assert!(!may_choose("*", &["*".to_string()]));
+        assert!(!may_choose("mail", &[]));
     }
 
     #[test]

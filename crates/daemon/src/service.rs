@@ -704,14 +704,8 @@ impl Service {
         policy::check_service(&a.service).map_err(usage)?;
         policy::check_label(&a.label).map_err(usage)?;
         let config = self.shared.config.clone();
-        if !config.services.is_empty() && !config.services.contains(&a.service) {
-            return Err(Response::error(
-                ErrorKind::Denied,
-                format!(
-                    "app passwords may be made only for: {} (services in the configuration)",
-                    config.services.join(", ")
-                ),
-            ));
+        if !peer.admin {
+            may_choose(&config, &a.service)?;
         }
         let expires = expiry(&config, a.expires.as_deref(), now)?;
         // The password is the account's that has the name now, not the name's: logins
@@ -1077,13 +1071,44 @@ fn judge(
         Status::Idle => return denied(Reason::Idle),
         Status::Active => {}
     }
-    if !policy::scope_allows(&row.service, service) {
+    if !policy::scope_allows(&row.service, service, &config.groups) {
         return denied(Reason::WrongService);
     }
     AuthAnswer::Success {
         id: row.id,
         label: row.label.clone(),
     }
+}
+
+/// Whether someone who is not an admin may make an app password for `scope`: only for
+/// what `services` lists. `*`, and every service not listed (sshd, sudo, su, login, ...),
+/// are the admins' to give.
+fn may_choose(config: &Config, scope: &str) -> Result<(), Response> {
+    if policy::may_choose(scope, &config.services) {
+        return Ok(());
+    }
+    let what = if scope == policy::ANY_SERVICE {
+        "* (every service) is not a scope you may choose".to_string()
+    } else {
+        format!("{scope} is not a service you may choose")
+    };
+    let message = if config.services.is_empty() {
+        format!("{what}: only an admin makes app passwords here; ask one")
+    } else {
+        let listed: Vec<String> = config
+            .services
+            .iter()
+            .map(|s| match config.groups.get(s) {
+                Some(members) => format!("{s} (= {})", members.join(" ")),
+                None => s.clone(),
+            })
+            .collect();
+        format!(
+            "{what}; ask an admin. You may choose: {}",
+            listed.join(", ")
+        )
+    };
+    Err(Response::error(ErrorKind::Denied, message))
 }
 
 /// When a new app password expires, within the configured lifetimes.
