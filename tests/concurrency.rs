@@ -157,17 +157,30 @@ fn logins_and_cli_changes_at_once() {
         started.elapsed().as_secs_f64()
     );
     assert!(ok > 50 && cli_runs > 20, "too little happened to tell");
-    // Every successful login was recorded: no record gave up waiting for a lock.
-    let rows = s.list();
-    let used: i64 = stable
-        .iter()
-        .map(|a| {
-            rows.iter().find(|r| r["id"] == a.id).unwrap()["use_count"]
-                .as_i64()
-                .unwrap()
-        })
-        .sum();
-    assert_eq!(used, ok, "logins recorded");
+    // Every successful login was recorded: no record gave up waiting for a lock. (A
+    // listing waits for the records of logins already answered, at most 2 s each: on a
+    // loaded machine the last ones may take longer, so ask again for a while.)
+    let used = || -> i64 {
+        let rows = s.list();
+        stable
+            .iter()
+            .map(|a| {
+                rows.iter().find(|r| r["id"] == a.id).unwrap()["use_count"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while used() < ok && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        used(),
+        ok,
+        "logins recorded (apppassd's log:\n{})",
+        s.daemon.log()
+    );
     // And in the audit log: each success with its password, each guess from its host.
     let conn = rusqlite::Connection::open(&s.db).unwrap();
     let ids: Vec<String> = stable.iter().map(|a| a.id.to_string()).collect();
