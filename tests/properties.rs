@@ -740,14 +740,17 @@ fn request() -> impl Strategy<Value = Arc<Request>> {
                 }
             ),
         Just(()).prop_map(|()| Request::Status),
-        (opt_text(), text(), text(), opt_text()).prop_map(|(user, service, label, expires)| {
-            Request::Add(AddRequest {
-                user,
-                service,
-                label,
-                expires,
-            })
-        }),
+        (opt_text(), text(), text(), opt_text(), opt_text()).prop_map(
+            |(user, service, label, expires, from)| {
+                Request::Add(AddRequest {
+                    user,
+                    service,
+                    label,
+                    expires,
+                    from,
+                })
+            }
+        ),
         (opt_text(), any::<bool>()).prop_map(|(user, all)| Request::List { user, all }),
         proptest::collection::vec(any::<i64>(), 0..10).prop_map(|ids| Request::Revoke { ids }),
         (opt_text(), opt_text()).prop_map(|(user, service)| Request::RevokeAll { user, service }),
@@ -758,11 +761,12 @@ fn request() -> impl Strategy<Value = Arc<Request>> {
         }),
         (opt_text(), opt_text()).prop_map(|(user, rhost)| Request::Unlock { user, rhost }),
         Just(()).prop_map(|()| Request::Backup),
+        (any::<i64>(), opt_text()).prop_map(|(id, from)| Request::SetNetworks { id, from }),
     ];
     any_request.prop_map(Arc::new)
 }
 
-const REASONS: [Reason; 10] = [
+const REASONS: [Reason; 11] = [
     Reason::NotAppPassword,
     Reason::UnknownPassword,
     Reason::WrongPassword,
@@ -773,6 +777,7 @@ const REASONS: [Reason; 10] = [
     Reason::Throttled,
     Reason::BadHash,
     Reason::OwnerChanged,
+    Reason::Network,
 ];
 
 const ERROR_KINDS: [ErrorKind; 9] = [
@@ -838,13 +843,13 @@ fn password_info() -> impl Strategy<Value = PasswordInfo> {
     (
         (any::<i64>(), text(), text(), text(), any::<i64>()),
         (opt_i64(), opt_i64(), text(), opt_i64()),
-        (opt_text(), opt_text(), any::<i64>()),
+        (opt_text(), opt_text(), any::<i64>(), text()),
     )
         .prop_map(
             |(
                 (id, user, service, label, created),
                 (expires, revoked, status, last_used),
-                (last_service, last_rhost, use_count),
+                (last_service, last_rhost, use_count, networks),
             )| PasswordInfo {
                 id,
                 user,
@@ -858,6 +863,7 @@ fn password_info() -> impl Strategy<Value = PasswordInfo> {
                 last_service,
                 last_rhost,
                 use_count,
+                networks,
             },
         )
 }
@@ -1263,6 +1269,7 @@ fn golden() -> Vec<(&'static str, &'static str, Vec<u8>)> {
                 service: "*".into(),
                 label: "Phone".into(),
                 expires: Some("90d".into()),
+                from: Some("192.0.2.0/24,2001:db8::/48".into()),
             }),
         ),
         (
@@ -1301,6 +1308,13 @@ fn golden() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             },
         ),
         ("backup", Request::Backup),
+        (
+            "networks",
+            Request::SetNetworks {
+                id: 3,
+                from: Some("198.51.100.0/24".into()),
+            },
+        ),
     ];
     let responses = [
         (
@@ -1377,6 +1391,7 @@ fn golden() -> Vec<(&'static str, &'static str, Vec<u8>)> {
                 last_service: Some("imap".into()),
                 last_rhost: Some("203.0.113.9".into()),
                 use_count: 7,
+                networks: "203.0.113.0/24".into(),
             }]),
         ),
         (

@@ -66,6 +66,8 @@ enum Command {
     List(ListArgs),
     /// Revoke app passwords by id, or all of a user's
     Revoke(RevokeArgs),
+    /// Change the networks an app password may be used from
+    Networks(NetworksArgs),
     /// Show recent logins and failures
     Log(LogArgs),
     /// Lift throttling after too many wrong guesses
@@ -93,9 +95,27 @@ struct AddArgs {
     /// [default: the configuration's default_lifetime, else never]
     #[arg(long, value_name = "DURATION|DATE")]
     expires: Option<String>,
+    /// Only from these remote addresses: IPv4 and IPv6 networks or addresses, separated
+    /// by commas (192.0.2.0/24,2001:db8::/48) [default: from anywhere]
+    #[arg(long, value_name = "LIST")]
+    from: Option<String>,
     /// Print one JSON object instead of text
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(group = clap::ArgGroup::new("where").required(true).args(["from", "any"]))]
+struct NetworksArgs {
+    /// The app password's id (from apppass list)
+    #[arg(value_name = "ID")]
+    id: i64,
+    /// Only from these remote addresses: networks or addresses, separated by commas
+    #[arg(long, value_name = "LIST")]
+    from: Option<String>,
+    /// From anywhere again
+    #[arg(long)]
+    any: bool,
 }
 
 #[derive(Args, Debug)]
@@ -295,6 +315,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Add(a) => add(&mut s, a, &mut out),
         Command::List(a) => list(&mut s, a, &mut out),
         Command::Revoke(a) => revoke(&mut s, a, &mut out),
+        Command::Networks(a) => networks(&mut s, a, &mut out),
         Command::Log(a) => log(&mut s, a, &mut out),
         Command::Unlock(a) => unlock(&mut s, a, &mut out),
         Command::Status(a) => status(&mut s, a, &mut out),
@@ -320,6 +341,7 @@ fn add(s: &mut Session, a: AddArgs, out: &mut impl Write) -> Result<(), CliError
         service: a.service,
         label: a.label,
         expires: a.expires,
+        from: a.from,
     }))?;
     let Response::Added(added) = r else {
         return Err(unexpected(&r));
@@ -420,6 +442,25 @@ fn list(s: &mut Session, a: ListArgs, out: &mut impl Write) -> Result<(), CliErr
     print_table(&rows, out).map_err(io_err)
 }
 
+fn networks(s: &mut Session, a: NetworksArgs, out: &mut impl Write) -> Result<(), CliError> {
+    let r = s.call(&Request::SetNetworks {
+        id: a.id,
+        from: a.from,
+    })?;
+    let Response::Passwords(rows) = r else {
+        return Err(unexpected(&r));
+    };
+    let Some(row) = rows.first() else {
+        return Err(unexpected(&Response::Passwords(rows)));
+    };
+    let text = if row.networks.is_empty() {
+        "from anywhere".to_string()
+    } else {
+        format!("only from {}", for_terminal(&row.networks))
+    };
+    writeln!(out, "App password {} may now be used {text}.", row.id).map_err(io_err)
+}
+
 fn listing_json(r: &PasswordInfo) -> serde_json::Value {
     json!({
         "id": r.id,
@@ -435,6 +476,8 @@ fn listing_json(r: &PasswordInfo) -> serde_json::Value {
         "last_service": r.last_service,
         "use_count": r.use_count,
         "never_used": r.last_used.is_none(),
+        // An array of canonical networks; empty: from anywhere.
+        "networks": r.networks.split(',').filter(|n| !n.is_empty()).collect::<Vec<_>>(),
     })
 }
 
@@ -489,8 +532,9 @@ fn print_table(rows: &[PasswordInfo], out: &mut impl Write) -> io::Result<()> {
         "FROM",
         "VIA",
         "USES",
+        "NETWORKS",
     ];
-    let table: Vec<[String; 11]> = rows
+    let table: Vec<[String; 12]> = rows
         .iter()
         .map(|r| {
             [
@@ -511,6 +555,11 @@ fn print_table(rows: &[PasswordInfo], out: &mut impl Write) -> io::Result<()> {
                 dash(&r.last_rhost),
                 dash(&r.last_service),
                 r.use_count.to_string(),
+                if r.networks.is_empty() {
+                    "any".into()
+                } else {
+                    r.networks.clone()
+                },
             ]
         })
         .collect();

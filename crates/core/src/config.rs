@@ -32,6 +32,8 @@ pub struct Config {
     pub hash: HashParams,
     /// Services people may create app passwords for; empty: any.
     pub services: Vec<String>,
+    /// Services whose app passwords must name source networks (`--from`); empty: none.
+    pub require_from: Vec<String>,
     /// Most active app passwords per user.
     pub max_passwords: Option<u32>,
     /// Lifetime of a new app password when `--expires` is not given.
@@ -84,6 +86,7 @@ impl Default for Config {
             connect: Connect::default(),
             hash: HashParams::default(),
             services: Vec::new(),
+            require_from: Vec::new(),
             max_passwords: None,
             default_lifetime: None,
             max_lifetime: None,
@@ -197,6 +200,17 @@ impl Config {
                 "argon2_lanes" => config.hash.p = number()?,
                 "services" => {
                     config.services = value
+                        .split([' ', ',', '\t'])
+                        .filter(|s| !s.is_empty())
+                        .map(|s| {
+                            policy::check_service(s)
+                                .map(|()| s.to_string())
+                                .map_err(invalid)
+                        })
+                        .collect::<Result<_, _>>()?;
+                }
+                "require_from" => {
+                    config.require_from = value
                         .split([' ', ',', '\t'])
                         .filter(|s| !s.is_empty())
                         .map(|s| {
@@ -541,5 +555,13 @@ mod tests {
         let p = Path::new("/nonexistent/apppass.conf");
         assert_eq!(Config::load(p, false).unwrap().config, Config::default());
         assert!(Config::load(p, true).is_err());
+    }
+
+    #[test]
+    fn require_from() {
+        let l = parse("require_from = smtp sshd,imap\n").unwrap().config;
+        assert_eq!(l.require_from, ["smtp", "sshd", "imap"]);
+        assert!(parse("").unwrap().config.require_from.is_empty());
+        assert!(parse("require_from = sm/tp").is_err());
     }
 }
