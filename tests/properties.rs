@@ -707,7 +707,7 @@ fn secret() -> impl Strategy<Value = Vec<u8>> {
 
 /// Any request a client could build (shared: requests are not Clone, as proptest's
 /// values must be).
-fn request() -> impl Strategy<Value = Arc<Request>> {
+fn request() -> BoxedStrategy<Arc<Request>> {
     let any_request = prop_oneof![
         (
             bytes(40),
@@ -763,7 +763,9 @@ fn request() -> impl Strategy<Value = Arc<Request>> {
         Just(()).prop_map(|()| Request::Backup),
         (any::<i64>(), opt_text()).prop_map(|(id, from)| Request::SetNetworks { id, from }),
     ];
-    any_request.prop_map(Arc::new)
+    // Boxed: inline, its value trees (one per kind) outgrew a test thread's stack in a
+    // debug build where streams of several requests are built.
+    any_request.prop_map(Arc::new).boxed()
 }
 
 const REASONS: [Reason; 11] = [
