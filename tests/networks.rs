@@ -95,6 +95,27 @@ fn only_addresses_inside_the_networks_may_use_the_password() {
     );
     let other = s.add("alice", "imap", &[]);
     assert!(listed_networks(&s, other.id).is_empty());
+    // add says what it stored, in text and in JSON.
+    let out = s.apppass(&["add", "--user", "bob", "--service", "imap", "--from", "::1"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\nFrom: ::1\n"));
+    let out = s.apppass(&["add", "--user", "bob", "--service", "imap", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["networks"], serde_json::json!([]), "{v}");
+    let out = s.apppass(&[
+        "add",
+        "--user",
+        "bob",
+        "--service",
+        "imap",
+        "--json",
+        "--from",
+        FROM,
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["networks"],
+        serde_json::json!(["192.0.2.0/24", "2001:db8::/48"])
+    );
 
     for inside in ["192.0.2.9", "2001:db8:0:7::5", "::ffff:192.0.2.10"] {
         assert_eq!(

@@ -906,11 +906,11 @@ fn response() -> impl Strategy<Value = Arc<Response>> {
         status().prop_map(|s| Response::Status(Box::new(s))),
         (
             (any::<i64>(), text(), text(), text()),
-            (any::<i64>(), opt_i64()),
+            (any::<i64>(), opt_i64(), text()),
             secret()
         )
             .prop_map(
-                |((id, user, service, label), (created, expires), password)| {
+                |((id, user, service, label), (created, expires, networks), password)| {
                     Response::Added(Box::new(Added {
                         id,
                         user,
@@ -918,6 +918,7 @@ fn response() -> impl Strategy<Value = Arc<Response>> {
                         label,
                         created,
                         expires,
+                        networks,
                         password: zeroize::Zeroizing::new(lossy(&password)),
                     }))
                 }
@@ -1375,6 +1376,7 @@ fn golden() -> Vec<(&'static str, &'static str, Vec<u8>)> {
                 label: "Thunderbird".into(),
                 created: 1_790_000_000,
                 expires: Some(1_797_776_000),
+                networks: "192.0.2.0/24,2001:db8::/48".into(),
                 password: zeroize::Zeroizing::new("k46p-wjpw-pvq5-txq2-c86r-4tuk-ckzh".into()),
             })),
         ),

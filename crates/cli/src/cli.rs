@@ -353,6 +353,7 @@ fn add(s: &mut Session, a: AddArgs, out: &mut impl Write) -> Result<(), CliError
         label,
         created,
         expires,
+        networks,
         password,
     } = *added;
     let expires_text = expires.map(time::format_iso8601);
@@ -371,6 +372,7 @@ fn add(s: &mut Session, a: AddArgs, out: &mut impl Write) -> Result<(), CliError
             "label": label,
             "created": time::format_iso8601(created),
             "expires": expires_text,
+            "networks": networks_json(&networks),
         })
         .to_string();
         let Some(head) = head.strip_suffix('}') else {
@@ -406,8 +408,14 @@ fn add(s: &mut Session, a: AddArgs, out: &mut impl Write) -> Result<(), CliError
             "\n\nEnter it in the application instead of your account password, with user name {user}.\n\
              Spaces and dashes are optional, and capitals are fine.\n\
              It is shown only this once. Lost it? Revoke it (apppass revoke {id}) and add another.\n\
-             Expires: {}\n",
+             Expires: {}\n\
+             From: {}\n",
             expires_text.as_deref().unwrap_or("never"),
+            if networks.is_empty() {
+                "anywhere".to_string()
+            } else {
+                for_terminal(&networks).into_owned()
+            },
         );
         text.reserve_exact(before.len() + password.len() + after.len());
         text.push_str(&before);
@@ -461,6 +469,11 @@ fn networks(s: &mut Session, a: NetworksArgs, out: &mut impl Write) -> Result<()
     writeln!(out, "App password {} may now be used {text}.", row.id).map_err(io_err)
 }
 
+/// Source networks as JSON: an array of canonical networks; empty: from anywhere.
+fn networks_json(networks: &str) -> Vec<&str> {
+    networks.split(',').filter(|n| !n.is_empty()).collect()
+}
+
 fn listing_json(r: &PasswordInfo) -> serde_json::Value {
     json!({
         "id": r.id,
@@ -476,8 +489,7 @@ fn listing_json(r: &PasswordInfo) -> serde_json::Value {
         "last_service": r.last_service,
         "use_count": r.use_count,
         "never_used": r.last_used.is_none(),
-        // An array of canonical networks; empty: from anywhere.
-        "networks": r.networks.split(',').filter(|n| !n.is_empty()).collect::<Vec<_>>(),
+        "networks": networks_json(&r.networks),
     })
 }
 

@@ -788,6 +788,7 @@ impl Service {
             label: a.label,
             created: now,
             expires,
+            networks,
             password: password.display(),
         })))
     }

@@ -505,6 +505,8 @@ pub struct Added {
     pub label: String,
     pub created: i64,
     pub expires: Option<i64>,
+    /// Source networks as stored (canonical; `""`: from anywhere).
+    pub networks: String,
     /// As people read it: `abcd-efgh-...`. Wiped when dropped.
     pub password: Zeroizing<String>,
 }
@@ -515,6 +517,7 @@ impl fmt::Debug for Added {
             .field("id", &self.id)
             .field("user", &self.user)
             .field("service", &self.service)
+            .field("networks", &self.networks)
             .finish_non_exhaustive()
     }
 }
@@ -610,6 +613,7 @@ impl Response {
                     .str(&a.label)
                     .i64(a.created)
                     .opt_i64(a.expires)
+                    .str(&a.networks)
                     .str(&a.password);
             }
             Response::Passwords(list) => {
@@ -724,6 +728,7 @@ impl Response {
                 label: d.string()?,
                 created: d.i64()?,
                 expires: d.opt_i64()?,
+                networks: d.string()?,
                 password: Zeroizing::new(d.string()?),
             })),
             kind::PASSWORDS => {
@@ -929,12 +934,14 @@ mod tests {
             label: "l".into(),
             created: 1,
             expires: Some(2),
+            networks: "192.0.2.0/24".into(),
             password: Zeroizing::new("abcd-efgh".into()),
         }));
         let Response::Added(back) = Response::decode(&added.encode()).unwrap() else {
             panic!()
         };
         assert_eq!(back.password.as_str(), "abcd-efgh");
+        assert_eq!(back.networks, "192.0.2.0/24");
         assert!(!format!("{back:?}").contains("abcd"));
     }
 
