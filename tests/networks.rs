@@ -296,3 +296,33 @@ fn require_from_names_the_services_that_need_networks() {
     assert_eq!(listed_networks(&s, smtp.id), ["192.0.2.0/24"]);
     assert_eq!(s.list().len(), 2);
 }
+
+/// Networks that cannot be read (a row damaged or written by hand) let nobody in, and
+/// apppassd says which row.
+#[test]
+fn unreadable_networks_refuse_every_login() {
+    let s = Sandbox::new();
+    s.simple_service("imap", "");
+    let pw = s.add("alice", "imap", &["--from", "192.0.2.0/24"]);
+    let conn = rusqlite::Connection::open(&s.db).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.execute(
+        "UPDATE app_password SET networks = 'the office' WHERE id = ?1",
+        [pw.id],
+    )
+    .unwrap();
+    drop(conn);
+    for rhost in [Some("192.0.2.1"), Some("198.51.100.1"), None] {
+        assert_eq!(
+            login(&s, "alice", &pw.password, rhost),
+            Code::AUTH_ERR,
+            "{rhost:?}"
+        );
+    }
+    let id = format!(
+        "app password id={} of alice has networks that cannot be read",
+        pw.id
+    );
+    assert_eq!(log_lines(&s, &[&id], 3).len(), 3, "{}", s.daemon.log());
+    assert_eq!(reasons(&s, "alice"), ["network", "network", "network"]);
+}
