@@ -233,6 +233,8 @@ fn people_manage_their_own_app_passwords_and_nobody_elses() {
     let mine = w.apppass(a, &["list", "--json"]);
     assert_eq!(ids(&mine), [(alice_id, alice.clone())]);
     assert!(w.apppass(a, &["log", "--json"]).status.success());
+    let any = |user, id: i64| w.apppass(user, &["networks", &id.to_string(), "--any"]);
+    assert!(any(a, alice_id).status.success());
 
     // Anyone else's: refused (4) or, for an id, as if it did not exist (3).
     assert_eq!(w.add(a, &["--user", bob]), Err(4));
@@ -242,6 +244,7 @@ fn people_manage_their_own_app_passwords_and_nobody_elses() {
     assert_eq!(code(&w.apppass(a, &["unlock", "--user", bob])), 4);
     assert_eq!(code(&w.apppass(a, &["revoke", "--all", "--user", bob])), 4);
     assert_eq!(code(&w.apppass(a, &["revoke", &bob_id.to_string()])), 3);
+    assert_eq!(code(&any(a, bob_id)), 3);
     assert_eq!(code(&w.apppass(a, &["backup", "/tmp/never"])), 4);
     // bob's password is untouched.
     let all = ids(&w.apppass(None, &["list", "--all", "--json"]));
@@ -251,6 +254,7 @@ fn people_manage_their_own_app_passwords_and_nobody_elses() {
     let ad = Some(admin.as_str());
     assert_eq!(ids(&w.apppass(ad, &["list", "--all", "--json"])).len(), 2);
     assert!(w.add(ad, &["--user", alice]).is_ok());
+    assert!(any(ad, bob_id).status.success());
     let backup = w.dir.path().join("admin-backup.db");
     assert_eq!(
         code(&w.apppass(ad, &["backup", backup.to_str().unwrap()])),

@@ -44,6 +44,7 @@ fn add(d: &Daemon, user: &str, service: &str) -> (i64, String) {
             service: service.into(),
             label: "test".into(),
             expires: None,
+            from: None,
         }))
         .unwrap()
     {

@@ -316,6 +316,7 @@ fn the_login_role_cannot_change_what_it_must_not() {
     for sql in [
         format!("UPDATE app_password SET hash = 'x' WHERE id = {id}"),
         format!("UPDATE app_password SET revoked = NULL WHERE id = {id}"),
+        format!("UPDATE app_password SET networks = '' WHERE id = {id}"),
         format!("UPDATE app_password SET expires = NULL, service = '*' WHERE id = {id}"),
         "INSERT INTO app_password (\"user\", service, selector, hash, created) VALUES ('m', '*', 'mmmmmm', 'x', 0)".to_string(),
         format!("DELETE FROM app_password WHERE id = {id}"),
@@ -377,7 +378,7 @@ fn migration_and_pruning_belong_to_the_administrators_role() {
     admin.daemon.stop();
     cluster.psql(
         &db,
-        "DROP TABLE event, throttle; ALTER TABLE app_password DROP COLUMN owner_uid; \
+        "DROP TABLE event, throttle; ALTER TABLE app_password DROP COLUMN owner_uid, DROP COLUMN networks; \
          UPDATE apppass_schema SET version = 1",
     );
     let s = front_end(&cluster, &db, "audit_max_rows = 3\n");

@@ -707,7 +707,7 @@ fn secret() -> impl Strategy<Value = Vec<u8>> {
 
 /// Any request a client could build (shared: requests are not Clone, as proptest's
 /// values must be).
-fn request() -> impl Strategy<Value = Arc<Request>> {
+fn request() -> BoxedStrategy<Arc<Request>> {
     let any_request = prop_oneof![
         (
             bytes(40),
@@ -740,14 +740,17 @@ fn request() -> impl Strategy<Value = Arc<Request>> {
                 }
             ),
         Just(()).prop_map(|()| Request::Status),
-        (opt_text(), text(), text(), opt_text()).prop_map(|(user, service, label, expires)| {
-            Request::Add(AddRequest {
-                user,
-                service,
-                label,
-                expires,
-            })
-        }),
+        (opt_text(), text(), text(), opt_text(), opt_text()).prop_map(
+            |(user, service, label, expires, from)| {
+                Request::Add(AddRequest {
+                    user,
+                    service,
+                    label,
+                    expires,
+                    from,
+                })
+            }
+        ),
         (opt_text(), any::<bool>()).prop_map(|(user, all)| Request::List { user, all }),
         proptest::collection::vec(any::<i64>(), 0..10).prop_map(|ids| Request::Revoke { ids }),
         (opt_text(), opt_text()).prop_map(|(user, service)| Request::RevokeAll { user, service }),
@@ -758,11 +761,14 @@ fn request() -> impl Strategy<Value = Arc<Request>> {
         }),
         (opt_text(), opt_text()).prop_map(|(user, rhost)| Request::Unlock { user, rhost }),
         Just(()).prop_map(|()| Request::Backup),
+        (any::<i64>(), opt_text()).prop_map(|(id, from)| Request::SetNetworks { id, from }),
     ];
-    any_request.prop_map(Arc::new)
+    // Boxed: inline, its value trees (one per kind) outgrew a test thread's stack in a
+    // debug build where streams of several requests are built.
+    any_request.prop_map(Arc::new).boxed()
 }
 
-const REASONS: [Reason; 10] = [
+const REASONS: [Reason; 11] = [
     Reason::NotAppPassword,
     Reason::UnknownPassword,
     Reason::WrongPassword,
@@ -773,6 +779,7 @@ const REASONS: [Reason; 10] = [
     Reason::Throttled,
     Reason::BadHash,
     Reason::OwnerChanged,
+    Reason::Network,
 ];
 
 const ERROR_KINDS: [ErrorKind; 9] = [
@@ -838,13 +845,13 @@ fn password_info() -> impl Strategy<Value = PasswordInfo> {
     (
         (any::<i64>(), text(), text(), text(), any::<i64>()),
         (opt_i64(), opt_i64(), text(), opt_i64()),
-        (opt_text(), opt_text(), any::<i64>(), any::<bool>()),
+        (opt_text(), opt_text(), any::<i64>(), text(), any::<bool>()),
     )
         .prop_map(
             |(
                 (id, user, service, label, created),
                 (expires, revoked, status, last_used),
-                (last_service, last_rhost, use_count, expires_soon),
+                (last_service, last_rhost, use_count, networks, expires_soon),
             )| PasswordInfo {
                 id,
                 user,
@@ -858,6 +865,7 @@ fn password_info() -> impl Strategy<Value = PasswordInfo> {
                 last_service,
                 last_rhost,
                 use_count,
+                networks,
                 expires_soon,
             },
         )
@@ -899,11 +907,11 @@ fn response() -> impl Strategy<Value = Arc<Response>> {
         status().prop_map(|s| Response::Status(Box::new(s))),
         (
             (any::<i64>(), text(), text(), text()),
-            (any::<i64>(), opt_i64()),
+            (any::<i64>(), opt_i64(), text()),
             secret()
         )
             .prop_map(
-                |((id, user, service, label), (created, expires), password)| {
+                |((id, user, service, label), (created, expires, networks), password)| {
                     Response::Added(Box::new(Added {
                         id,
                         user,
@@ -911,6 +919,7 @@ fn response() -> impl Strategy<Value = Arc<Response>> {
                         label,
                         created,
                         expires,
+                        networks,
                         password: zeroize::Zeroizing::new(lossy(&password)),
                     }))
                 }
@@ -1264,6 +1273,7 @@ fn golden() -> Vec<(&'static str, &'static str, Vec<u8>)> {
                 service: "*".into(),
                 label: "Phone".into(),
                 expires: Some("90d".into()),
+                from: Some("192.0.2.0/24,2001:db8::/48".into()),
             }),
         ),
         (
@@ -1302,6 +1312,13 @@ fn golden() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             },
         ),
         ("backup", Request::Backup),
+        (
+            "networks",
+            Request::SetNetworks {
+                id: 3,
+                from: Some("198.51.100.0/24".into()),
+            },
+        ),
     ];
     let responses = [
         (
@@ -1360,6 +1377,7 @@ fn golden() -> Vec<(&'static str, &'static str, Vec<u8>)> {
                 label: "Thunderbird".into(),
                 created: 1_790_000_000,
                 expires: Some(1_797_776_000),
+                networks: "192.0.2.0/24,2001:db8::/48".into(),
                 password: zeroize::Zeroizing::new("k46p-wjpw-pvq5-txq2-c86r-4tuk-ckzh".into()),
             })),
         ),
@@ -1378,6 +1396,7 @@ fn golden() -> Vec<(&'static str, &'static str, Vec<u8>)> {
                 last_service: Some("imap".into()),
                 last_rhost: Some("203.0.113.9".into()),
                 use_count: 7,
+                networks: "203.0.113.0/24".into(),
                 expires_soon: false,
             }]),
         ),

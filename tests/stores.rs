@@ -71,6 +71,7 @@ fn row<'a>(user: &'a str, service: &'a str, selector: &'a str) -> NewRow<'a> {
         created: 100,
         expires: None,
         owner: Account::NoAccount,
+        networks: "",
     }
 }
 
@@ -274,6 +275,49 @@ fn login_lookup_reads_everything_at_once(db: &Db) {
     assert!(q("alice", Some("abcdef"), "198.51.100.7", 12).throttled);
     assert!(!q("alice", Some("zzzzzz"), "198.51.100.7", 12).throttled);
     assert!(!q("alice", Some("abcdef"), "198.51.100.7", 111).throttled);
+}
+
+/// Each row keeps its networks through the login's lookup, find_by_selector, list and
+/// find; only its owner (or anyone, for admins) changes them.
+fn networks_are_kept_and_changed(db: &Db) {
+    let s = db.init();
+    let a = s
+        .create(&NewRow {
+            networks: "192.0.2.0/24,2001:db8::/48",
+            ..row("alice", "imap", "aaaaaa")
+        })
+        .unwrap();
+    let b = s.create(&row("bob", "imap", "bbbbbb")).unwrap();
+    let looked = s
+        .lookup(&LookupQuery {
+            user: "alice",
+            selector: Some("aaaaaa"),
+            rhost: "192.0.2.1",
+            now: 101,
+        })
+        .unwrap();
+    assert_eq!(
+        looked.credential.unwrap().networks,
+        "192.0.2.0/24,2001:db8::/48"
+    );
+    assert_eq!(s.find_by_selector("bbbbbb").unwrap().unwrap().networks, "");
+    assert_eq!(
+        s.list(Owner::User("alice")).unwrap()[0].networks,
+        "192.0.2.0/24,2001:db8::/48"
+    );
+    // Another user's row is as if it did not exist, to find and to change.
+    assert!(s.find(b, Owner::User("alice")).unwrap().is_none());
+    assert!(
+        !s.set_networks(b, Owner::User("alice"), "10.0.0.0/8")
+            .unwrap()
+    );
+    assert!(!s.set_networks(999, Owner::Anyone, "10.0.0.0/8").unwrap());
+    assert_eq!(s.find(b, Owner::Anyone).unwrap().unwrap().networks, "");
+    assert!(s.set_networks(a, Owner::User("alice"), "").unwrap());
+    assert!(s.set_networks(b, Owner::Anyone, "10.0.0.0/8").unwrap());
+    let found = s.find(b, Owner::User("bob")).unwrap().unwrap();
+    assert_eq!((found.id, found.networks.as_str()), (b, "10.0.0.0/8"));
+    assert_eq!(s.find(a, Owner::Anyone).unwrap().unwrap().networks, "");
 }
 
 fn revoke_respects_the_owner(db: &Db) {
@@ -679,6 +723,10 @@ const CASES: &[(&str, Case)] = &[
         inactive_rows_are_bounded_per_user,
     ),
     ("owners_are_kept_and_adopted", owners_are_kept_and_adopted),
+    (
+        "networks_are_kept_and_changed",
+        networks_are_kept_and_changed,
+    ),
 ];
 
 #[test]
@@ -972,7 +1020,7 @@ fn postgresql_roles() {
     drop((admin, login));
     cluster.psql(
         &name,
-        "DROP TABLE event, throttle; ALTER TABLE app_password DROP COLUMN owner_uid; \
+        "DROP TABLE event, throttle; ALTER TABLE app_password DROP COLUMN owner_uid, DROP COLUMN networks; \
          UPDATE apppass_schema SET version = 1",
     );
     let e = daemon(&login_uri).err().unwrap().to_string();

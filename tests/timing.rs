@@ -1,6 +1,6 @@
-//! Timing: an unknown user, an unknown selector, a wrong secret, a revoked password and
-//! the right password of a row whose user name now belongs to another account cost
-//! apppassd the same work, so the time of an answer tells an attacker nothing about
+//! Timing: an unknown user, an unknown selector, a wrong secret, a revoked password, the
+//! right password of a row whose user name now belongs to another account and the right
+//! password from outside its source networks cost apppassd the same work, so the time of an answer tells an attacker nothing about
 //! which of them it was.
 //!
 //! How: apppassd runs under valgrind's callgrind, which counts the instructions executed
@@ -14,7 +14,7 @@
 //! (the kernel's share, the socket's round trip, which every path pays alike) and the
 //! time itself are measured by the benchmark (README, "Benchmark").
 //!
-//! The tolerance: the five within 2% of each other (largest / smallest <= 1.02). Each is
+//! The tolerance: the six within 2% of each other (largest / smallest <= 1.02). Each is
 //! one argon2id verification at the default cost (about 115 million instructions) plus a
 //! few SQL statements and, for users who have app passwords, the audit record (about a
 //! hundred thousand at most): the paths differ by well under 1% by construction.
@@ -23,11 +23,11 @@
 //! verification skipped on every path alike) is shown in the same run by two controls
 //! that must come out different:
 //! - a throttled attempt, refused before any hashing (must be below 1/1.02 of the
-//!   smallest of the five; it is a hundredth of it);
+//!   smallest of the six; it is a hundredth of it);
 //! - a wrong secret for a row hashed with three passes instead of two, a path that does
-//!   half as much argon2 work again (must be above 1.02 x the largest of the five).
+//!   half as much argon2 work again (must be above 1.02 x the largest of the six).
 //!
-//! Throttling is on at one guess (`throttle_failures = 1`): each of the five comes from a
+//! Throttling is on at one guess (`throttle_failures = 1`): each of the six comes from a
 //! host of its own, so none of them is throttled, and the throttled control comes from a
 //! host that has already guessed once. One worker, so that every login is handled by the
 //! same store connection and argon2 memory, warmed up before anything is counted.
@@ -174,6 +174,7 @@ fn failures_do_the_same_work() {
     s.daemon = measured_daemon(&mut s, &out);
     // Made by the CLI, at the default cost, as in production.
     let active = s.add("alice", "imap", &[]);
+    let fenced = s.add("alice", "imap", &["--from", "10.0.0.0/8"]);
     let revoked = s.add("alice", "imap", &[]);
     assert!(
         s.apppass(&["revoke", &revoked.id.to_string()])
@@ -279,6 +280,13 @@ fn failures_do_the_same_work() {
             "192.0.2.7",
             Code::AUTH_ERR,
         ),
+        kind(
+            "wrong network",
+            "alice",
+            &fenced.password,
+            "192.0.2.8",
+            Code::AUTH_ERR,
+        ),
         // The controls.
         kind(
             "throttled (control)",
@@ -325,18 +333,18 @@ fn failures_do_the_same_work() {
         counts[0].0,
         (again as f64 / first - 1.0) * 100.0
     );
-    let five: Vec<f64> = counts[..5].iter().map(|(_, n)| *n as f64).collect();
-    let fewest = five.iter().copied().fold(f64::INFINITY, f64::min);
-    let most = five.iter().copied().fold(0.0, f64::max);
+    let six: Vec<f64> = counts[..6].iter().map(|(_, n)| *n as f64).collect();
+    let fewest = six.iter().copied().fold(f64::INFINITY, f64::min);
+    let most = six.iter().copied().fold(0.0, f64::max);
     println!(
-        "largest / smallest of the five: {:.4} (tolerance {TOLERANCE})",
+        "largest / smallest of the six: {:.4} (tolerance {TOLERANCE})",
         most / fewest
     );
     assert!(
         fewest > 1e6,
         "callgrind counted (almost) nothing inside {HANDLE}: was it renamed? {counts:?}"
     );
-    let (throttled, heavy) = (counts[5].1 as f64, counts[6].1 as f64);
+    let (throttled, heavy) = (counts[6].1 as f64, counts[7].1 as f64);
     assert!(
         throttled * TOLERANCE < fewest,
         "the control that skips hashing was not told apart: {counts:?}"
@@ -347,7 +355,7 @@ fn failures_do_the_same_work() {
     );
     assert!(
         most <= fewest * TOLERANCE,
-        "the five failures do not do the same work: {counts:?}"
+        "the six failures do not do the same work: {counts:?}"
     );
     assert!(
         (again as f64 - first).abs() <= first * (TOLERANCE - 1.0),

@@ -128,6 +128,7 @@ fn real_rows(store: &dyn Store, real: &RealRows) -> People {
                 created: 1,
                 expires: None,
                 owner: Account::NoAccount,
+                networks: "",
             })
             .unwrap();
         let known = Known {

@@ -11,13 +11,13 @@
 -- takes additions, revocations and unlocks, and trims the audit log.
 --
 -- A login reads app_password (each row's owner_uid included: it compares it with the
--- uid the user has now) and apppass_schema, writes a password's usage columns, adds
+-- uid the user has now; and its networks, to match PAM_RHOST against) and apppass_schema, writes a password's usage columns, adds
 -- audit events and keeps the throttle table (counts, clears, and deletes the rows
 -- beyond throttle_max_rows and, in apppassd's hourly maintenance, the expired ones).
 -- Schema version 3 altered the throttle table rather than making it anew, so these
 -- grants survive that upgrade.
 --
--- It cannot create, revoke, re-hash or re-own an app password, read, change or delete
+-- It cannot create, revoke, re-hash, re-own or re-scope (networks) an app password, read, change or delete
 -- the audit log, nor change the schema: a front end's apppassd that is asked to answers
 -- "permission denied".
 

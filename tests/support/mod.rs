@@ -63,6 +63,7 @@ pub fn insert_owned_row(
             created: 0,
             expires: None,
             owner,
+            networks: "",
         })
         .unwrap();
     (id, pw.display().to_string())

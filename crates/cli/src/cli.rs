@@ -66,6 +66,8 @@ enum Command {
     List(ListArgs),
     /// Revoke app passwords by id, or all of a user's
     Revoke(RevokeArgs),
+    /// Change the networks an app password may be used from
+    Networks(NetworksArgs),
     /// Show recent logins and failures
     Log(LogArgs),
     /// Lift throttling after too many wrong guesses
@@ -95,12 +97,30 @@ struct AddArgs {
     /// [default: the configuration's default_lifetime, else never]
     #[arg(long, value_name = "DURATION|DATE")]
     expires: Option<String>,
+    /// Only from these remote addresses: IPv4 and IPv6 networks or addresses, separated
+    /// by commas (192.0.2.0/24,2001:db8::/48) [default: from anywhere]
+    #[arg(long, value_name = "LIST")]
+    from: Option<String>,
     /// Print one JSON object instead of text
     #[arg(long, conflicts_with = "qr")]
     json: bool,
     /// Also show the password as a QR code, for a phone's camera
     #[arg(long)]
     qr: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(group = clap::ArgGroup::new("where").required(true).args(["from", "any"]))]
+struct NetworksArgs {
+    /// The app password's id (from apppass list)
+    #[arg(value_name = "ID")]
+    id: i64,
+    /// Only from these remote addresses: networks or addresses, separated by commas
+    #[arg(long, value_name = "LIST")]
+    from: Option<String>,
+    /// From anywhere again
+    #[arg(long)]
+    any: bool,
 }
 
 #[derive(Args, Debug)]
@@ -313,6 +333,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Add(a) => add(&mut s, a, &mut out),
         Command::List(a) => list(&mut s, a, &mut out),
         Command::Revoke(a) => revoke(&mut s, a, &mut out),
+        Command::Networks(a) => networks(&mut s, a, &mut out),
         Command::Log(a) => log(&mut s, a, &mut out),
         Command::Expiring(a) => expiring(&mut s, a, &mut out),
         Command::Unlock(a) => unlock(&mut s, a, &mut out),
@@ -339,6 +360,7 @@ fn add(s: &mut Session, a: AddArgs, out: &mut impl Write) -> Result<(), CliError
         service: a.service,
         label: a.label,
         expires: a.expires,
+        from: a.from,
     }))?;
     let Response::Added(added) = r else {
         return Err(unexpected(&r));
@@ -350,6 +372,7 @@ fn add(s: &mut Session, a: AddArgs, out: &mut impl Write) -> Result<(), CliError
         label,
         created,
         expires,
+        networks,
         password,
     } = *added;
     let expires_text = expires.map(time::format_iso8601);
@@ -368,6 +391,7 @@ fn add(s: &mut Session, a: AddArgs, out: &mut impl Write) -> Result<(), CliError
             "label": label,
             "created": time::format_iso8601(created),
             "expires": expires_text,
+            "networks": networks_json(&networks),
         })
         .to_string();
         let Some(head) = head.strip_suffix('}') else {
@@ -403,8 +427,14 @@ fn add(s: &mut Session, a: AddArgs, out: &mut impl Write) -> Result<(), CliError
             "\n\nEnter it in the application instead of your account password, with user name {user}.\n\
              Spaces and dashes are optional, and capitals are fine.\n\
              It is shown only this once. Lost it? Revoke it (apppass revoke {id}) and add another.\n\
-             Expires: {}\n",
+             Expires: {}\n\
+             From: {}\n",
             expires_text.as_deref().unwrap_or("never"),
+            if networks.is_empty() {
+                "anywhere".to_string()
+            } else {
+                for_terminal(&networks).into_owned()
+            },
         );
         let qr = if a.qr {
             qr_code(&password)?
@@ -465,6 +495,30 @@ fn list(s: &mut Session, a: ListArgs, out: &mut impl Write) -> Result<(), CliErr
     print_table(&rows, out).map_err(io_err)
 }
 
+fn networks(s: &mut Session, a: NetworksArgs, out: &mut impl Write) -> Result<(), CliError> {
+    let r = s.call(&Request::SetNetworks {
+        id: a.id,
+        from: a.from,
+    })?;
+    let Response::Passwords(rows) = r else {
+        return Err(unexpected(&r));
+    };
+    let Some(row) = rows.first() else {
+        return Err(unexpected(&Response::Passwords(rows)));
+    };
+    let text = if row.networks.is_empty() {
+        "from anywhere".to_string()
+    } else {
+        format!("only from {}", for_terminal(&row.networks))
+    };
+    writeln!(out, "App password {} may now be used {text}.", row.id).map_err(io_err)
+}
+
+/// Source networks as JSON: an array of canonical networks; empty: from anywhere.
+fn networks_json(networks: &str) -> Vec<&str> {
+    networks.split(',').filter(|n| !n.is_empty()).collect()
+}
+
 fn listing_json(r: &PasswordInfo) -> serde_json::Value {
     json!({
         "id": r.id,
@@ -481,6 +535,7 @@ fn listing_json(r: &PasswordInfo) -> serde_json::Value {
         "use_count": r.use_count,
         "never_used": r.last_used.is_none(),
         "expires_soon": r.expires_soon,
+        "networks": networks_json(&r.networks),
     })
 }
 
@@ -610,8 +665,9 @@ fn print_table(rows: &[PasswordInfo], out: &mut impl Write) -> io::Result<()> {
         "FROM",
         "VIA",
         "USES",
+        "NETWORKS",
     ];
-    let table: Vec<[String; 11]> = rows
+    let table: Vec<[String; 12]> = rows
         .iter()
         .map(|r| {
             [
@@ -637,6 +693,11 @@ fn print_table(rows: &[PasswordInfo], out: &mut impl Write) -> io::Result<()> {
                 dash(&r.last_rhost),
                 dash(&r.last_service),
                 r.use_count.to_string(),
+                if r.networks.is_empty() {
+                    "any".into()
+                } else {
+                    r.networks.clone()
+                },
             ]
         })
         .collect();

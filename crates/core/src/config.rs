@@ -44,6 +44,8 @@ pub struct Config {
     /// Service groups (`group NAME = SERVICE ...`): a password scoped to one opens each
     /// service in it.
     pub groups: Groups,
+    /// Services whose app passwords must name source networks (`--from`); empty: none.
+    pub require_from: Vec<String>,
     /// Most active app passwords per user.
     pub max_passwords: Option<u32>,
     /// Lifetime of a new app password when `--expires` is not given.
@@ -104,6 +106,7 @@ impl Default for Config {
             groups: policy::default_groups(),
             max_passwords: Some(DEFAULT_MAX_PASSWORDS),
             default_lifetime: Some(DEFAULT_LIFETIME),
+            require_from: Vec::new(),
             max_lifetime: None,
             idle_expiry: None,
             expiry_warning: Some(EXPIRY_WARNING),
@@ -244,6 +247,17 @@ impl Config {
                                 .into(),
                         ));
                     }
+                }
+                "require_from" => {
+                    config.require_from = value
+                        .split([' ', ',', '\t'])
+                        .filter(|s| !s.is_empty())
+                        .map(|s| {
+                            policy::check_service(s)
+                                .map(|()| s.to_string())
+                                .map_err(invalid)
+                        })
+                        .collect::<Result<_, _>>()?;
                 }
                 "max_passwords" => config.max_passwords = limit(number()?),
                 "default_lifetime" => {
@@ -757,5 +771,13 @@ default_lifetime = never
         let p = Path::new("/nonexistent/apppass.conf");
         assert_eq!(Config::load(p, false).unwrap().config, Config::default());
         assert!(Config::load(p, true).is_err());
+    }
+
+    #[test]
+    fn require_from() {
+        let l = parse("require_from = smtp sshd,imap\n").unwrap().config;
+        assert_eq!(l.require_from, ["smtp", "sshd", "imap"]);
+        assert!(parse("").unwrap().config.require_from.is_empty());
+        assert!(parse("require_from = sm/tp").is_err());
     }
 }

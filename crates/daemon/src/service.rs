@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use apppass_argon2::Hasher;
 use apppass_core::config::Config;
+use apppass_core::networks::Networks;
 use apppass_core::policy::{self, Account, Status};
 use apppass_core::secret::{self, Candidate, NewPassword};
 use apppass_core::store::{
@@ -398,6 +399,7 @@ impl Service {
             Request::Log { user, all, limit } => self.events(peer, user.as_deref(), all, limit),
             Request::Unlock { user, rhost } => self.unlock(peer, user.as_deref(), rhost.as_deref()),
             Request::Backup => return (self.backup(peer), None),
+            Request::SetNetworks { id, from } => self.set_networks(peer, id, from.as_deref(), now),
         };
         match result {
             Ok(r) | Err(r) => (r.into(), None),
@@ -600,6 +602,7 @@ impl Service {
                 matched,
                 owned,
                 service,
+                rhost,
                 &config,
                 now,
             ),
@@ -607,6 +610,14 @@ impl Service {
         if let (AuthAnswer::Denied { reason, .. }, Some(row)) = (&answer, &found.credential) {
             if *reason == Reason::OwnerChanged {
                 self.shared.log.warning(&owner_changed(row, holder));
+            }
+            if *reason == Reason::Network && Networks::from_column(&row.networks).is_err() {
+                self.shared.log.err(&format!(
+                    "app password id={} of {} has networks that cannot be read, refusing it: {}",
+                    row.id,
+                    field(&row.user),
+                    field(&row.networks)
+                ));
             }
         }
         // Best effort, after the verdict: a locked, read-only or full database must not
@@ -708,6 +719,7 @@ impl Service {
             may_choose(&config, &a.service)?;
         }
         let expires = expiry(&config, a.expires.as_deref(), now)?;
+        let networks = networks(&config, &a.service, a.from.as_deref())?.to_string();
         // The password is the account's that has the name now, not the name's: logins
         // check that the name still belongs to it.
         let owner = Account::of(peer::user_uid(&user));
@@ -728,6 +740,7 @@ impl Service {
                 created: now,
                 expires,
                 owner,
+                networks: &networks,
             };
             let store = self.usable_store()?;
             let created = match config.max_passwords {
@@ -752,13 +765,14 @@ impl Service {
             peer,
             &me,
             &format!(
-                "app password added: id={id} user={} service={} owner_uid={}",
+                "app password added: id={id} user={} service={} owner_uid={} from={}",
                 field(&user),
                 field(&a.service),
                 match owner {
                     Account::Uid(uid) => uid.to_string(),
                     _ => "none".to_string(),
-                }
+                },
+                field(if networks.is_empty() { "*" } else { &networks })
             ),
         );
         Ok(Response::Added(Box::new(Added {
@@ -768,6 +782,7 @@ impl Service {
             label: a.label,
             created: now,
             expires,
+            networks,
             password: password.display(),
         })))
     }
@@ -840,6 +855,55 @@ impl Service {
             ));
         }
         Ok(Response::Revoked(out))
+    }
+
+    /// Changes an app password's source networks: its owner, or an admin.
+    fn set_networks(
+        &mut self,
+        peer: &Peer,
+        id: i64,
+        from: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Response, Response> {
+        let (me, _) = self.target(peer, None)?;
+        let owner = if peer.admin {
+            Owner::Anyone
+        } else {
+            Owner::User(&me)
+        };
+        let not_found = || {
+            Response::error(
+                ErrorKind::NotFound,
+                format!("no app password with id {id} that you may change"),
+            )
+        };
+        let found = self.usable_store()?.find(id, owner);
+        let row = found
+            .map_err(|e| self.store_failure(e))?
+            .ok_or_else(not_found)?;
+        let config = self.shared.config.clone();
+        let networks = networks(&config, &row.service, from)?.to_string();
+        let changed = self.usable_store()?.set_networks(id, owner, &networks);
+        if !changed.map_err(|e| self.store_failure(e))? {
+            return Err(not_found());
+        }
+        self.audit(
+            peer,
+            &me,
+            &format!(
+                "app password networks changed: id={id} user={} from={}",
+                field(&row.user),
+                field(if networks.is_empty() { "*" } else { &networks })
+            ),
+        );
+        let holder = peer::user_uid(&row.user);
+        let row = Listing { networks, ..row };
+        Ok(Response::Passwords(vec![password_info(
+            &row,
+            &config,
+            now,
+            row.owner.holds(holder),
+        )]))
     }
 
     fn revoke_all(
@@ -1039,6 +1103,7 @@ fn judge(
     matched: bool,
     owned: bool,
     service: &str,
+    rhost: Option<&str>,
     config: &Config,
     now: Timestamp,
 ) -> AuthAnswer {
@@ -1073,6 +1138,10 @@ fn judge(
     }
     if !policy::scope_allows(&row.service, service, &config.groups) {
         return denied(Reason::WrongService);
+    }
+    // Networks that cannot be read (a damaged row) allow nothing.
+    if !Networks::from_column(&row.networks).is_ok_and(|n| n.allows(rhost)) {
+        return denied(Reason::Network);
     }
     AuthAnswer::Success {
         id: row.id,
@@ -1109,6 +1178,39 @@ fn may_choose(config: &Config, scope: &str) -> Result<(), Response> {
         )
     };
     Err(Response::error(ErrorKind::Denied, message))
+}
+
+/// The source networks an app password of `service` gets from `from` (`None`: anywhere),
+/// within the policy: `require_from` names the services that must have some (a password
+/// for a group holding one, or for every service, must too).
+fn networks(config: &Config, service: &str, from: Option<&str>) -> Result<Networks, Response> {
+    let networks = match from {
+        Some(text) => {
+            Networks::parse(text).map_err(|e| Response::error(ErrorKind::Usage, e.to_string()))?
+        }
+        None => Networks::default(),
+    };
+    // A scope that opens any listed service (a group holding it, `*`) must name networks.
+    let required = !config.require_from.is_empty()
+        && (service == policy::ANY_SERVICE
+            || config.require_from.iter().any(|s| {
+                s == policy::ANY_SERVICE || policy::scope_allows(service, s, &config.groups)
+            }));
+    if required && networks.is_any() {
+        return Err(Response::error(
+            ErrorKind::Denied,
+            format!(
+                "app passwords for {} must name the networks they may be used from (require_from in the configuration: {}): give --from ADDRESS/PREFIX,...",
+                if service == policy::ANY_SERVICE {
+                    "every service"
+                } else {
+                    service
+                },
+                config.require_from.join(" ")
+            ),
+        ));
+    }
+    Ok(networks)
 }
 
 /// When a new app password expires, within the configured lifetimes.
@@ -1162,6 +1264,7 @@ fn password_info(r: &Listing, config: &Config, now: Timestamp, owned: bool) -> P
         last_service: r.last_service.clone(),
         last_rhost: r.last_rhost.clone(),
         use_count: r.use_count,
+        networks: r.networks.clone(),
         expires_soon: status == Status::Active
             && r.expires
                 .zip(config.expiry_warning)

@@ -32,10 +32,13 @@ pub enum Reason {
     /// The right password, but the user name now belongs to another account than the
     /// one it was made for, or to none (deleted, and perhaps given to someone else).
     OwnerChanged,
+    /// The right password, from a remote host outside its source networks (or from no
+    /// literal address at all): a stolen password, so it counts as a guess.
+    Network,
 }
 
 impl Reason {
-    const ALL: [Reason; 10] = [
+    const ALL: [Reason; 11] = [
         Reason::NotAppPassword,
         Reason::UnknownPassword,
         Reason::WrongPassword,
@@ -46,14 +49,19 @@ impl Reason {
         Reason::Throttled,
         Reason::BadHash,
         Reason::OwnerChanged,
+        Reason::Network,
     ];
 
     /// Whether this failure could be someone guessing: only these count toward
     /// throttling. Input that is not an app password cannot succeed whatever it is, and
     /// expired, revoked, out-of-scope or orphaned passwords were right (a stale device,
-    /// or the name's new account: not a guesser).
+    /// or the name's new account: not a guesser). A right password from outside its
+    /// networks is someone else's use of it: a guess.
     pub fn is_guess(self) -> bool {
-        matches!(self, Reason::WrongPassword | Reason::UnknownPassword)
+        matches!(
+            self,
+            Reason::WrongPassword | Reason::UnknownPassword | Reason::Network
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -68,6 +76,7 @@ impl Reason {
             Reason::Throttled => "throttled",
             Reason::BadHash => "bad_hash",
             Reason::OwnerChanged => "owner_changed",
+            Reason::Network => "network",
         }
     }
 
@@ -132,6 +141,9 @@ pub struct AddRequest {
     /// As the person wrote it: a duration (`90d`) or an ISO 8601 date (`None`: the
     /// configured default). apppassd reads it, so that "now" is the daemon's.
     pub expires: Option<String>,
+    /// Source networks as the person wrote them (`192.0.2.0/24,2001:db8::/48`; `None`:
+    /// from anywhere). apppassd reads them, so that every client gets the same rules.
+    pub from: Option<String>,
 }
 
 /// What a client may ask.
@@ -168,6 +180,12 @@ pub enum Request {
     },
     /// An online copy of the whole store (root only), in chunks.
     Backup,
+    /// Change the source networks of app password `id` (`None`: from anywhere); the
+    /// answer lists it as it is now.
+    SetNetworks {
+        id: i64,
+        from: Option<String>,
+    },
 }
 
 mod kind {
@@ -180,6 +198,7 @@ mod kind {
     pub const LOG: u8 = 7;
     pub const UNLOCK: u8 = 8;
     pub const BACKUP: u8 = 9;
+    pub const SET_NETWORKS: u8 = 10;
 
     pub const AUTH: u8 = 64;
     pub const ERROR: u8 = 65;
@@ -206,6 +225,7 @@ impl Request {
             Request::Log { .. } => "log",
             Request::Unlock { .. } => "unlock",
             Request::Backup => "backup",
+            Request::SetNetworks { .. } => "networks",
         }
     }
 
@@ -231,7 +251,8 @@ impl Request {
                 e.opt_str(a.user.as_deref())
                     .str(&a.service)
                     .str(&a.label)
-                    .opt_str(a.expires.as_deref());
+                    .opt_str(a.expires.as_deref())
+                    .opt_str(a.from.as_deref());
             }
             Request::List { user, all } => {
                 e = Encoder::new(kind::LIST);
@@ -257,6 +278,10 @@ impl Request {
                 e.opt_str(user.as_deref()).opt_str(rhost.as_deref());
             }
             Request::Backup => e = Encoder::new(kind::BACKUP),
+            Request::SetNetworks { id, from } => {
+                e = Encoder::new(kind::SET_NETWORKS);
+                e.i64(*id).opt_str(from.as_deref());
+            }
         }
         e.finish()
     }
@@ -284,6 +309,7 @@ impl Request {
                 service: d.string()?,
                 label: d.string()?,
                 expires: d.opt_string()?,
+                from: d.opt_string()?,
             }),
             kind::LIST => Request::List {
                 user: d.opt_string()?,
@@ -311,6 +337,10 @@ impl Request {
                 rhost: d.opt_string()?,
             },
             kind::BACKUP => Request::Backup,
+            kind::SET_NETWORKS => Request::SetNetworks {
+                id: d.i64()?,
+                from: d.opt_string()?,
+            },
             _ => return Err(WireError::Malformed("unknown request")),
         };
         d.finish()?;
@@ -449,6 +479,8 @@ pub struct PasswordInfo {
     pub last_service: Option<String>,
     pub last_rhost: Option<String>,
     pub use_count: i64,
+    /// Source networks, canonical (`192.0.2.0/24,2001:db8::/48`); `""`: from anywhere.
+    pub networks: String,
     /// Active, and expires within the daemon's `expiry_warning`: its owner should
     /// replace it soon.
     pub expires_soon: bool,
@@ -476,6 +508,8 @@ pub struct Added {
     pub label: String,
     pub created: i64,
     pub expires: Option<i64>,
+    /// Source networks as stored (canonical; `""`: from anywhere).
+    pub networks: String,
     /// As people read it: `abcd-efgh-...`. Wiped when dropped.
     pub password: Zeroizing<String>,
 }
@@ -486,6 +520,7 @@ impl fmt::Debug for Added {
             .field("id", &self.id)
             .field("user", &self.user)
             .field("service", &self.service)
+            .field("networks", &self.networks)
             .finish_non_exhaustive()
     }
 }
@@ -581,6 +616,7 @@ impl Response {
                     .str(&a.label)
                     .i64(a.created)
                     .opt_i64(a.expires)
+                    .str(&a.networks)
                     .str(&a.password);
             }
             Response::Passwords(list) => {
@@ -599,6 +635,7 @@ impl Response {
                         .opt_str(p.last_service.as_deref())
                         .opt_str(p.last_rhost.as_deref())
                         .i64(p.use_count)
+                        .str(&p.networks)
                         .bool(p.expires_soon);
                 }
             }
@@ -695,6 +732,7 @@ impl Response {
                 label: d.string()?,
                 created: d.i64()?,
                 expires: d.opt_i64()?,
+                networks: d.string()?,
                 password: Zeroizing::new(d.string()?),
             })),
             kind::PASSWORDS => {
@@ -714,6 +752,7 @@ impl Response {
                         last_service: d.opt_string()?,
                         last_rhost: d.opt_string()?,
                         use_count: d.i64()?,
+                        networks: d.string()?,
                         expires_soon: d.bool()?,
                     });
                 }
@@ -801,7 +840,9 @@ mod tests {
                 service: "*".into(),
                 label: "Phone".into(),
                 expires: Some("90d".into()),
+                from: Some("192.0.2.0/24".into()),
             }),
+            Request::SetNetworks { id: 4, from: None },
             Request::List {
                 user: Some("bob".into()),
                 all: false,
@@ -872,6 +913,7 @@ mod tests {
                 last_service: None,
                 last_rhost: Some("::1".into()),
                 use_count: 0,
+                networks: "2001:db8::/48".into(),
                 expires_soon: false,
             }]),
             Response::Revoked(vec![(1, RevokeOutcome::Now), (2, RevokeOutcome::NotFound)]),
@@ -898,12 +940,14 @@ mod tests {
             label: "l".into(),
             created: 1,
             expires: Some(2),
+            networks: "192.0.2.0/24".into(),
             password: Zeroizing::new("abcd-efgh".into()),
         }));
         let Response::Added(back) = Response::decode(&added.encode()).unwrap() else {
             panic!()
         };
         assert_eq!(back.password.as_str(), "abcd-efgh");
+        assert_eq!(back.networks, "192.0.2.0/24");
         assert!(!format!("{back:?}").contains("abcd"));
     }
 

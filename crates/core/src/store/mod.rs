@@ -126,6 +126,9 @@ pub struct Credential {
     pub dates: Dates,
     /// The account it was made for.
     pub owner: Account,
+    /// Its source networks, as stored ([`crate::networks::Networks`]'s text; `""`:
+    /// anywhere).
+    pub networks: String,
 }
 
 impl fmt::Debug for Credential {
@@ -137,6 +140,7 @@ impl fmt::Debug for Credential {
             .field("label", &self.label)
             .field("dates", &self.dates)
             .field("owner", &self.owner)
+            .field("networks", &self.networks)
             .finish_non_exhaustive()
     }
 }
@@ -153,6 +157,8 @@ pub struct NewRow<'a> {
     pub expires: Option<Timestamp>,
     /// The account that has `user`'s name now (apppassd asks NSS).
     pub owner: Account,
+    /// Canonical source networks (`""`: anywhere).
+    pub networks: &'a str,
 }
 
 /// The question a login asks the store before hashing.
@@ -189,6 +195,8 @@ pub struct Listing {
     pub last_rhost: Option<String>,
     pub use_count: i64,
     pub owner: Account,
+    /// Canonical source networks (`""`: anywhere).
+    pub networks: String,
 }
 
 impl Listing {
@@ -429,6 +437,11 @@ pub trait Store {
     fn create_limited(&self, row: &NewRow<'_>, max: usize) -> Result<i64, StoreError>;
     /// App passwords of `owner`, by user then id.
     fn list(&self, owner: Owner<'_>) -> Result<Vec<Listing>, StoreError>;
+    /// The app password `id`, if `owner` may see it.
+    fn find(&self, id: i64, owner: Owner<'_>) -> Result<Option<Listing>, StoreError>;
+    /// Sets the source networks (canonical text, `""`: anywhere) of app password `id`
+    /// of `owner`; `false`: no such password that `owner` may see.
+    fn set_networks(&self, id: i64, owner: Owner<'_>, networks: &str) -> Result<bool, StoreError>;
     /// How many of `user`'s app passwords are neither revoked nor expired at `now`.
     fn count_active(&self, user: &str, now: Timestamp) -> Result<usize, StoreError>;
     /// The newest `limit` audit events of `owner`, newest first.

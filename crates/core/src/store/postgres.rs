@@ -49,6 +49,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../../../../sql/postgres/0004_owner_uid.sql"),
     ),
+    (
+        5,
+        include_str!("../../../../sql/postgres/0005_networks.sql"),
+    ),
 ];
 
 /// The schema version this build reads and writes (the same as SQLite's).
@@ -82,7 +86,7 @@ const PRUNE_BATCHES: usize = 10;
 const NO_PASSFILE: &str = "/dev/null/apppass-no-passfile";
 
 /// A `SELECT` list in the order of [`listing`].
-const LISTING_COLUMNS: &str = r#"id, "user", service, label, created, expires, revoked, last_used, last_service, last_rhost, use_count, owner_uid"#;
+const LISTING_COLUMNS: &str = r#"id, "user", service, label, created, expires, revoked, last_used, last_service, last_rhost, use_count, owner_uid, networks"#;
 
 /// An audit event: $1 time, $2 user, $3 service, $4 rhost, $5 password id, $6 outcome,
 /// $7 reason.
@@ -116,7 +120,7 @@ pub const LOGIN_STATEMENTS: &[(&str, &str)] = &[
                   (SELECT locked_until FROM throttle
                     WHERE "user" = $1::text AND rhost = $3::text
                       AND password_id = coalesce(p.id, 0)),
-                  p.owner_uid
+                  p.owner_uid, p.networks
              FROM (SELECT 1) AS one
              LEFT JOIN app_password AS p ON p.selector = $2::text AND p."user" = $1::text"#,
     ),
@@ -279,7 +283,7 @@ fn texts(params: &[P<'_>]) -> Vec<Option<String>> {
 }
 
 /// A credential from columns 0 to 8: id, user, service, label, hash, created, expires,
-/// revoked, last_used; and its owner_uid from column `owner`.
+/// revoked, last_used; its owner_uid from column `owner` and its networks from the next.
 fn credential(r: &[Option<String>], owner: usize) -> Result<Credential, StoreError> {
     Ok(Credential {
         id: int(&r[0])?,
@@ -294,6 +298,7 @@ fn credential(r: &[Option<String>], owner: usize) -> Result<Credential, StoreErr
             last_used: opt_int(&r[8])?,
         },
         owner: Account::from_column(opt_int(&r[owner])?),
+        networks: text(&r[owner + 1])?,
     })
 }
 
@@ -331,6 +336,7 @@ fn listing(r: &[Option<String>]) -> Result<Listing, StoreError> {
         last_rhost: r[9].clone(),
         use_count: int(&r[10])?,
         owner: Account::from_column(opt_int(&r[11])?),
+        networks: text(&r[12])?,
     })
 }
 
@@ -825,7 +831,7 @@ impl Store for PgStore {
     fn find_by_selector(&self, selector: &str) -> Result<Option<Credential>, StoreError> {
         let row = self.one_row(
             r#"SELECT id, "user", service, label, hash, created, expires, revoked, last_used,
-                      owner_uid
+                      owner_uid, networks
                  FROM app_password WHERE selector = $1::text"#,
             params![selector],
         )?;
@@ -909,9 +915,10 @@ impl Store for PgStore {
     fn create(&self, row: &NewRow<'_>) -> Result<i64, StoreError> {
         let result = self.query_raw(
             r#"INSERT INTO app_password
-                      ("user", service, label, selector, hash, created, expires, owner_uid)
+                      ("user", service, label, selector, hash, created, expires, owner_uid,
+                       networks)
                VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, $6::bigint, $7::bigint,
-                       $8::bigint)
+                       $8::bigint, $9::text)
                RETURNING id"#,
             params![
                 row.user,
@@ -921,7 +928,8 @@ impl Store for PgStore {
                 row.hash,
                 row.created,
                 row.expires,
-                row.owner.to_column()
+                row.owner.to_column(),
+                row.networks
             ],
         );
         let id = match result {
@@ -974,6 +982,34 @@ impl Store for PgStore {
             )?,
         };
         rows.rows.iter().map(Vec::as_slice).map(listing).collect()
+    }
+
+    fn find(&self, id: i64, owner: Owner<'_>) -> Result<Option<Listing>, StoreError> {
+        let user = match owner {
+            Owner::Anyone => None,
+            Owner::User(u) => Some(u),
+        };
+        let row = self.one_row(
+            &format!(
+                r#"SELECT {LISTING_COLUMNS} FROM app_password
+                    WHERE id = $1::bigint AND ($2::text IS NULL OR "user" = $2::text)"#
+            ),
+            params![id, user],
+        )?;
+        row.map(|r| listing(&r)).transpose()
+    }
+
+    fn set_networks(&self, id: i64, owner: Owner<'_>, networks: &str) -> Result<bool, StoreError> {
+        let user = match owner {
+            Owner::Anyone => None,
+            Owner::User(u) => Some(u),
+        };
+        let rows = self.query(
+            r#"UPDATE app_password SET networks = $3::text
+                WHERE id = $1::bigint AND ($2::text IS NULL OR "user" = $2::text)"#,
+            params![id, user, networks],
+        )?;
+        Ok(rows.affected > 0)
     }
 
     fn count_active(&self, user: &str, now: Timestamp) -> Result<usize, StoreError> {

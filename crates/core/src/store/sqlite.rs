@@ -34,6 +34,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../../../sql/sqlite/0003_throttle_selector.sql"),
     ),
     (4, include_str!("../../../../sql/sqlite/0004_owner_uid.sql")),
+    (5, include_str!("../../../../sql/sqlite/0005_networks.sql")),
 ];
 
 /// The schema version this build reads and writes.
@@ -466,11 +467,12 @@ fn listing(row: &rusqlite::Row<'_>) -> rusqlite::Result<Listing> {
         last_rhost: row.get(9)?,
         use_count: row.get(10)?,
         owner: Account::from_column(row.get(11)?),
+        networks: row.get(12)?,
     })
 }
 
 /// A credential from columns 0 to 8: id, user, service, label, hash, created, expires,
-/// revoked, last_used; and its owner_uid from column `owner`.
+/// revoked, last_used; its owner_uid from column `owner` and its networks from the next.
 fn credential(r: &rusqlite::Row<'_>, owner: usize) -> rusqlite::Result<Credential> {
     Ok(Credential {
         id: r.get(0)?,
@@ -485,6 +487,7 @@ fn credential(r: &rusqlite::Row<'_>, owner: usize) -> rusqlite::Result<Credentia
             last_used: r.get(8)?,
         },
         owner: Account::from_column(r.get(owner)?),
+        networks: r.get(owner + 1)?,
     })
 }
 
@@ -507,7 +510,8 @@ fn event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
 pub const PRUNE_EVERY: i64 = 256;
 
 const LISTING_COLUMNS: &str = "id, user, service, label, created, expires, revoked, \
-                               last_used, last_service, last_rhost, use_count, owner_uid";
+                               last_used, last_service, last_rhost, use_count, owner_uid, \
+                               networks";
 
 impl SqliteStore {
     /// The record itself: usage, audit event, throttle, in one transaction.
@@ -655,7 +659,7 @@ impl Store for SqliteStore {
                         EXISTS (SELECT 1 FROM app_password WHERE user = ?1),
                         (SELECT locked_until FROM throttle
                           WHERE user = ?1 AND rhost = ?3 AND password_id = coalesce(p.id, 0)),
-                        p.owner_uid
+                        p.owner_uid, p.networks
                    FROM (SELECT 1)
                    LEFT JOIN app_password AS p ON p.selector = ?2 AND p.user = ?1",
                 params![q.user, q.selector, policy::throttle_host(q.rhost)],
@@ -680,7 +684,7 @@ impl Store for SqliteStore {
         self.conn
             .query_row(
                 "SELECT id, user, service, label, hash, created, expires, revoked, last_used,
-                        owner_uid
+                        owner_uid, networks
                    FROM app_password WHERE selector = ?1",
                 [selector],
                 |r| credential(r, 9),
@@ -748,8 +752,9 @@ impl Store for SqliteStore {
     fn create(&self, row: &NewRow<'_>) -> Result<i64, StoreError> {
         let result = self.conn.execute(
             "INSERT INTO app_password
-                    (user, service, label, selector, hash, created, expires, owner_uid)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    (user, service, label, selector, hash, created, expires, owner_uid,
+                     networks)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 row.user,
                 row.service,
@@ -758,7 +763,8 @@ impl Store for SqliteStore {
                 row.hash,
                 row.created,
                 row.expires,
-                row.owner.to_column()
+                row.owner.to_column(),
+                row.networks
             ],
         );
         let id = match result {
@@ -812,6 +818,39 @@ impl Store for SqliteStore {
         }
         .map_err(db_err)?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+    }
+
+    fn find(&self, id: i64, owner: Owner<'_>) -> Result<Option<Listing>, StoreError> {
+        let user = match owner {
+            Owner::Anyone => None,
+            Owner::User(u) => Some(u),
+        };
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT {LISTING_COLUMNS} FROM app_password
+                      WHERE id = ?1 AND (?2 IS NULL OR user = ?2)"
+                ),
+                params![id, user],
+                listing,
+            )
+            .optional()
+            .map_err(db_err)
+    }
+
+    fn set_networks(&self, id: i64, owner: Owner<'_>, networks: &str) -> Result<bool, StoreError> {
+        let user = match owner {
+            Owner::Anyone => None,
+            Owner::User(u) => Some(u),
+        };
+        let n = self
+            .conn
+            .execute(
+                "UPDATE app_password SET networks = ?3 WHERE id = ?1 AND (?2 IS NULL OR user = ?2)",
+                params![id, user, networks],
+            )
+            .map_err(db_err)?;
+        Ok(n > 0)
     }
 
     fn count_active(&self, user: &str, now: Timestamp) -> Result<usize, StoreError> {
@@ -1047,6 +1086,7 @@ mod tests {
             created: 100,
             expires: None,
             owner: Account::NoAccount,
+            networks: "",
         }
     }
 
