@@ -758,6 +758,7 @@ fn request() -> impl Strategy<Value = Arc<Request>> {
         }),
         (opt_text(), opt_text()).prop_map(|(user, rhost)| Request::Unlock { user, rhost }),
         Just(()).prop_map(|()| Request::Backup),
+        text().prop_map(|user| Request::PasswordChanged { user }),
     ];
     any_request.prop_map(Arc::new)
 }
@@ -1301,6 +1302,12 @@ fn golden() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             },
         ),
         ("backup", Request::Backup),
+        (
+            "password-changed",
+            Request::PasswordChanged {
+                user: "alice".into(),
+            },
+        ),
     ];
     let responses = [
         (

@@ -168,6 +168,12 @@ pub enum Request {
     },
     /// An online copy of the whole store (root only), in chunks.
     Backup,
+    /// `user`'s account password has just been changed (the module's password hook,
+    /// after pam_unix set it): revoke every app password of theirs. Answered with
+    /// [`Response::Count`], 0 when `revoke_on_password_change` is off.
+    PasswordChanged {
+        user: String,
+    },
 }
 
 mod kind {
@@ -180,6 +186,7 @@ mod kind {
     pub const LOG: u8 = 7;
     pub const UNLOCK: u8 = 8;
     pub const BACKUP: u8 = 9;
+    pub const PASSWORD_CHANGED: u8 = 10;
 
     pub const AUTH: u8 = 64;
     pub const ERROR: u8 = 65;
@@ -206,6 +213,7 @@ impl Request {
             Request::Log { .. } => "log",
             Request::Unlock { .. } => "unlock",
             Request::Backup => "backup",
+            Request::PasswordChanged { .. } => "password-changed",
         }
     }
 
@@ -257,6 +265,10 @@ impl Request {
                 e.opt_str(user.as_deref()).opt_str(rhost.as_deref());
             }
             Request::Backup => e = Encoder::new(kind::BACKUP),
+            Request::PasswordChanged { user } => {
+                e = Encoder::new(kind::PASSWORD_CHANGED);
+                e.str(user);
+            }
         }
         e.finish()
     }
@@ -311,6 +323,7 @@ impl Request {
                 rhost: d.opt_string()?,
             },
             kind::BACKUP => Request::Backup,
+            kind::PASSWORD_CHANGED => Request::PasswordChanged { user: d.string()? },
             _ => return Err(WireError::Malformed("unknown request")),
         };
         d.finish()?;
@@ -818,6 +831,9 @@ mod tests {
                 rhost: None,
             },
             Request::Backup,
+            Request::PasswordChanged {
+                user: "alice".into(),
+            },
         ] {
             assert_eq!(format!("{:?}", round_trip_request(&r)), format!("{r:?}"));
         }
