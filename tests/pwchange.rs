@@ -8,6 +8,7 @@
 //! syslog; `revoke_on_password_change = no` keeps them.
 
 mod common;
+mod pg;
 mod support;
 
 use std::process::Command;
@@ -324,4 +325,97 @@ fn revoke_on_password_change_no_keeps_them() {
     s.reconfigure("");
     assert_eq!(change(&s, "passwd", &alice, &[&new, &new]), Code::SUCCESS);
     assert_eq!(password_change_events(&s, &alice), ids);
+}
+
+/// On PostgreSQL a front end's apppassd holds only the login role, which may not revoke
+/// app passwords: it revokes them through apppass_revoke_on_password_change() (schema
+/// 6, granted by roles.sql), and nothing else of the kind.
+#[test]
+fn a_front_end_on_postgresql_revokes_through_the_function() {
+    if !prerequisites() {
+        return;
+    }
+    let cluster = match pg::Cluster::start() {
+        Ok(c) => c,
+        Err(e) => {
+            require(false, &e);
+            return;
+        }
+    };
+    let _serial = serial();
+    let mut accounts = Accounts::default();
+    let db = cluster.create_database();
+    let admin = pg_host(&cluster, &cluster.uri(pg::ADMIN, &db));
+    cluster.grant_login_role(&db);
+    let front = pg_host(&cluster, &cluster.uri(pg::LOGIN, &db));
+    front.service("passwd", STACK);
+    let alice = accounts.create();
+    let bob = accounts.create();
+    let mut ids = vec![
+        admin.add(&alice, "imap", &[]).id,
+        admin.add(&alice, "*", &[]).id,
+    ];
+    ids.sort_unstable();
+    let bobs = admin.add(&bob, "imap", &[]).id;
+    // The login role may not revoke otherwise.
+    let out = front.apppass(&["revoke", "--all", "--user", &alice]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("permission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all_active(&admin, &alice));
+    let new = format!("New-{}", random_hex(8));
+    assert_eq!(
+        change(&front, "passwd", &alice, &[&new, &new]),
+        Code::SUCCESS
+    );
+    let st = statuses(&admin, &alice);
+    assert!(st.iter().all(|(_, s)| s == "revoked"), "{st:?}");
+    assert_eq!(statuses(&admin, &bob), [(bobs, "active".to_string())]);
+    assert_eq!(password_change_events(&admin, &alice), ids);
+    let lines = daemon_lines(
+        &front.daemon,
+        &[
+            "reason=password-change",
+            "count=2",
+            &format!("user={alice}"),
+        ],
+    );
+    assert_eq!(lines.len(), 1, "{}", front.daemon.log());
+}
+
+/// One host on the cluster: an apppassd connecting as `conninfo`'s role, with the
+/// module and a PAM service directory beside it.
+fn pg_host(cluster: &pg::Cluster, conninfo: &str) -> Sandbox {
+    let dir = tempfile::Builder::new()
+        .prefix("apppass-pg-host")
+        .tempdir()
+        .unwrap();
+    let module = dir.path().join("pam_apppass.so");
+    std::os::unix::fs::symlink(common::built_module(), &module).unwrap();
+    let confdir = dir.path().join("pam.d");
+    std::fs::create_dir(&confdir).unwrap();
+    let passfile = dir.path().join("apppass.pgpass");
+    cluster.passfile(&passfile, &[pg::ADMIN, pg::LOGIN]);
+    let conf = dir.path().join("apppass.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "db_passfile = {}\ndb_connect_timeout = 2s\ndb_query_timeout = 2s\n",
+            passfile.display()
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start_at(dir.path(), std::path::Path::new(conninfo), &conf, &[]);
+    Sandbox {
+        db: daemon.db.clone(),
+        socket: daemon.socket.clone(),
+        daemon,
+        module,
+        confdir,
+        conf,
+        dir,
+    }
 }

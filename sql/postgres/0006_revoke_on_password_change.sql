@@ -14,7 +14,7 @@
 DO $migration$
 BEGIN
     EXECUTE format($create$
-        CREATE FUNCTION apppass_revoke_on_password_change(p_user text, p_at bigint)
+        CREATE OR REPLACE FUNCTION apppass_revoke_on_password_change(p_user text, p_at bigint)
         RETURNS bigint
         LANGUAGE sql
         VOLATILE

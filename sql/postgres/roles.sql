@@ -38,4 +38,13 @@ GRANT SELECT ON app_password TO apppass_login;
 GRANT UPDATE (last_used, last_service, last_rhost, use_count) ON app_password TO apppass_login;
 GRANT INSERT ON event TO apppass_login;
 GRANT SELECT, INSERT, UPDATE, DELETE ON throttle TO apppass_login;
-GRANT EXECUTE ON FUNCTION apppass_revoke_on_password_change(text, bigint) TO apppass_login;
+-- Schema version 6 and later (a database not migrated yet has no such function: run
+-- this file again once it is).
+DO $$
+BEGIN
+    IF to_regprocedure('apppass_revoke_on_password_change(text, bigint)') IS NOT NULL THEN
+        GRANT EXECUTE ON FUNCTION apppass_revoke_on_password_change(text, bigint)
+            TO apppass_login;
+    END IF;
+END
+$$;
