@@ -5,7 +5,9 @@
 //! password of the user and no one else's, with an audit event each (reason
 //! password-change); a change pam_unix refuses, or one that stops after the preliminary
 //! pass, revokes nothing; apppassd down gives PAM_AUTHTOK_ERR and a line in the host's
-//! syslog; `revoke_on_password_change = no` keeps them.
+//! syslog; `revoke_on_password_change = no` keeps them; an unprivileged user may report
+//! only their own change; a PostgreSQL front end with the login role revokes through
+//! its SECURITY DEFINER function.
 
 mod common;
 mod pg;
@@ -418,4 +420,94 @@ fn pg_host(cluster: &pg::Cluster, conninfo: &str) -> Sandbox {
         conf,
         dir,
     }
+}
+
+/// Only root, auth_trusted and the user themself may report a user's password change:
+/// run as a throwaway unprivileged user (setpriv), the real libpam's pam_chauthtok for
+/// another user is refused (PAM_PERM_DENIED, nothing revoked), for themself it revokes.
+#[test]
+fn a_user_may_report_only_their_own_password_change() {
+    if let Some(role) = support::helper_role() {
+        assert_eq!(role, "chauthtok");
+        let user = std::env::var("APPPASS_TEST_USER").unwrap();
+        let confdir = support::env_path("APPPASS_TEST_CONFDIR");
+        let code = client::chauthtok(&Change {
+            confdir: &confdir,
+            service: "apppass-only",
+            user: user.as_bytes(),
+            answers: &[b"unused"],
+        })
+        .unwrap()
+        .code;
+        // libtest's own "test ... " may start the line.
+        println!("\nCODE={}", code.0);
+        return;
+    }
+    if !prerequisites() || !require(have("setpriv"), "setpriv (util-linux)") {
+        return;
+    }
+    let _serial = serial();
+    let mut accounts = Accounts::default();
+    let (s, alice, _, bob, bobs) = world("", &mut accounts);
+    // What an unprivileged process needs to reach: this test binary, the module, the
+    // configuration and the service file, in a directory anyone can read.
+    use std::os::unix::fs::PermissionsExt;
+    let open = |p: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    open(s.dir.path(), 0o755);
+    open(&s.confdir, 0o755);
+    open(&s.conf, 0o644);
+    let module = s.dir.path().join("pam_apppass-copy.so");
+    std::fs::copy(common::built_module(), &module).unwrap();
+    open(&module, 0o755);
+    let exe = s.dir.path().join("pwchange-test");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    open(&exe, 0o755);
+    s.service(
+        "apppass-only",
+        &format!(
+            "password required {} socket={{socket}} conf={{conf}}\n",
+            module.display()
+        ),
+    );
+    open(&s.confdir.join("apppass-only"), 0o644);
+    let as_bob = |target: &str| -> i32 {
+        let uid = Command::new("id").args(["-u", &bob]).output().unwrap();
+        let uid = String::from_utf8(uid.stdout).unwrap().trim().to_string();
+        let out = Command::new("setpriv")
+            .args([&format!("--reuid={uid}"), "--regid=65534", "--clear-groups"])
+            .arg(&exe)
+            .args([
+                "a_user_may_report_only_their_own_password_change",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(support::HELPER, "chauthtok")
+            .env("APPPASS_TEST_USER", target)
+            .env("APPPASS_TEST_CONFDIR", &s.confdir)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let code = text
+            .lines()
+            .find_map(|l| l.split("CODE=").nth(1))
+            .unwrap_or_else(|| panic!("helper: {text}{}", String::from_utf8_lossy(&out.stderr)));
+        code.parse().unwrap()
+    };
+    assert_eq!(Code(as_bob(&alice)), Code::PERM_DENIED);
+    assert!(all_active(&s, &alice), "{:?}", statuses(&s, &alice));
+    assert!(password_change_events(&s, &alice).is_empty());
+    let refused = daemon_lines(
+        &s.daemon,
+        &[
+            "refusing to revoke another user's app passwords",
+            &format!("user={alice}"),
+        ],
+    );
+    assert_eq!(refused.len(), 1, "{}", s.daemon.log());
+    assert_eq!(Code(as_bob(&bob)), Code::SUCCESS);
+    assert_eq!(statuses(&s, &bob), [(bobs, "revoked".to_string())]);
+    assert_eq!(password_change_events(&s, &bob), [bobs]);
 }
