@@ -505,7 +505,10 @@ fn setcred_succeeds() {
             .filter_map(|l| l.split_whitespace().nth(2))
             .collect();
         exported.sort_unstable();
-        assert_eq!(exported, ["pam_sm_authenticate", "pam_sm_setcred"]);
+        assert_eq!(
+            exported,
+            ["pam_sm_authenticate", "pam_sm_chauthtok", "pam_sm_setcred"]
+        );
     }
 }
 

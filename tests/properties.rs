@@ -762,6 +762,7 @@ fn request() -> BoxedStrategy<Arc<Request>> {
         (opt_text(), opt_text()).prop_map(|(user, rhost)| Request::Unlock { user, rhost }),
         Just(()).prop_map(|()| Request::Backup),
         (any::<i64>(), opt_text()).prop_map(|(id, from)| Request::SetNetworks { id, from }),
+        text().prop_map(|user| Request::PasswordChanged { user }),
     ];
     // Boxed: inline, its value trees (one per kind) outgrew a test thread's stack in a
     // debug build where streams of several requests are built.
@@ -1317,6 +1318,12 @@ fn golden() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             Request::SetNetworks {
                 id: 3,
                 from: Some("198.51.100.0/24".into()),
+            },
+        ),
+        (
+            "password-changed",
+            Request::PasswordChanged {
+                user: "alice".into(),
             },
         ),
     ];

@@ -19,7 +19,10 @@
 --
 -- It cannot create, revoke, re-hash, re-own or re-scope (networks) an app password, read, change or delete
 -- the audit log, nor change the schema: a front end's apppassd that is asked to answers
--- "permission denied".
+-- "permission denied". The one revocation it may make is through
+-- apppass_revoke_on_password_change() (schema version 6): all of one user's app
+-- passwords, with an audit event each, when pam_apppass reports that the user's account
+-- password was changed on a front end.
 
 DO $$
 BEGIN
@@ -35,3 +38,13 @@ GRANT SELECT ON app_password TO apppass_login;
 GRANT UPDATE (last_used, last_service, last_rhost, use_count) ON app_password TO apppass_login;
 GRANT INSERT ON event TO apppass_login;
 GRANT SELECT, INSERT, UPDATE, DELETE ON throttle TO apppass_login;
+-- Schema version 6 and later (a database not migrated yet has no such function: run
+-- this file again once it is).
+DO $$
+BEGIN
+    IF to_regprocedure('apppass_revoke_on_password_change(text, bigint)') IS NOT NULL THEN
+        GRANT EXECUTE ON FUNCTION apppass_revoke_on_password_change(text, bigint)
+            TO apppass_login;
+    END IF;
+END
+$$;

@@ -92,6 +92,9 @@ pub struct Config {
     /// `argon2_max_lanes`): beyond it a row is refused unhashed, so that no row can
     /// take apppassd's memory or time.
     pub hash_cap: HashParams,
+    /// `revoke_on_password_change`: whether a change of the account password through PAM
+    /// (pam_apppass's password hook) revokes all of the user's app passwords.
+    pub revoke_on_password_change: bool,
 }
 
 impl Default for Config {
@@ -136,6 +139,7 @@ impl Default for Config {
                 t: 16,
                 p: 8,
             },
+            revoke_on_password_change: true,
         }
     }
 }
@@ -329,6 +333,17 @@ impl Config {
                 "argon2_max_memory" => config.hash_cap.m_kib = number()?,
                 "argon2_max_time" => config.hash_cap.t = number()?,
                 "argon2_max_lanes" => config.hash_cap.p = number()?,
+                "revoke_on_password_change" => {
+                    config.revoke_on_password_change = match value {
+                        "yes" | "true" | "on" => true,
+                        "no" | "false" | "off" => false,
+                        _ => {
+                            return Err(invalid(format!(
+                                "{key} must be yes or no, found {value:?}"
+                            )));
+                        }
+                    }
+                }
                 _ => warnings.push(format!(
                     "{}:{line}: unknown setting {key:?} ignored",
                     path.display()
@@ -739,6 +754,16 @@ default_lifetime = never
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn revoke_on_password_change_is_yes_or_no() {
+        assert!(Config::default().revoke_on_password_change);
+        let c = parse("revoke_on_password_change = no\n").unwrap().config;
+        assert!(!c.revoke_on_password_change);
+        let c = parse("revoke_on_password_change = yes\n").unwrap().config;
+        assert!(c.revoke_on_password_change);
+        assert!(parse("revoke_on_password_change = maybe\n").is_err());
     }
 
     #[test]

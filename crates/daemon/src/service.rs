@@ -15,7 +15,7 @@ use apppass_core::policy::{self, Account, Status};
 use apppass_core::secret::{self, Candidate, NewPassword};
 use apppass_core::store::{
     self, Attempt, Credential, Listing, Location, Lookup, LookupQuery, NewRow, Outcome, Owner,
-    Retention, Revoked, Store, StoreError,
+    PASSWORD_CHANGE, Retention, Revoked, Store, StoreError,
 };
 use apppass_core::time::{self, Timestamp};
 use apppass_proto::{
@@ -400,6 +400,7 @@ impl Service {
             Request::Unlock { user, rhost } => self.unlock(peer, user.as_deref(), rhost.as_deref()),
             Request::Backup => return (self.backup(peer), None),
             Request::SetNetworks { id, from } => self.set_networks(peer, id, from.as_deref(), now),
+            Request::PasswordChanged { user } => self.password_changed(peer, &user, now),
         };
         match result {
             Ok(r) | Err(r) => (r.into(), None),
@@ -926,6 +927,63 @@ impl Service {
                 "app passwords revoked: count={n} user={} service={}",
                 field(&user),
                 field(service.unwrap_or("*"))
+            ),
+        );
+        Ok(Response::Count(n as u64))
+    }
+
+    /// The module's password hook: `user`'s account password has just been changed.
+    /// Root and auth_trusted may say so of anyone (passwd is setuid root), others only of
+    /// themselves, as with logins: nobody else can have anyone's app passwords revoked.
+    fn password_changed(
+        &mut self,
+        peer: &Peer,
+        user: &str,
+        now: Timestamp,
+    ) -> Result<Response, Response> {
+        if peer.class != Class::System && peer::user_uid(user) != Some(peer.uid) {
+            self.shared.log.line(
+                Level::Notice,
+                &format!(
+                    "refusing to revoke another user's app passwords on a password change for pid {} (uid {}): only root and auth_trusted may; user={}",
+                    peer.pid,
+                    peer.uid,
+                    field(user)
+                ),
+            );
+            return Err(Response::error(
+                ErrorKind::Denied,
+                "only root and the users in auth_trusted may report another user's password change",
+            ));
+        }
+        if !self.config().revoke_on_password_change {
+            self.shared.log.info(&format!(
+                "password changed; app passwords kept (revoke_on_password_change = no) user={} uid={}",
+                field(user),
+                peer.uid
+            ));
+            return Ok(Response::Count(0));
+        }
+        let n = self.usable_store()?.revoke_for_password_change(user, now);
+        let n = match n {
+            Ok(n) => n,
+            Err(e) => {
+                let answer = self.store_failure(e);
+                if let Response::Error { message, .. } = &answer {
+                    self.shared.log.err(&format!(
+                        "password changed but app passwords NOT revoked: {message}; user={} (run apppass revoke --all --user NAME)",
+                        field(user)
+                    ));
+                }
+                return Err(answer);
+            }
+        };
+        self.shared.log.line(
+            Level::Notice,
+            &format!(
+                "app passwords revoked: reason={PASSWORD_CHANGE} count={n} user={} uid={}",
+                field(user),
+                peer.uid
             ),
         );
         Ok(Response::Count(n as u64))

@@ -43,6 +43,7 @@ unsafe extern "C" {
     ) -> c_int;
     fn pam_set_item(pamh: *mut PamHandle, item: c_int, value: *const c_void) -> c_int;
     fn pam_authenticate(pamh: *mut PamHandle, flags: c_int) -> c_int;
+    fn pam_chauthtok(pamh: *mut PamHandle, flags: c_int) -> c_int;
     fn pam_end(pamh: *mut PamHandle, status: c_int) -> c_int;
 }
 
@@ -63,7 +64,7 @@ pub struct Attempt<'a> {
 /// What came of an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
-    /// `pam_authenticate`'s answer.
+    /// `pam_authenticate`'s (or `pam_chauthtok`'s) answer.
     pub code: Code,
     /// How many times the stack asked for a password.
     pub password_prompts: u32,
@@ -91,7 +92,8 @@ impl std::error::Error for ClientError {}
 
 struct Answers {
     user: CString,
-    password: CString,
+    /// The answers to password prompts, in turn; the last one again once they run out.
+    passwords: Vec<CString>,
     prompts: u32,
 }
 
@@ -121,8 +123,12 @@ extern "C" fn converse(
         let msg = unsafe { &**msgs.add(i) };
         let text = match msg.msg_style {
             PAM_PROMPT_ECHO_OFF => {
+                let turn = usize::try_from(answers.prompts).unwrap_or(usize::MAX);
                 answers.prompts += 1;
-                Some(&answers.password)
+                answers
+                    .passwords
+                    .get(turn)
+                    .or_else(|| answers.passwords.last())
             }
             PAM_PROMPT_ECHO_ON => Some(&answers.user),
             _ => None,
@@ -152,7 +158,7 @@ pub fn authenticate(a: &Attempt<'_>) -> Result<Outcome, ClientError> {
         .map_err(|_| ClientError::Nul("rhost"))?;
     let mut answers = Answers {
         user: user.clone(),
-        password: CString::new(a.password).map_err(|_| ClientError::Nul("password"))?,
+        passwords: vec![CString::new(a.password).map_err(|_| ClientError::Nul("password"))?],
         prompts: 0,
     };
     let conv = PamConv {
@@ -179,6 +185,64 @@ pub fn authenticate(a: &Attempt<'_>) -> Result<Outcome, ClientError> {
     }
     // SAFETY: valid handle.
     let code = unsafe { pam_authenticate(pamh, 0) };
+    // SAFETY: valid handle, ended exactly once.
+    unsafe { pam_end(pamh, code) };
+    Ok(Outcome {
+        code: Code(code),
+        password_prompts: answers.prompts,
+    })
+}
+
+/// One change of the account password, as passwd does it.
+#[derive(Debug, Clone, Copy)]
+pub struct Change<'a> {
+    /// Directory holding the service file (instead of /etc/pam.d).
+    pub confdir: &'a Path,
+    /// The PAM service name: the file in `confdir`.
+    pub service: &'a str,
+    pub user: &'a [u8],
+    /// What the conversation answers to the password prompts, in turn (the old password
+    /// if asked, the new one, the new one again); the last once they run out.
+    pub answers: &'a [&'a [u8]],
+}
+
+/// Runs `pam_start_confdir` / `pam_chauthtok` / `pam_end` once (libpam runs the stack
+/// twice: PAM_PRELIM_CHECK, then PAM_UPDATE_AUTHTOK).
+pub fn chauthtok(c: &Change<'_>) -> Result<Outcome, ClientError> {
+    let service = CString::new(c.service).map_err(|_| ClientError::Nul("service"))?;
+    let user = CString::new(c.user).map_err(|_| ClientError::Nul("user"))?;
+    let confdir =
+        CString::new(c.confdir.as_os_str().as_bytes()).map_err(|_| ClientError::Nul("confdir"))?;
+    let passwords = c
+        .answers
+        .iter()
+        .map(|a| CString::new(*a).map_err(|_| ClientError::Nul("password")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut answers = Answers {
+        user: user.clone(),
+        passwords,
+        prompts: 0,
+    };
+    let conv = PamConv {
+        conv: converse,
+        appdata_ptr: (&raw mut answers).cast(),
+    };
+    let mut pamh: *mut PamHandle = std::ptr::null_mut();
+    // SAFETY: all strings are valid C strings; conv and answers outlive the handle.
+    let rc = unsafe {
+        pam_start_confdir(
+            service.as_ptr(),
+            user.as_ptr(),
+            &conv,
+            confdir.as_ptr(),
+            &mut pamh,
+        )
+    };
+    if rc != 0 || pamh.is_null() {
+        return Err(ClientError::Start(Code(rc)));
+    }
+    // SAFETY: valid handle.
+    let code = unsafe { pam_chauthtok(pamh, 0) };
     // SAFETY: valid handle, ended exactly once.
     unsafe { pam_end(pamh, code) };
     Ok(Outcome {

@@ -28,6 +28,7 @@ use crate::login::{Host, Level};
 pub mod client;
 pub mod code;
 pub mod login;
+pub mod password;
 
 /// libpam's handle, opaque.
 #[repr(C)]
@@ -166,6 +167,26 @@ pub unsafe extern "C" fn pam_sm_setcred(
     _argv: *const *const c_char,
 ) -> c_int {
     guard(pamh, |_| Code::SUCCESS)
+}
+
+/// Revokes the user's app passwords once the account password has been changed (the
+/// PAM_UPDATE_AUTHTOK pass, after pam_unix); does nothing in PAM_PRELIM_CHECK. See
+/// pam_apppass(8) and [`password`].
+///
+/// # Safety
+/// Called by libpam with its own handle and argument vector.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pam_sm_chauthtok(
+    pamh: *mut PamHandle,
+    flags: c_int,
+    argc: c_int,
+    argv: *const *const c_char,
+) -> c_int {
+    guard(pamh, |host| {
+        // SAFETY: libpam's argc/argv, valid for the duration of this call.
+        let argv = unsafe { args(argc, argv) };
+        crate::password::chauthtok(host, flags, &argv)
+    })
 }
 
 /// [`Host`] over a live libpam handle.

@@ -51,7 +51,7 @@ pub trait Host {
 
 /// Why a login got no answer from apppassd.
 #[derive(Debug)]
-enum Failure {
+pub(crate) enum Failure {
     /// Bad arguments or configuration.
     Config(String),
     /// libpam or the application failed us (no user, conversation error, ...).
@@ -179,19 +179,7 @@ fn ask(host: &mut dyn Host, args: &ModuleArgs) -> Result<Response, Failure> {
     // A megabyte typed as a password is still a wrong password, not a frame too large
     // to send: what is beyond the limit cannot matter (see MAX_PASSWORD).
     password.truncate(apppass_proto::message::MAX_PASSWORD + 1);
-    // Root, apppassd's user, and this process's own user may answer: a password goes to
-    // nobody else. apppassd's user is looked up (NSS) only if a uid is neither root nor
-    // ours: where systemd or root made the socket, never.
-    let mut daemon_uid = None;
-    let mut trust = |uid: u32| {
-        uid == 0
-            || uid == euid
-            || Some(uid) == *daemon_uid.get_or_insert_with(|| host.uid_of(&settings.user))
-    };
-    let unreachable = |e: apppass_proto::ClientError| {
-        Failure::Unreachable(format!("cannot ask apppassd on {}: {e}", socket.display()))
-    };
-    let mut client = Client::connect_trusting(socket, timeout, &mut trust).map_err(unreachable)?;
+    let mut client = connect(host, socket, timeout, &settings.user)?;
     let request = Request::Authenticate(AuthRequest {
         user,
         service,
@@ -203,7 +191,31 @@ fn ask(host: &mut dyn Host, args: &ModuleArgs) -> Result<Response, Failure> {
         password,
         timeout_ms: millis(client.time_left()),
     });
-    client.call(&request).map_err(unreachable)
+    client.call(&request).map_err(|e| unreachable(socket, e))
+}
+
+/// A connection to apppassd on `socket`. Root, apppassd's user (`daemon_user`), and this
+/// process's own user may answer: a password goes to nobody else. apppassd's user is
+/// looked up (NSS) only if a uid is neither root nor ours: where systemd or root made
+/// the socket, never.
+pub(crate) fn connect(
+    host: &dyn Host,
+    socket: &Path,
+    timeout: Duration,
+    daemon_user: &str,
+) -> Result<Client, Failure> {
+    let (_, euid) = host.uids();
+    let mut daemon_uid = None;
+    let mut trust = |uid: u32| {
+        uid == 0
+            || uid == euid
+            || Some(uid) == *daemon_uid.get_or_insert_with(|| host.uid_of(daemon_user))
+    };
+    Client::connect_trusting(socket, timeout, &mut trust).map_err(|e| unreachable(socket, e))
+}
+
+pub(crate) fn unreachable(socket: &Path, e: apppass_proto::ClientError) -> Failure {
+    Failure::Unreachable(format!("cannot ask apppassd on {}: {e}", socket.display()))
 }
 
 fn millis(d: Duration) -> u32 {
@@ -212,7 +224,7 @@ fn millis(d: Duration) -> u32 {
 
 /// The client's settings from the configuration; as root, only from a file only root
 /// can change (it names the socket a password is sent to).
-fn settings(args: &ModuleArgs, as_root: bool) -> Result<ClientSettings, Failure> {
+pub(crate) fn settings(args: &ModuleArgs, as_root: bool) -> Result<ClientSettings, Failure> {
     let (path, explicit) = match &args.conf {
         Some(p) => (p.as_path(), true),
         None => (Path::new(conf::DEFAULT_CONFIG), false),
@@ -226,7 +238,7 @@ fn settings(args: &ModuleArgs, as_root: bool) -> Result<ClientSettings, Failure>
 }
 
 /// A value for the log: client-supplied text must not add fields or lines.
-fn field(value: &str) -> String {
+pub(crate) fn field(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         if b.is_ascii_graphic() && b != b'\\' && b != b'"' {
@@ -239,7 +251,7 @@ fn field(value: &str) -> String {
 }
 
 /// A message from apppassd for the log: its spaces kept, nothing else unprintable.
-fn field_text(value: &str) -> String {
+pub(crate) fn field_text(value: &str) -> String {
     field(value).replace("\\x20", " ")
 }
 

@@ -186,6 +186,12 @@ pub enum Request {
         id: i64,
         from: Option<String>,
     },
+    /// `user`'s account password has just been changed (the module's password hook,
+    /// after pam_unix set it): revoke every app password of theirs. Answered with
+    /// [`Response::Count`], 0 when `revoke_on_password_change` is off.
+    PasswordChanged {
+        user: String,
+    },
 }
 
 mod kind {
@@ -199,6 +205,7 @@ mod kind {
     pub const UNLOCK: u8 = 8;
     pub const BACKUP: u8 = 9;
     pub const SET_NETWORKS: u8 = 10;
+    pub const PASSWORD_CHANGED: u8 = 11;
 
     pub const AUTH: u8 = 64;
     pub const ERROR: u8 = 65;
@@ -226,6 +233,7 @@ impl Request {
             Request::Unlock { .. } => "unlock",
             Request::Backup => "backup",
             Request::SetNetworks { .. } => "networks",
+            Request::PasswordChanged { .. } => "password-changed",
         }
     }
 
@@ -281,6 +289,10 @@ impl Request {
             Request::SetNetworks { id, from } => {
                 e = Encoder::new(kind::SET_NETWORKS);
                 e.i64(*id).opt_str(from.as_deref());
+            }
+            Request::PasswordChanged { user } => {
+                e = Encoder::new(kind::PASSWORD_CHANGED);
+                e.str(user);
             }
         }
         e.finish()
@@ -341,6 +353,7 @@ impl Request {
                 id: d.i64()?,
                 from: d.opt_string()?,
             },
+            kind::PASSWORD_CHANGED => Request::PasswordChanged { user: d.string()? },
             _ => return Err(WireError::Malformed("unknown request")),
         };
         d.finish()?;
@@ -864,6 +877,9 @@ mod tests {
                 rhost: None,
             },
             Request::Backup,
+            Request::PasswordChanged {
+                user: "alice".into(),
+            },
         ] {
             assert_eq!(format!("{:?}", round_trip_request(&r)), format!("{r:?}"));
         }

@@ -269,6 +269,9 @@ pub struct Event {
     pub reason: Option<String>,
 }
 
+/// The audit event's reason for a revocation made because the account password changed.
+pub const PASSWORD_CHANGE: &str = "password-change";
+
 /// Whose rows an operation may see or change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Owner<'a> {
@@ -464,6 +467,12 @@ pub trait Store {
         service: Option<&str>,
         at: Timestamp,
     ) -> Result<usize, StoreError>;
+    /// Revokes every active app password of `user` because the account's password was
+    /// changed, and writes one audit event per revocation (outcome `revoked`, reason
+    /// [`PASSWORD_CHANGE`]), in one transaction; returns how many. On PostgreSQL it calls
+    /// the SECURITY DEFINER function of sql/postgres/0006, which the login role may
+    /// execute though it may revoke nothing else.
+    fn revoke_for_password_change(&self, user: &str, at: Timestamp) -> Result<usize, StoreError>;
     /// Up to `limit` users who have app passwords not adopted yet
     /// ([`Account::Unadopted`]: made before apppass recorded owners).
     fn unadopted(&self, limit: usize) -> Result<Vec<String>, StoreError>;

@@ -53,6 +53,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../../../../sql/postgres/0005_networks.sql"),
     ),
+    (
+        6,
+        include_str!("../../../../sql/postgres/0006_revoke_on_password_change.sql"),
+    ),
 ];
 
 /// The schema version this build reads and writes (the same as SQLite's).
@@ -1095,6 +1099,17 @@ impl Store for PgStore {
             params![user, at, service],
         )?;
         Ok(usize::try_from(rows.affected).unwrap_or(usize::MAX))
+    }
+
+    /// Through the function, whatever the role: the administrators' role owns it, and
+    /// the login role may do this and nothing else of the kind.
+    fn revoke_for_password_change(&self, user: &str, at: Timestamp) -> Result<usize, StoreError> {
+        let row = self.one_row(
+            "SELECT apppass_revoke_on_password_change($1::text, $2::bigint)",
+            params![user, at],
+        )?;
+        let n = row.map_or(Ok(0), |r| int(&r[0]))?;
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 
     fn unadopted(&self, limit: usize) -> Result<Vec<String>, StoreError> {

@@ -35,6 +35,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (4, include_str!("../../../../sql/sqlite/0004_owner_uid.sql")),
     (5, include_str!("../../../../sql/sqlite/0005_networks.sql")),
+    (
+        6,
+        include_str!("../../../../sql/sqlite/0006_revoke_on_password_change.sql"),
+    ),
 ];
 
 /// The schema version this build reads and writes.
@@ -966,6 +970,38 @@ impl Store for SqliteStore {
                 params![user, at, service],
             )
             .map_err(db_err)
+    }
+
+    fn revoke_for_password_change(&self, user: &str, at: Timestamp) -> Result<usize, StoreError> {
+        let tx = Transaction::immediate(&self.conn)?;
+        // One statement's worth of rows: the events name exactly what was revoked.
+        let revoked = tx
+            .conn
+            .prepare(
+                "UPDATE app_password SET revoked = ?2
+                  WHERE user = ?1 AND revoked IS NULL RETURNING id, service",
+            )
+            .map_err(db_err)?
+            .query_map(params![user, at], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(db_err)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db_err)?;
+        let mut stmt = tx
+            .conn
+            .prepare(
+                "INSERT INTO event (time, user, service, password_id, rhost, outcome, reason)
+                 VALUES (?1, ?2, ?3, ?4, NULL, 'revoked', ?5)",
+            )
+            .map_err(db_err)?;
+        for (id, service) in &revoked {
+            stmt.execute(params![at, user, service, id, super::PASSWORD_CHANGE])
+                .map_err(db_err)?;
+        }
+        drop(stmt);
+        tx.commit()?;
+        Ok(revoked.len())
     }
 
     fn unadopted(&self, limit: usize) -> Result<Vec<String>, StoreError> {
