@@ -46,11 +46,10 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
 /// Reads (a lookup in WAL mode rarely waits) may wait this long for a lock.
 const READ_BUSY_TIMEOUT: Duration = Duration::from_secs(2);
-/// A login's record (usage, audit, throttle) is best effort, but its answer has gone
-/// already (apppassd answers first): it may wait as long as the next request about that
-/// user waits for it (apppassd's `Recording::MAX_WAIT`), so that a busy moment (another
-/// worker's change, a loaded machine) does not lose an audit event.
-const RECORD_BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+/// A login's record (usage, audit, throttle) gives up sooner: it is best effort, and the
+/// user's next login waits for it (apppassd's `Recording`), so on a store another
+/// process holds locked a longer wait would slow every login of that user.
+const RECORD_BUSY_TIMEOUT: Duration = Duration::from_millis(500);
 /// Opening (and creating or migrating) a store waits this long for a lock.
 const OPEN_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 /// CLI changes wait longer: an administrator would rather wait than retry.
