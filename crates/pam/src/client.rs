@@ -109,7 +109,7 @@ extern "C" fn converse(
     if count == 0 || msgs.is_null() || resp.is_null() || appdata.is_null() {
         return Code::CONV_ERR.0;
     }
-    // SAFETY: appdata is the `Answers` `authenticate` passed, alive for the whole call.
+    // SAFETY: appdata is the `Answers` `transaction` passed, alive for the whole call.
     let answers = unsafe { &mut *appdata.cast::<Answers>() };
     // SAFETY: calloc'd as libpam expects (it frees the array and each answer with free()).
     let out =
@@ -147,76 +147,37 @@ extern "C" fn converse(
 
 /// Runs `pam_start_confdir` / `pam_authenticate` / `pam_end` once, as an application would.
 pub fn authenticate(a: &Attempt<'_>) -> Result<Outcome, ClientError> {
-    let service = CString::new(a.service).map_err(|_| ClientError::Nul("service"))?;
-    let user = CString::new(a.user).map_err(|_| ClientError::Nul("user"))?;
+    transaction(
+        a.confdir,
+        a.service,
+        a.user,
+        a.rhost,
+        &[a.password],
+        pam_authenticate,
+    )
+}
+
+/// One PAM transaction: `pam_start_confdir`, PAM_RHOST if given, `step` (the stack to
+/// run), `pam_end`; the conversation answers password prompts with `passwords` in turn.
+fn transaction(
+    confdir: &Path,
+    service: &str,
+    user: &[u8],
+    rhost: Option<&str>,
+    passwords: &[&[u8]],
+    step: unsafe extern "C" fn(*mut PamHandle, c_int) -> c_int,
+) -> Result<Outcome, ClientError> {
+    let service = CString::new(service).map_err(|_| ClientError::Nul("service"))?;
+    let user = CString::new(user).map_err(|_| ClientError::Nul("user"))?;
     let confdir =
-        CString::new(a.confdir.as_os_str().as_bytes()).map_err(|_| ClientError::Nul("confdir"))?;
-    let rhost = a
-        .rhost
+        CString::new(confdir.as_os_str().as_bytes()).map_err(|_| ClientError::Nul("confdir"))?;
+    let rhost = rhost
         .map(CString::new)
         .transpose()
         .map_err(|_| ClientError::Nul("rhost"))?;
-    let mut answers = Answers {
-        user: user.clone(),
-        passwords: vec![CString::new(a.password).map_err(|_| ClientError::Nul("password"))?],
-        prompts: 0,
-    };
-    let conv = PamConv {
-        conv: converse,
-        appdata_ptr: (&raw mut answers).cast(),
-    };
-    let mut pamh: *mut PamHandle = std::ptr::null_mut();
-    // SAFETY: all strings are valid C strings; conv and answers outlive the handle.
-    let rc = unsafe {
-        pam_start_confdir(
-            service.as_ptr(),
-            user.as_ptr(),
-            &conv,
-            confdir.as_ptr(),
-            &mut pamh,
-        )
-    };
-    if rc != 0 || pamh.is_null() {
-        return Err(ClientError::Start(Code(rc)));
-    }
-    if let Some(rhost) = &rhost {
-        // SAFETY: valid handle; libpam copies the string.
-        unsafe { pam_set_item(pamh, PAM_RHOST, rhost.as_ptr().cast()) };
-    }
-    // SAFETY: valid handle.
-    let code = unsafe { pam_authenticate(pamh, 0) };
-    // SAFETY: valid handle, ended exactly once.
-    unsafe { pam_end(pamh, code) };
-    Ok(Outcome {
-        code: Code(code),
-        password_prompts: answers.prompts,
-    })
-}
-
-/// One change of the account password, as passwd does it.
-#[derive(Debug, Clone, Copy)]
-pub struct Change<'a> {
-    /// Directory holding the service file (instead of /etc/pam.d).
-    pub confdir: &'a Path,
-    /// The PAM service name: the file in `confdir`.
-    pub service: &'a str,
-    pub user: &'a [u8],
-    /// What the conversation answers to the password prompts, in turn (the old password
-    /// if asked, the new one, the new one again); the last once they run out.
-    pub answers: &'a [&'a [u8]],
-}
-
-/// Runs `pam_start_confdir` / `pam_chauthtok` / `pam_end` once (libpam runs the stack
-/// twice: PAM_PRELIM_CHECK, then PAM_UPDATE_AUTHTOK).
-pub fn chauthtok(c: &Change<'_>) -> Result<Outcome, ClientError> {
-    let service = CString::new(c.service).map_err(|_| ClientError::Nul("service"))?;
-    let user = CString::new(c.user).map_err(|_| ClientError::Nul("user"))?;
-    let confdir =
-        CString::new(c.confdir.as_os_str().as_bytes()).map_err(|_| ClientError::Nul("confdir"))?;
-    let passwords = c
-        .answers
+    let passwords = passwords
         .iter()
-        .map(|a| CString::new(*a).map_err(|_| ClientError::Nul("password")))
+        .map(|p| CString::new(*p).map_err(|_| ClientError::Nul("password")))
         .collect::<Result<Vec<_>, _>>()?;
     let mut answers = Answers {
         user: user.clone(),
@@ -241,12 +202,35 @@ pub fn chauthtok(c: &Change<'_>) -> Result<Outcome, ClientError> {
     if rc != 0 || pamh.is_null() {
         return Err(ClientError::Start(Code(rc)));
     }
-    // SAFETY: valid handle.
-    let code = unsafe { pam_chauthtok(pamh, 0) };
+    if let Some(rhost) = &rhost {
+        // SAFETY: valid handle; libpam copies the string.
+        unsafe { pam_set_item(pamh, PAM_RHOST, rhost.as_ptr().cast()) };
+    }
+    // SAFETY: valid handle; `step` is one of libpam's stack calls.
+    let code = unsafe { step(pamh, 0) };
     // SAFETY: valid handle, ended exactly once.
     unsafe { pam_end(pamh, code) };
     Ok(Outcome {
         code: Code(code),
         password_prompts: answers.prompts,
     })
+}
+
+/// One change of the account password, as passwd does it.
+#[derive(Debug, Clone, Copy)]
+pub struct Change<'a> {
+    /// Directory holding the service file (instead of /etc/pam.d).
+    pub confdir: &'a Path,
+    /// The PAM service name: the file in `confdir`.
+    pub service: &'a str,
+    pub user: &'a [u8],
+    /// What the conversation answers to the password prompts, in turn (the old password
+    /// if asked, the new one, the new one again); the last once they run out.
+    pub answers: &'a [&'a [u8]],
+}
+
+/// Runs `pam_start_confdir` / `pam_chauthtok` / `pam_end` once (libpam runs the stack
+/// twice: PAM_PRELIM_CHECK, then PAM_UPDATE_AUTHTOK).
+pub fn chauthtok(c: &Change<'_>) -> Result<Outcome, ClientError> {
+    transaction(c.confdir, c.service, c.user, None, c.answers, pam_chauthtok)
 }

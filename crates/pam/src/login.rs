@@ -256,13 +256,24 @@ pub(crate) fn field_text(value: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::cell::RefCell;
 
-    /// A scripted application: what libpam would hand the module.
-    struct TestHost {
-        lines: RefCell<Vec<(Level, String)>>,
+    /// A scripted application: what libpam would hand the module (as PAM service
+    /// `service`), and the lines the module logged.
+    pub(crate) struct TestHost {
+        pub(crate) service: &'static str,
+        pub(crate) lines: RefCell<Vec<(Level, String)>>,
+    }
+
+    impl TestHost {
+        pub(crate) fn new(service: &'static str) -> TestHost {
+            TestHost {
+                service,
+                lines: RefCell::new(Vec::new()),
+            }
+        }
     }
 
     impl Host for TestHost {
@@ -275,7 +286,7 @@ mod tests {
             ))
         }
         fn service(&self) -> Option<String> {
-            Some("imap".into())
+            Some(self.service.into())
         }
         fn rhost(&self) -> Option<String> {
             None
@@ -301,9 +312,7 @@ mod tests {
     }
 
     fn run(argv: &[&str]) -> (Code, Vec<(Level, String)>) {
-        let mut host = TestHost {
-            lines: RefCell::new(Vec::new()),
-        };
+        let mut host = TestHost::new("imap");
         let argv: Vec<&[u8]> = argv.iter().map(|a| a.as_bytes()).collect();
         let code = authenticate(&mut host, &argv);
         (code, host.lines.into_inner())

@@ -146,53 +146,13 @@ fn ask(host: &mut dyn Host, args: &args::ModuleArgs, user: &str) -> Result<Respo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
-    use zeroize::Zeroizing;
-
-    struct TestHost {
-        lines: RefCell<Vec<(Level, String)>>,
-    }
-
-    impl Host for TestHost {
-        fn user(&mut self) -> Result<Vec<u8>, Code> {
-            Ok(b"alice".to_vec())
-        }
-        fn authtok(&mut self) -> Result<Zeroizing<Vec<u8>>, Code> {
-            Err(Code::AUTHTOK_ERR)
-        }
-        fn service(&self) -> Option<String> {
-            Some("passwd".into())
-        }
-        fn rhost(&self) -> Option<String> {
-            None
-        }
-        fn tty(&self) -> Option<String> {
-            None
-        }
-        fn ruser(&self) -> Option<String> {
-            None
-        }
-        fn logname(&self) -> Option<String> {
-            None
-        }
-        fn uids(&self) -> (u32, u32) {
-            (1000, 1000)
-        }
-        fn uid_of(&self, _: &str) -> Option<u32> {
-            None
-        }
-        fn log(&self, level: Level, message: &str) {
-            self.lines.borrow_mut().push((level, message.to_string()));
-        }
-    }
+    use crate::login::tests::TestHost;
 
     fn run(flags: i32, socket: &std::path::Path) -> (Code, Vec<(Level, String)>) {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("apppass.conf");
         std::fs::write(&conf, "").unwrap();
-        let mut host = TestHost {
-            lines: RefCell::new(Vec::new()),
-        };
+        let mut host = TestHost::new("passwd");
         let socket = format!("socket={}", socket.display());
         let conf = format!("conf={}", conf.display());
         let argv: Vec<&[u8]> = vec![socket.as_bytes(), conf.as_bytes()];
