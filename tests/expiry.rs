@@ -6,20 +6,6 @@ mod common;
 
 use common::Sandbox;
 
-fn json(s: &Sandbox, args: &[&str]) -> Vec<serde_json::Value> {
-    let out = s.apppass(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<serde_json::Value>(&out.stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
 fn text(s: &Sandbox, args: &[&str]) -> String {
     let out = s.apppass(args);
     assert!(
@@ -78,14 +64,14 @@ fn soon_expiring_passwords_are_flagged_and_listed() {
     assert!(!line(never).contains("expires in"), "{table}");
 
     // The administrator's view: everyone's, active ones only, within the window asked.
-    assert_eq!(ids(&json(&s, &["expiring", "--json"])), want);
+    assert_eq!(ids(&s.json_array(&["expiring", "--json"])), want);
     let mut month = vec![three_days, a_month, tomorrow];
     month.sort_unstable();
     assert_eq!(
-        ids(&json(&s, &["expiring", "--within", "40d", "--json"])),
+        ids(&s.json_array(&["expiring", "--within", "40d", "--json"])),
         month
     );
-    let alices = json(&s, &["expiring", "--user", "alice", "--json"]);
+    let alices = s.json_array(&["expiring", "--user", "alice", "--json"]);
     assert_eq!(ids(&alices), vec![three_days]);
     assert_eq!(alices[0]["label"], "Phone");
     assert_eq!(alices[0]["user"], "alice");
@@ -104,7 +90,7 @@ fn soon_expiring_passwords_are_flagged_and_listed() {
     // expiry_warning = never: nothing is flagged; `expiring` still answers what it is asked.
     s.reconfigure("expiry_warning = never\n");
     assert!(s.list().iter().all(|r| r["expires_soon"] == false));
-    assert_eq!(ids(&json(&s, &["expiring", "--json"])), want);
+    assert_eq!(ids(&s.json_array(&["expiring", "--json"])), want);
 }
 
 fn ids_of(mut v: Vec<i64>) -> Vec<i64> {

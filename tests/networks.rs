@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::Sandbox;
 use pam_apppass::code::Code;
@@ -21,17 +21,7 @@ fn login(s: &Sandbox, user: &str, password: &str, rhost: Option<&str>) -> Code {
 
 /// The audit log of `user`, newest first.
 fn events(s: &Sandbox, user: &str) -> Vec<serde_json::Value> {
-    let out = s.apppass(&["log", "--user", user, "--json", "--limit", "1000"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<serde_json::Value>(&out.stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
+    s.json_array(&["log", "--user", user, "--json", "--limit", "1000"])
 }
 
 /// The reasons of `user`'s audit events, oldest first (`-` for a success).
@@ -42,25 +32,6 @@ fn reasons(s: &Sandbox, user: &str) -> Vec<String> {
         .collect();
     r.reverse();
     r
-}
-
-/// apppassd's log lines that contain every one of `parts`, once there are `n` (a
-/// login's line is written after its answer), at most 10 s.
-fn log_lines(s: &Sandbox, parts: &[&str], n: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let lines: Vec<String> = s
-            .daemon
-            .log()
-            .lines()
-            .filter(|l| parts.iter().all(|p| l.contains(p)))
-            .map(str::to_string)
-            .collect();
-        if lines.len() >= n || Instant::now() > deadline {
-            return lines;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The networks `apppass list --json` shows for app password `id`.
@@ -143,7 +114,9 @@ fn only_addresses_inside_the_networks_may_use_the_password() {
         login(&s, "alice", &other.password, Some("198.51.100.1")),
         Code::SUCCESS
     );
-    let refused = log_lines(&s, &["authentication failure", "reason=network"], 5);
+    let refused = s
+        .daemon
+        .log_lines(&["authentication failure", "reason=network"], 5);
     assert_eq!(refused.len(), 5, "{refused:?}");
     let id = format!("id={}", pw.id);
     assert!(refused.iter().all(|l| l.contains(&id)), "{refused:?}");
@@ -179,7 +152,9 @@ fn a_right_password_from_the_wrong_place_counts_as_a_guess() {
         login(&s, "alice", &pw.password, Some("192.0.2.1")),
         Code::SUCCESS
     );
-    let throttled = log_lines(&s, &["rhost=198.51.100.7", "reason=throttled"], 1);
+    let throttled = s
+        .daemon
+        .log_lines(&["rhost=198.51.100.7", "reason=throttled"], 1);
     assert_eq!(throttled.len(), 1, "{}", s.daemon.log());
 }
 
@@ -208,8 +183,7 @@ fn networks_can_be_changed_later() {
         login(&s, "alice", &pw.password, Some("2001:db8::1")),
         Code::SUCCESS
     );
-    let changed = log_lines(
-        &s,
+    let changed = s.daemon.log_lines(
         &[&format!(
             "app password networks changed: id={id} user=alice"
         )],
@@ -236,7 +210,10 @@ fn networks_can_be_changed_later() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("from anywhere"));
     assert!(listed_networks(&s, pw.id).is_empty());
     assert_eq!(login(&s, "alice", &pw.password, far), Code::SUCCESS);
-    assert_eq!(log_lines(&s, &["networks changed", "from=*"], 1).len(), 1);
+    assert_eq!(
+        s.daemon.log_lines(&["networks changed", "from=*"], 1).len(),
+        1
+    );
 }
 
 #[test]
@@ -324,6 +301,6 @@ fn unreadable_networks_refuse_every_login() {
         "app password id={} of alice has networks that cannot be read",
         pw.id
     );
-    assert_eq!(log_lines(&s, &[&id], 3).len(), 3, "{}", s.daemon.log());
+    assert_eq!(s.daemon.log_lines(&[&id], 3).len(), 3, "{}", s.daemon.log());
     assert_eq!(reasons(&s, "alice"), ["network", "network", "network"]);
 }

@@ -11,7 +11,6 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use apppass_core::secret::NewPassword;
 use common::{Daemon, Sandbox, is_root, require, unique};
@@ -76,24 +75,6 @@ fn prerequisites() -> bool {
             have("useradd") && have("userdel"),
             "useradd and userdel (passwd)",
         )
-}
-
-/// apppassd's log lines that contain every one of `parts`, waited for (the line of a
-/// login is written after its answer) until there are `n`, at most 10 s.
-fn log_lines(daemon: &Daemon, parts: &[&str], n: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let lines: Vec<String> = daemon
-            .log()
-            .lines()
-            .filter(|l| parts.iter().all(|p| l.contains(p)))
-            .map(str::to_string)
-            .collect();
-        if lines.len() >= n || Instant::now() > deadline {
-            return lines;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn json(s: &Sandbox, args: &[&str]) -> serde_json::Value {
@@ -161,8 +142,7 @@ fn a_name_given_to_another_account_does_not_inherit_its_app_passwords() {
         ["owner_changed", "owner_changed"]
     );
     let user_field = format!("user={user} ");
-    let refused = log_lines(
-        &s.daemon,
+    let refused = s.daemon.log_lines(
         &[
             &user_field,
             "authentication failure",
@@ -171,10 +151,12 @@ fn a_name_given_to_another_account_does_not_inherit_its_app_passwords() {
         2,
     );
     assert_eq!(refused.len(), 2, "{}", s.daemon.log());
-    assert!(log_lines(&s.daemon, &[&user_field, "reason=throttled"], 0).is_empty());
-    let why = log_lines(
-        &s.daemon,
-        &[&format!(
+    assert!(
+        s.daemon
+            .log_lines(&[&user_field, "reason=throttled"], 0)
+            .is_empty()
+    );
+    let why = s.daemon.log_lines(&[&format!(
             "id={} of {user} was made for uid {first}, and its user name now belongs to uid {second}",
             pw.id
         )],
@@ -211,8 +193,7 @@ fn a_deleted_accounts_app_passwords_stop_working() {
     accounts.delete(&user);
     assert_eq!(s.code("imap", &user, &pw.password), Code::AUTH_ERR);
     assert_eq!(audit_reasons(&s, &user, 1), ["owner_changed"]);
-    let why = log_lines(
-        &s.daemon,
+    let why = s.daemon.log_lines(
         &[&format!(
             "id={} of {user} was made for uid {uid}, and its user name has no account now",
             pw.id
@@ -269,13 +250,13 @@ fn app_passwords_from_before_owners_are_adopted_once() {
     std::fs::remove_dir_all(s.db.parent().unwrap()).unwrap();
     let passwords = schema_2_store(&s.db, &[&user, &user, &gone]);
     s.daemon = Daemon::start_at(s.dir.path(), &s.db, &s.conf, &[]);
-    let adopted = log_lines(&s.daemon, &["adopted 3 app password(s) of 2 user(s)"], 1);
+    let adopted = s
+        .daemon
+        .log_lines(&["adopted 3 app password(s) of 2 user(s)"], 1);
     assert_eq!(adopted.len(), 1, "{}", s.daemon.log());
-    let homeless = log_lines(
-        &s.daemon,
-        &["1 user(s) with app passwords have no account: "],
-        1,
-    );
+    let homeless = s
+        .daemon
+        .log_lines(&["1 user(s) with app passwords have no account: "], 1);
     assert_eq!(homeless.len(), 1, "{}", s.daemon.log());
     assert!(homeless[0].contains(&gone), "{}", homeless[0]);
     let owners: Vec<(String, Option<i64>)> = {

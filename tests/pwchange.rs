@@ -141,23 +141,6 @@ fn password_change_events(s: &Sandbox, user: &str) -> Vec<i64> {
     ids
 }
 
-/// apppassd's log lines containing every one of `parts`, waited for up to 10 s.
-fn daemon_lines(daemon: &Daemon, parts: &[&str]) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let lines: Vec<String> = daemon
-            .log()
-            .lines()
-            .filter(|l| parts.iter().all(|p| l.contains(p)))
-            .map(str::to_string)
-            .collect();
-        if !lines.is_empty() || Instant::now() > deadline {
-            return lines;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A sandbox with `alice` (two app passwords) and `bob` (one), both real accounts.
 fn world(conf: &str, accounts: &mut Accounts) -> (Sandbox, String, Vec<i64>, String, i64) {
     let s = Sandbox::with_config(conf);
@@ -195,13 +178,13 @@ fn a_password_change_revokes_every_app_password_of_the_user() {
     assert_eq!(statuses(&s, &bob), [(bobs, "active".to_string())]);
     assert_eq!(password_change_events(&s, &alice), ids);
     assert!(password_change_events(&s, &bob).is_empty());
-    let lines = daemon_lines(
-        &s.daemon,
+    let lines = s.daemon.log_lines(
         &[
             "reason=password-change",
             "count=2",
             &format!("user={alice}"),
         ],
+        1,
     );
     assert_eq!(lines.len(), 1, "{}", s.daemon.log());
     // A second change finds nothing left to revoke, and is no failure.
@@ -315,12 +298,12 @@ fn revoke_on_password_change_no_keeps_them() {
     assert_eq!(change(&s, "passwd", &alice, &[&new, &new]), Code::SUCCESS);
     assert!(all_active(&s, &alice), "{:?}", statuses(&s, &alice));
     assert!(password_change_events(&s, &alice).is_empty());
-    let lines = daemon_lines(
-        &s.daemon,
+    let lines = s.daemon.log_lines(
         &[
             "app passwords kept (revoke_on_password_change = no)",
             &format!("user={alice}"),
         ],
+        1,
     );
     assert_eq!(lines.len(), 1, "{}", s.daemon.log());
     // The default is yes.
@@ -377,13 +360,13 @@ fn a_front_end_on_postgresql_revokes_through_the_function() {
     assert!(st.iter().all(|(_, s)| s == "revoked"), "{st:?}");
     assert_eq!(statuses(&admin, &bob), [(bobs, "active".to_string())]);
     assert_eq!(password_change_events(&admin, &alice), ids);
-    let lines = daemon_lines(
-        &front.daemon,
+    let lines = front.daemon.log_lines(
         &[
             "reason=password-change",
             "count=2",
             &format!("user={alice}"),
         ],
+        1,
     );
     assert_eq!(lines.len(), 1, "{}", front.daemon.log());
 }
@@ -499,12 +482,12 @@ fn a_user_may_report_only_their_own_password_change() {
     assert_eq!(Code(as_bob(&alice)), Code::PERM_DENIED);
     assert!(all_active(&s, &alice), "{:?}", statuses(&s, &alice));
     assert!(password_change_events(&s, &alice).is_empty());
-    let refused = daemon_lines(
-        &s.daemon,
+    let refused = s.daemon.log_lines(
         &[
             "refusing to revoke another user's app passwords",
             &format!("user={alice}"),
         ],
+        1,
     );
     assert_eq!(refused.len(), 1, "{}", s.daemon.log());
     assert_eq!(Code(as_bob(&bob)), Code::SUCCESS);

@@ -24,35 +24,12 @@ fn unknown() -> String {
 /// The audit log of `user`, newest first (`apppass log` waits for the records of the
 /// logins already answered).
 fn events(s: &Sandbox, user: &str) -> Vec<serde_json::Value> {
-    let out = s.apppass(&["log", "--user", user, "--json", "--limit", "100000"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<serde_json::Value>(&out.stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
+    s.json_array(&["log", "--user", user, "--json", "--limit", "100000"])
 }
 
 /// The reason of `user`'s newest audit event (`None` on success).
 fn last_reason(s: &Sandbox, user: &str) -> Option<String> {
     events(s, user)[0]["reason"].as_str().map(String::from)
-}
-
-/// How many lines of apppassd's log contain `text`, once at least `n` do (or 10 s
-/// have passed): a login's line is written after its answer.
-fn log_lines(s: &Sandbox, text: &str, n: usize) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let count = s.daemon.log().lines().filter(|l| l.contains(text)).count();
-        if count >= n || Instant::now() > deadline {
-            return count;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Rows in a table of the store, read beside apppassd.
@@ -84,7 +61,7 @@ fn a_thousand_guesses_from_the_owners_address_do_not_lock_the_owner_out() {
     }
     let throttled = "rhost=203.0.113.7 user=alice service=imap reason=throttled";
     // Ten of each kind were checked; the other 980 refused unhashed.
-    assert_eq!(log_lines(&s, throttled, 980), 980);
+    assert_eq!(s.daemon.log_lines(&[throttled], 980).len(), 980);
 
     // The owner, from the same address, at once.
     let out = s.login("imap", "alice", phone.password.as_bytes(), shared);
@@ -104,7 +81,7 @@ fn a_thousand_guesses_from_the_owners_address_do_not_lock_the_owner_out() {
         let out = s.login("imap", "alice", guess.as_bytes(), shared);
         assert_eq!(out.code, Code::AUTH_ERR);
     }
-    assert_eq!(log_lines(&s, throttled, 983), 983);
+    assert_eq!(s.daemon.log_lines(&[throttled], 983).len(), 983);
 
     // The audit log: the twenty checked guesses, the two successes, and one event for
     // each of the two lockouts; the 981 other refusals are counted on the throttle rows.

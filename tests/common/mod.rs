@@ -189,10 +189,15 @@ impl Sandbox {
 
     /// `apppass list --all --json`.
     pub fn list(&self) -> Vec<serde_json::Value> {
-        let out = self.apppass(&["list", "--all", "--json"]);
+        self.json_array(&["list", "--all", "--json"])
+    }
+
+    /// `apppass ARGS`, which must succeed and print a JSON array.
+    pub fn json_array(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let out = self.apppass(args);
         assert!(
             out.status.success(),
-            "list: {}",
+            "{args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice::<serde_json::Value>(&out.stdout)
@@ -404,6 +409,24 @@ impl Daemon {
     /// What it logged so far (a copy of its syslog lines).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.socket.with_file_name("apppassd.log")).unwrap_or_default()
+    }
+
+    /// Its log lines that contain every one of `parts`, once there are `n` (a login's
+    /// line is written after its answer), waiting at most 10 s.
+    pub fn log_lines(&self, parts: &[&str], n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines: Vec<String> = self
+                .log()
+                .lines()
+                .filter(|l| parts.iter().all(|p| l.contains(p)))
+                .map(str::to_string)
+                .collect();
+            if lines.len() >= n || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Stops it with SIGTERM and waits for it to exit; returns its exit status.
