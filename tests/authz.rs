@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{Daemon, is_root, require, unique};
+use common::{Daemon, as_user, is_root, require, unique};
 
 /// Throwaway users and groups, removed again even when a test fails.
 struct Accounts {
@@ -160,23 +160,6 @@ impl World {
             v["id"].as_i64().unwrap(),
             v["password"].as_str().unwrap().to_string(),
         ))
-    }
-}
-
-fn as_user(user: Option<&str>) -> Command {
-    match user {
-        Some(u) => {
-            let mut c = Command::new("setpriv");
-            c.args([
-                &format!("--reuid={u}"),
-                &format!("--regid={u}"),
-                "--init-groups",
-                "--",
-            ]);
-            c.env("HOME", "/nonexistent");
-            c
-        }
-        None => Command::new("env"),
     }
 }
 

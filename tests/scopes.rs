@@ -15,7 +15,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use apppass_core::time;
-use common::{Daemon, is_root, require, unique};
+use common::{Daemon, as_user, is_root, require, unique};
 use pam_apppass::code::Code;
 
 /// Throwaway users (and one group, for admin_group), removed again even when a test
@@ -127,20 +127,7 @@ impl World {
 
     /// The CLI as `user` (None: root).
     fn apppass(&self, user: Option<&str>, args: &[&str]) -> Output {
-        let mut c = match user {
-            Some(u) => {
-                let mut c = Command::new("setpriv");
-                c.args([
-                    &format!("--reuid={u}"),
-                    &format!("--regid={u}"),
-                    "--init-groups",
-                    "--",
-                ]);
-                c.env("HOME", "/nonexistent");
-                c
-            }
-            None => Command::new("env"),
-        };
+        let mut c = as_user(user);
         c.arg(&self.apppass)
             .arg("--socket")
             .arg(&self.daemon.socket)

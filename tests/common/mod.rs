@@ -457,3 +457,22 @@ pub fn signal(pid: u32, name: &str) {
         .arg(pid.to_string())
         .status();
 }
+
+/// A command that runs as `user` (setpriv, with that user's groups; `None`: as this
+/// process, through env), followed by the program and its arguments.
+pub fn as_user(user: Option<&str>) -> Command {
+    match user {
+        Some(u) => {
+            let mut c = Command::new("setpriv");
+            c.args([
+                &format!("--reuid={u}"),
+                &format!("--regid={u}"),
+                "--init-groups",
+                "--",
+            ]);
+            c.env("HOME", "/nonexistent");
+            c
+        }
+        None => Command::new("env"),
+    }
+}
