@@ -601,11 +601,7 @@ fn expiring(s: &mut Session, a: ExpiringArgs, out: &mut impl Write) -> Result<()
                 r.id.to_string(),
                 r.user.clone(),
                 r.service.clone(),
-                if r.label.is_empty() {
-                    "-".into()
-                } else {
-                    r.label.clone()
-                },
+                dash(Some(r.label.as_str())),
                 time::format_iso8601(e),
                 time_left(e, now),
             ]
@@ -646,10 +642,9 @@ fn print_columns<const N: usize>(
     Ok(())
 }
 
-fn dash(s: &Option<String>) -> String {
-    s.clone()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "-".into())
+/// A table cell: `-` for nothing or an empty string.
+fn dash(s: Option<&str>) -> String {
+    s.filter(|s| !s.is_empty()).unwrap_or("-").to_string()
 }
 
 fn print_table(rows: &[PasswordInfo], out: &mut impl Write) -> io::Result<()> {
@@ -674,11 +669,7 @@ fn print_table(rows: &[PasswordInfo], out: &mut impl Write) -> io::Result<()> {
                 r.id.to_string(),
                 r.user.clone(),
                 r.service.clone(),
-                if r.label.is_empty() {
-                    "-".into()
-                } else {
-                    r.label.clone()
-                },
+                dash(Some(r.label.as_str())),
                 time::format_iso8601(r.created),
                 r.expires
                     .map_or_else(|| "never".into(), time::format_iso8601),
@@ -690,8 +681,8 @@ fn print_table(rows: &[PasswordInfo], out: &mut impl Write) -> io::Result<()> {
                 },
                 r.last_used
                     .map_or_else(|| "never used".into(), time::format_iso8601),
-                dash(&r.last_rhost),
-                dash(&r.last_service),
+                dash(r.last_rhost.as_deref()),
+                dash(r.last_service.as_deref()),
                 r.use_count.to_string(),
                 if r.networks.is_empty() {
                     "any".into()
@@ -795,10 +786,10 @@ fn log(s: &mut Session, a: LogArgs, out: &mut impl Write) -> Result<(), CliError
                 e.user.clone(),
                 e.service.clone(),
                 e.outcome.clone(),
-                dash(&e.reason),
+                dash(e.reason.as_deref()),
                 e.password_id
                     .map_or_else(|| "-".into(), |id| id.to_string()),
-                dash(&e.rhost),
+                dash(e.rhost.as_deref()),
             ]
         })
         .collect();
