@@ -245,7 +245,8 @@ impl CliError {
                 | ErrorKind::Unavailable
                 | ErrorKind::Busy
                 | ErrorKind::Timeout
-                | ErrorKind::Internal => exit::FAILURE,
+                | ErrorKind::Internal
+                | ErrorKind::Reauthenticate => exit::FAILURE,
             },
             CliError::Daemon(_) | CliError::Other(_) => exit::FAILURE,
         }

@@ -95,6 +95,98 @@ pub struct Config {
     /// `revoke_on_password_change`: whether a change of the account password through PAM
     /// (pam_apppass's password hook) revokes all of the user's app passwords.
     pub revoke_on_password_change: bool,
+    /// The portal's settings (apppass-web); apppassd ignores them.
+    pub web: Web,
+}
+
+/// Where apppass-web listens: a TCP address (behind the site's reverse proxy, or with
+/// its own TLS) or a Unix socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(std::net::SocketAddr),
+    Unix(PathBuf),
+}
+
+impl Listen {
+    /// `127.0.0.1:8443`, `[::1]:8443` or `unix:/run/apppass-web/web.sock`.
+    pub fn parse(value: &str) -> Result<Listen, String> {
+        if let Some(path) = value.strip_prefix("unix:") {
+            return if path.starts_with('/') {
+                Ok(Listen::Unix(PathBuf::from(path)))
+            } else {
+                Err(format!("unix: needs an absolute path, found {path:?}"))
+            };
+        }
+        value.parse().map(Listen::Tcp).map_err(|_| {
+            format!("expected ADDRESS:PORT (127.0.0.1:8443) or unix:PATH, found {value:?}")
+        })
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Tcp(a) => write!(f, "{a}"),
+            Listen::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// The portal's settings: where it listens, whom it believes about client addresses,
+/// and the mail servers that its profiles and Thunderbird's autoconfig name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Web {
+    /// `web_listen`.
+    pub listen: Listen,
+    /// `web_tls_cert` and `web_tls_key`: PEM files; both or neither (then plain HTTP,
+    /// for a reverse proxy in front).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// `trusted_proxies`: peers whose X-Forwarded-For is believed; `None`: nobody's.
+    pub trusted_proxies: Option<crate::networks::Networks>,
+    /// `site_name`: the name pages and profiles show.
+    pub site_name: String,
+    /// `mail_domain`: the domain of people's addresses (user@mail_domain) in profiles and
+    /// autoconfig; `None`: the IMAP host's.
+    pub mail_domain: Option<String>,
+    /// `imap_host`, `imap_port`, `smtp_host`, `smtp_port`: the servers mail apps use;
+    /// without `imap_host` no profile or autoconfig is offered.
+    pub imap_host: Option<String>,
+    pub imap_port: u16,
+    pub smtp_host: Option<String>,
+    pub smtp_port: u16,
+}
+
+impl Default for Web {
+    fn default() -> Self {
+        Web {
+            listen: Listen::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 8443))),
+            tls_cert: None,
+            tls_key: None,
+            trusted_proxies: None,
+            site_name: "apppass".into(),
+            mail_domain: None,
+            imap_host: None,
+            imap_port: 993,
+            smtp_host: None,
+            smtp_port: 465,
+        }
+    }
+}
+
+/// A host name for mail settings: letters, digits, dots and dashes.
+fn check_host(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value.len() <= 253
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && !value.starts_with(['.', '-']);
+    if ok {
+        Ok(value.to_ascii_lowercase())
+    } else {
+        Err(format!("bad host name {value:?}"))
+    }
 }
 
 impl Default for Config {
@@ -140,6 +232,7 @@ impl Default for Config {
                 p: 8,
             },
             revoke_on_password_change: true,
+            web: Web::default(),
         }
     }
 }
@@ -344,11 +437,64 @@ impl Config {
                         }
                     }
                 }
+                "web_listen" => config.web.listen = Listen::parse(value).map_err(invalid)?,
+                "web_tls_cert" | "web_tls_key" => {
+                    // Empty, as the shipped file's commented line: none.
+                    if !value.is_empty() && !value.starts_with('/') {
+                        return Err(invalid(format!(
+                            "{key} must be an absolute path, found {value:?}"
+                        )));
+                    }
+                    let slot = if key == "web_tls_cert" {
+                        &mut config.web.tls_cert
+                    } else {
+                        &mut config.web.tls_key
+                    };
+                    *slot = (!value.is_empty()).then(|| PathBuf::from(value));
+                }
+                "trusted_proxies" => {
+                    let nets = crate::networks::Networks::from_column(value)
+                        .map_err(|e| invalid(format!("{key}: {e}")))?;
+                    config.web.trusted_proxies = (!nets.is_any()).then_some(nets);
+                }
+                "site_name" => {
+                    if value.is_empty()
+                        || value.chars().count() > 64
+                        || value.chars().any(char::is_control)
+                    {
+                        return Err(invalid(format!(
+                            "{key} must be 1 to 64 printable characters"
+                        )));
+                    }
+                    config.web.site_name = value.to_string();
+                }
+                "mail_domain" => config.web.mail_domain = Some(check_host(value).map_err(invalid)?),
+                "imap_host" => config.web.imap_host = Some(check_host(value).map_err(invalid)?),
+                "smtp_host" => config.web.smtp_host = Some(check_host(value).map_err(invalid)?),
+                "imap_port" | "smtp_port" => {
+                    let port: u16 = value
+                        .parse()
+                        .ok()
+                        .filter(|p| *p > 0)
+                        .ok_or_else(|| invalid(format!("{key} must be a port (1-65535)")))?;
+                    if key == "imap_port" {
+                        config.web.imap_port = port;
+                    } else {
+                        config.web.smtp_port = port;
+                    }
+                }
                 _ => warnings.push(format!(
                     "{}:{line}: unknown setting {key:?} ignored",
                     path.display()
                 )),
             }
+        }
+        if config.web.tls_cert.is_some() != config.web.tls_key.is_some() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line: 0,
+                why: "web_tls_cert and web_tls_key go together: set both, or neither".into(),
+            });
         }
         if let Some(n) = throttle_failures {
             throttle.failures = n;
@@ -513,6 +659,40 @@ mod tests {
                 p: 2
             }
         );
+    }
+
+    #[test]
+    fn web_keys() {
+        let w = parse(
+            "web_listen = unix:/run/w.sock\nweb_tls_cert = /c.pem\nweb_tls_key = /k.pem\n\
+             trusted_proxies = 127.0.0.1, ::1\nsite_name = Example Mail\nmail_domain = Example.org\n\
+             imap_host = imap.example.org\nimap_port = 143\nsmtp_host = smtp.example.org\nsmtp_port = 587\n",
+        )
+        .unwrap()
+        .config
+        .web;
+        assert_eq!(w.listen, Listen::Unix(PathBuf::from("/run/w.sock")));
+        assert_eq!(w.tls_key.as_deref(), Some(Path::new("/k.pem")));
+        assert_eq!(
+            (w.site_name.as_str(), w.mail_domain.as_deref()),
+            ("Example Mail", Some("example.org"))
+        );
+        assert_eq!((w.imap_port, w.smtp_port), (143, 587));
+        assert!(w.trusted_proxies.unwrap().allows(Some("::1")));
+        let none = parse("trusted_proxies =\nweb_tls_cert =\nweb_tls_key =").unwrap();
+        assert_eq!(none.config.web, Web::default());
+        assert_eq!(Listen::parse("[::1]:80").unwrap().to_string(), "[::1]:80");
+        for bad in [
+            "web_listen = localhost:80",
+            "web_listen = unix:rel",
+            "web_tls_cert = /c.pem",
+            "imap_port = 0",
+            "imap_host = a b",
+            "trusted_proxies = nonsense",
+            "site_name = ",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

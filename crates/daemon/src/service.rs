@@ -401,6 +401,15 @@ impl Service {
             Request::Backup => return (self.backup(peer), None),
             Request::SetNetworks { id, from } => self.set_networks(peer, id, from.as_deref(), now),
             Request::PasswordChanged { user } => self.password_changed(peer, &user, now),
+            // PORTAL placeholder (branch `portal`): the lead's daemon side replaces it.
+            Request::SignIn { .. }
+            | Request::Answer { .. }
+            | Request::Resume { .. }
+            | Request::SignOut
+            | Request::Prove => Err(Response::error(
+                ErrorKind::BadRequest,
+                "portal sessions are not supported by this apppassd",
+            )),
         };
         match result {
             Ok(r) | Err(r) => (r.into(), None),

@@ -19,5 +19,5 @@ pub mod wire;
 pub use client::{Client, ClientError};
 pub use message::{
     AddRequest, Added, AuthAnswer, AuthRequest, ErrorKind, EventInfo, Identity, PasswordInfo,
-    Reason, Request, Response, RevokeOutcome, Status,
+    Prompt, PromptStyle, Reason, Request, Response, RevokeOutcome, Session, Status,
 };

@@ -192,6 +192,25 @@ pub enum Request {
     PasswordChanged {
         user: String,
     },
+    // PORTAL (branch `portal`, for apppass-web to compile against until the lead's
+    // daemon side lands on main; the lead's definitions win on merge).
+    /// Start a sign-in through the `apppass-portal` PAM stack (the portal's uid only).
+    SignIn {
+        user: String,
+        client: Option<String>,
+    },
+    /// The answers to a [`Response::Conversation`], in order.
+    Answer {
+        answers: Vec<Zeroizing<Vec<u8>>>,
+    },
+    /// Bind this connection to a session; later requests act as its person.
+    Resume {
+        token: Zeroizing<String>,
+    },
+    /// End the resumed session.
+    SignOut,
+    /// Run the stack again for the resumed session's person (proof of presence).
+    Prove,
 }
 
 mod kind {
@@ -206,6 +225,12 @@ mod kind {
     pub const BACKUP: u8 = 9;
     pub const SET_NETWORKS: u8 = 10;
     pub const PASSWORD_CHANGED: u8 = 11;
+    // PORTAL: placeholders until the lead's numbers land.
+    pub const SIGN_IN: u8 = 12;
+    pub const ANSWER: u8 = 13;
+    pub const RESUME: u8 = 14;
+    pub const SIGN_OUT: u8 = 15;
+    pub const PROVE: u8 = 16;
 
     pub const AUTH: u8 = 64;
     pub const ERROR: u8 = 65;
@@ -217,6 +242,9 @@ mod kind {
     pub const EVENTS: u8 = 71;
     pub const CHUNK: u8 = 72;
     pub const DONE: u8 = 73;
+    pub const CONVERSATION: u8 = 74;
+    pub const SESSION: u8 = 75;
+    pub const PROVED: u8 = 76;
 }
 
 impl Request {
@@ -234,6 +262,11 @@ impl Request {
             Request::Backup => "backup",
             Request::SetNetworks { .. } => "networks",
             Request::PasswordChanged { .. } => "password-changed",
+            Request::SignIn { .. } => "sign-in",
+            Request::Answer { .. } => "answer",
+            Request::Resume { .. } => "resume",
+            Request::SignOut => "sign-out",
+            Request::Prove => "prove",
         }
     }
 
@@ -294,6 +327,23 @@ impl Request {
                 e = Encoder::new(kind::PASSWORD_CHANGED);
                 e.str(user);
             }
+            Request::SignIn { user, client } => {
+                e = Encoder::new(kind::SIGN_IN);
+                e.str(user).opt_str(client.as_deref());
+            }
+            Request::Answer { answers } => {
+                e = Encoder::new(kind::ANSWER);
+                e.len(answers.len());
+                for a in answers {
+                    e.bytes(a);
+                }
+            }
+            Request::Resume { token } => {
+                e = Encoder::new(kind::RESUME);
+                e.str(token);
+            }
+            Request::SignOut => e = Encoder::new(kind::SIGN_OUT),
+            Request::Prove => e = Encoder::new(kind::PROVE),
         }
         e.finish()
     }
@@ -354,6 +404,23 @@ impl Request {
                 from: d.opt_string()?,
             },
             kind::PASSWORD_CHANGED => Request::PasswordChanged { user: d.string()? },
+            kind::SIGN_IN => Request::SignIn {
+                user: d.string()?,
+                client: d.opt_string()?,
+            },
+            kind::ANSWER => {
+                let n = d.len(4)?;
+                let mut answers = Vec::with_capacity(n);
+                for _ in 0..n {
+                    answers.push(Zeroizing::new(d.bytes()?.to_vec()));
+                }
+                Request::Answer { answers }
+            }
+            kind::RESUME => Request::Resume {
+                token: Zeroizing::new(d.string()?),
+            },
+            kind::SIGN_OUT => Request::SignOut,
+            kind::PROVE => Request::Prove,
             _ => return Err(WireError::Malformed("unknown request")),
         };
         d.finish()?;
@@ -394,10 +461,13 @@ pub enum ErrorKind {
     Timeout,
     /// A bug in the daemon.
     Internal,
+    /// PORTAL: the session's last proof of presence is too old for this request: prove
+    /// again ([`Request::Prove`]) and retry.
+    Reauthenticate,
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 9] = [
+    const ALL: [ErrorKind; 10] = [
         ErrorKind::BadRequest,
         ErrorKind::Usage,
         ErrorKind::Denied,
@@ -407,6 +477,7 @@ impl ErrorKind {
         ErrorKind::Busy,
         ErrorKind::Timeout,
         ErrorKind::Internal,
+        ErrorKind::Reauthenticate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -420,6 +491,7 @@ impl ErrorKind {
             ErrorKind::Busy => "busy",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Internal => "internal",
+            ErrorKind::Reauthenticate => "reauthenticate",
         }
     }
 
@@ -547,6 +619,51 @@ pub enum RevokeOutcome {
     NotFound,
 }
 
+// PORTAL: the sign-in conversation and sessions (placeholders; the lead's win).
+/// How a PAM prompt is to be shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptStyle {
+    EchoOff,
+    EchoOn,
+    ErrorMsg,
+    Info,
+}
+
+/// One message of the `apppass-portal` stack's conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompt {
+    pub style: PromptStyle,
+    pub text: String,
+}
+
+/// A portal session, as apppassd issued it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The secret that names the session (the portal's cookie). Wiped when dropped.
+    pub token: Zeroizing<String>,
+    /// The session's anti-forgery value, for the portal's forms.
+    pub csrf: Zeroizing<String>,
+    pub user: String,
+    pub admin: bool,
+    pub signed_in: i64,
+    /// When the stack last proved the person present (sign-in or [`Request::Prove`]).
+    pub proved: i64,
+    pub idle_timeout_s: u64,
+    pub absolute_timeout_s: u64,
+    pub expires: i64,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("user", &self.user)
+            .field("admin", &self.admin)
+            .field("proved", &self.proved)
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
+}
+
 /// apppassd's answers.
 #[derive(Debug)]
 pub enum Response {
@@ -565,6 +682,10 @@ pub enum Response {
     /// Part of a backup; [`Response::Done`] ends it.
     Chunk(Vec<u8>),
     Done,
+    /// PORTAL: the stack asks (answer with [`Request::Answer`] on the same connection).
+    Conversation(Vec<Prompt>),
+    Session(Box<Session>),
+    Proved,
 }
 
 impl Response {
@@ -685,6 +806,32 @@ impl Response {
                 e.bytes(data);
             }
             Response::Done => e = Encoder::new(kind::DONE),
+            Response::Conversation(prompts) => {
+                e = Encoder::new(kind::CONVERSATION);
+                e.len(prompts.len());
+                for p in prompts {
+                    e.u8(match p.style {
+                        PromptStyle::EchoOff => 1,
+                        PromptStyle::EchoOn => 2,
+                        PromptStyle::ErrorMsg => 3,
+                        PromptStyle::Info => 4,
+                    })
+                    .str(&p.text);
+                }
+            }
+            Response::Session(s) => {
+                e = Encoder::new(kind::SESSION);
+                e.str(&s.token)
+                    .str(&s.csrf)
+                    .str(&s.user)
+                    .bool(s.admin)
+                    .i64(s.signed_in)
+                    .i64(s.proved)
+                    .u64(s.idle_timeout_s)
+                    .u64(s.absolute_timeout_s)
+                    .i64(s.expires);
+            }
+            Response::Proved => e = Encoder::new(kind::PROVED),
         }
         e.finish()
     }
@@ -805,6 +952,36 @@ impl Response {
             }
             kind::CHUNK => Response::Chunk(d.bytes()?.to_vec()),
             kind::DONE => Response::Done,
+            kind::CONVERSATION => {
+                let n = d.len(5)?;
+                let mut prompts = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let style = match d.u8()? {
+                        1 => PromptStyle::EchoOff,
+                        2 => PromptStyle::EchoOn,
+                        3 => PromptStyle::ErrorMsg,
+                        4 => PromptStyle::Info,
+                        _ => return Err(WireError::Malformed("unknown prompt style")),
+                    };
+                    prompts.push(Prompt {
+                        style,
+                        text: d.string()?,
+                    });
+                }
+                Response::Conversation(prompts)
+            }
+            kind::SESSION => Response::Session(Box::new(Session {
+                token: Zeroizing::new(d.string()?),
+                csrf: Zeroizing::new(d.string()?),
+                user: d.string()?,
+                admin: d.bool()?,
+                signed_in: d.i64()?,
+                proved: d.i64()?,
+                idle_timeout_s: d.u64()?,
+                absolute_timeout_s: d.u64()?,
+                expires: d.i64()?,
+            })),
+            kind::PROVED => Response::Proved,
             _ => return Err(WireError::Malformed("unknown answer")),
         };
         d.finish()?;
