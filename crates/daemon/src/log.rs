@@ -35,6 +35,8 @@ const SYSLOG_SOCKET: &str = "/dev/log";
 /// The log. Lines never carry a secret: callers pass values a client controls
 /// through [`field`] or [`quoted`].
 pub struct Log {
+    /// The program's name on each line (apppassd, apppass-web).
+    tag: &'static str,
     socket: Mutex<Option<UnixDatagram>>,
     pid: u32,
     stderr: bool,
@@ -44,7 +46,13 @@ pub struct Log {
 impl Log {
     /// A log to syslog, and to stderr as well if `stderr`; `debug` lines only if `debug`.
     pub fn new(stderr: bool, debug: bool) -> Log {
+        Log::tagged("apppassd", stderr, debug)
+    }
+
+    /// The same log for another of apppass's programs (the portal), under its own name.
+    pub fn tagged(tag: &'static str, stderr: bool, debug: bool) -> Log {
         Log {
+            tag,
             socket: Mutex::new(None),
             pid: std::process::id(),
             stderr,
@@ -63,11 +71,12 @@ impl Log {
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
         if self.stderr {
-            eprintln!("apppassd: {}: {message}", level.name());
+            eprintln!("{}: {}: {message}", self.tag, level.name());
         }
         let datagram = format!(
-            "<{}>apppassd[{}]: {message}",
+            "<{}>{}[{}]: {message}",
             AUTHPRIV * 8 + level as u8,
+            self.tag,
             self.pid
         );
         let mut socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
