@@ -107,6 +107,10 @@ struct AddArgs {
     /// Also show the password as a QR code, for a phone's camera
     #[arg(long)]
     qr: bool,
+    /// Read your account password (which proves it is you) from standard input instead
+    /// of asking at the terminal; for a PAM stack that asks only for it
+    #[arg(long)]
+    password_stdin: bool,
 }
 
 #[derive(Args, Debug)]
@@ -221,7 +225,7 @@ struct DoctorArgs {
 
 /// What can go wrong in the CLI; each renders as one line.
 #[derive(Debug)]
-enum CliError {
+pub(crate) enum CliError {
     Usage(String),
     /// apppassd could not be reached or did not answer.
     Daemon(ClientError),
@@ -240,13 +244,12 @@ impl CliError {
             CliError::Refused(kind, _) => match kind {
                 ErrorKind::Usage => exit::USAGE,
                 ErrorKind::NotFound => exit::NOT_FOUND,
-                ErrorKind::Denied | ErrorKind::Limit => exit::DENIED,
+                ErrorKind::Denied | ErrorKind::Limit | ErrorKind::Reauthenticate => exit::DENIED,
                 ErrorKind::BadRequest
                 | ErrorKind::Unavailable
                 | ErrorKind::Busy
                 | ErrorKind::Timeout
-                | ErrorKind::Internal
-                | ErrorKind::Reauthenticate => exit::FAILURE,
+                | ErrorKind::Internal => exit::FAILURE,
             },
             CliError::Daemon(_) | CliError::Other(_) => exit::FAILURE,
         }
@@ -356,6 +359,15 @@ fn io_err(e: io::Error) -> CliError {
 }
 
 fn add(s: &mut Session, a: AddArgs, out: &mut impl Write) -> Result<(), CliError> {
+    // A new credential needs the person, not just their session: apppassd asks for the
+    // account password through its own PAM stack (root is let through at once).
+    let mut answers = if a.password_stdin {
+        crate::prove::Answers::from_stdin()?
+    } else {
+        crate::prove::Answers::Terminal
+    };
+    crate::prove::prove(&mut s.client, &mut answers)?;
+    drop(answers);
     let r = s.call(&Request::Add(AddRequest {
         user: a.user,
         service: a.service,

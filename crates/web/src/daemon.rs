@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use apppass_proto::{Client, ClientError, ErrorKind, Request, Response, Session};
 use nix::unistd::{Uid, User};
-use zeroize::Zeroizing;
 
 /// Why a call to apppassd gave no usable answer.
 #[derive(Debug)]
@@ -68,7 +67,7 @@ impl Conn {
     /// Binds this connection to the session named by `token`.
     pub fn resume(&mut self, token: &str) -> Result<Session, Failure> {
         match self.call(&Request::Resume {
-            token: Zeroizing::new(token.to_string()),
+            token: apppass_proto::message::Secret::new(token.as_bytes()),
         })? {
             Response::Session(s) => Ok(*s),
             _ => Err(Failure::Unexpected("resume")),

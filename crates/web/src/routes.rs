@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use apppass_core::config::Config;
 use apppass_core::networks::Networks;
+use apppass_proto::message::Secret;
 use apppass_proto::{
     AddRequest, ErrorKind, Prompt, PromptStyle, Request, Response, RevokeOutcome, Session,
 };
@@ -447,17 +448,17 @@ fn converse(
         };
         let inputs: Vec<&Prompt> = prompts.iter().filter(|p| is_input(p)).collect();
         let answers = match (inputs.as_slice(), password.as_ref()) {
-            ([], _) => prompts.iter().map(|_| Zeroizing::new(Vec::new())).collect(),
+            ([], _) => prompts.iter().map(|_| Secret::default()).collect(),
             ([only], Some(_)) if only.style == PromptStyle::EchoOff => {
                 let pw = password.take().unwrap_or_default();
                 prompts
                     .iter()
                     .map(|p| {
-                        Zeroizing::new(if is_input(p) {
-                            pw.as_bytes().to_vec()
+                        if is_input(p) {
+                            Secret::new(pw.as_bytes())
                         } else {
-                            Vec::new()
-                        })
+                            Secret::default()
+                        }
                     })
                     .collect()
             }
@@ -468,15 +469,15 @@ fn converse(
 }
 
 /// The person's answers to `prompts`, from the form's `a0`, `a1`, ... fields.
-fn answers_of(form: &mut Form, prompts: &[Prompt]) -> Vec<Zeroizing<Vec<u8>>> {
+fn answers_of(form: &mut Form, prompts: &[Prompt]) -> Vec<Secret> {
     prompts
         .iter()
         .enumerate()
         .map(|(i, p)| {
             if is_input(p) {
-                Zeroizing::new(form.take(&format!("a{i}")).as_bytes().to_vec())
+                Secret::new(form.take(&format!("a{i}")).as_bytes())
             } else {
-                Zeroizing::new(Vec::new())
+                Secret::default()
             }
         })
         .collect()
@@ -585,7 +586,11 @@ fn finish_sign_in(
     user: &str,
 ) -> HttpResponse {
     match step {
-        Ok(Step::Done(Response::Session(s))) => set_cookie(redirect("/"), &s.token, false),
+        Ok(Step::Done(Response::Session(s))) => set_cookie(
+            redirect("/"),
+            std::str::from_utf8(s.token.as_bytes()).unwrap_or(""),
+            false,
+        ),
         Ok(Step::Done(_)) => unavailable(state, &Failure::Unexpected("sign-in")),
         Ok(Step::Ask(prompts)) => {
             let shown = prompts.clone();
