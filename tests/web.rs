@@ -1,0 +1,580 @@
+//! The portal, apppass-web, over real HTTP: a real apppassd running the shipped
+//! `apppass-portal` stack (pam_unix) through the real PAM helper, for a throwaway account;
+//! apppass-web running as a throwaway system user of its own (the daemon's `portal_user`);
+//! every request written byte by byte. Sign in, create (shown once, QR code and profile
+//! read back), log in with it through the real libpam and the built module, revoke it,
+//! sign out; the security headers and cookie; forged, cross-site and hostile requests;
+//! autoconfig; a Unix socket and the built-in TLS.
+
+mod common;
+#[path = "web/portal.rs"]
+mod portal;
+
+use std::process::Command;
+
+use common::{is_root, require};
+use pam_apppass::code::Code;
+use portal::{Client, World, input_value, raw};
+
+fn prerequisites() -> bool {
+    require(is_root(), "root (throwaway accounts, the PAM helper)")
+        && require(
+            ["useradd", "userdel", "chpasswd", "setpriv", "python3"]
+                .iter()
+                .all(|p| {
+                    Command::new("sh")
+                        .args(["-c", &format!("command -v {p}")])
+                        .output()
+                        .is_ok_and(|o| o.status.success())
+                }),
+            "useradd, userdel, chpasswd, setpriv, python3",
+        )
+}
+
+/// The security headers every page carries.
+fn assert_headers(a: &portal::Answer) {
+    let csp = a.header("content-security-policy").expect("a CSP");
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(a.header("x-frame-options"), Some("DENY"));
+    assert_eq!(a.header("x-content-type-options"), Some("nosniff"));
+}
+
+fn sign_in(w: &World) -> Client {
+    let mut c = Client::new(w.web.port);
+    let a = c.post("/signin", &[("user", &w.person), ("password", &w.password)]);
+    assert_eq!(
+        a.status,
+        303,
+        "sign-in: {}\n{}\n{}",
+        a.body,
+        w.web.log(),
+        w.daemon.log()
+    );
+    assert_eq!(a.header("location"), Some("/"));
+    assert!(c.cookie.is_some());
+    c
+}
+
+/// The QR code's SVG (unit squares in one path) drawn into pixels and decoded.
+fn decode_qr(svg: &str) -> String {
+    let size: usize = svg
+        .split("viewBox=\"0 0 ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let d = svg
+        .split(" d=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let mut dark = vec![vec![false; size]; size];
+    for m in d.split('M').filter(|m| !m.is_empty()) {
+        let xy = m.split('h').next().unwrap();
+        let (x, y) = xy.split_once(' ').unwrap();
+        dark[y.parse::<usize>().unwrap()][x.parse::<usize>().unwrap()] = true;
+    }
+    const SCALE: usize = 4;
+    let mut img =
+        rqrr::PreparedImage::prepare_from_greyscale(size * SCALE, size * SCALE, |x, y| {
+            if dark[y / SCALE][x / SCALE] { 0 } else { 255 }
+        });
+    let grids = img.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code");
+    grids[0].decode().unwrap().1
+}
+
+/// The profile from the page's data: link, read back by Python's plistlib.
+fn read_profile(html: &str) -> serde_json::Value {
+    let b64 = html
+        .split("data:application/x-apple-aspen-config;base64,")
+        .nth(1)
+        .expect("a profile link")
+        .split('"')
+        .next()
+        .unwrap();
+    let script = "import sys,json,plistlib,base64\n\
+                  p=plistlib.loads(base64.b64decode(sys.stdin.read()))\n\
+                  m=p['PayloadContent'][0]\n\
+                  print(json.dumps({k:m[k] for k in m}|{'type':p['PayloadType']}))";
+    let mut py = Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    py.stdin.take().unwrap().write_all(b64.as_bytes()).unwrap();
+    let out = py.wait_with_output().unwrap();
+    assert!(out.status.success(), "plistlib could not read the profile");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn sign_in_create_shown_once_use_revoke_sign_out() {
+    if !prerequisites() {
+        return;
+    }
+    let w = World::start("", &portal::shipped_stack());
+    // Signed out: every page leads to the sign-in form.
+    let a = Client::new(w.web.port).get("/");
+    assert_eq!((a.status, a.header("location")), (303, Some("/signin")));
+    let form = Client::new(w.web.port).get("/signin");
+    assert_eq!(form.status, 200);
+    assert_headers(&form);
+
+    // A wrong password, then the right one.
+    let mut c = Client::new(w.web.port);
+    let a = c.post("/signin", &[("user", &w.person), ("password", "not-it")]);
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert!(a.body.contains("not right") && c.cookie.is_none());
+    let a =
+        Client::new(w.web.port).post("/signin", &[("user", &w.person), ("password", &w.password)]);
+    let cookie = a
+        .all("set-cookie")
+        .into_iter()
+        .find(|c| c.starts_with("__Host-apppass="))
+        .unwrap()
+        .to_string();
+    for attr in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(attr), "{attr} in {cookie}");
+    }
+    assert!(!cookie.contains("Domain"), "__Host- cookies name no domain");
+    let mut c = sign_in(&w);
+
+    // The list, then the create form.
+    let home = c.get("/");
+    assert_eq!(home.status, 200, "{}", home.body);
+    assert_eq!(home.header("cache-control"), Some("no-store"));
+    assert!(home.body.contains(&w.person));
+    let new = c.get("/new");
+    let csrf = input_value(&new.body, "csrf").unwrap();
+    let nonce = input_value(&new.body, "nonce").unwrap();
+    assert!(
+        !new.body.contains("name=\"password\""),
+        "a fresh sign-in needs no second proof"
+    );
+
+    // A forged form (no CSRF value, a wrong one) makes nothing.
+    let label = "<script>alert(1)</script>";
+    let a = c.post(
+        "/new",
+        &[("nonce", &nonce), ("service", "mail"), ("label", label)],
+    );
+    assert_eq!(a.status, 403);
+    let a = c.post(
+        "/new",
+        &[
+            ("csrf", "x"),
+            ("nonce", &nonce),
+            ("service", "mail"),
+            ("label", label),
+        ],
+    );
+    assert_eq!(a.status, 403);
+    // From another site, with the right CSRF value even: refused.
+    let a = c.post_from(
+        "/new",
+        &[
+            ("csrf", &csrf),
+            ("nonce", &nonce),
+            ("service", "mail"),
+            ("label", label),
+        ],
+        Some("https://evil.example"),
+    );
+    assert_eq!(a.status, 403);
+    let a = c.post_from(
+        "/new",
+        &[("csrf", &csrf), ("nonce", &nonce), ("service", "mail")],
+        None,
+    );
+    assert_eq!(a.status, 403, "no Origin and no Referer");
+
+    // Created: shown once, with its QR code and profile, never stored by the browser.
+    let shown = c.post(
+        "/new",
+        &[
+            ("csrf", &csrf),
+            ("nonce", &nonce),
+            ("service", "mail"),
+            ("label", label),
+        ],
+    );
+    assert_eq!(shown.status, 200, "{}\n{}", shown.body, w.daemon.log());
+    assert_eq!(shown.header("cache-control"), Some("no-store"));
+    assert_headers(&shown);
+    let password = shown
+        .body
+        .split("data-copy=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(password.len(), 34, "{password}");
+    assert!(shown.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(!shown.body.contains(label));
+    let svg = &shown.body[shown.body.find("<svg").unwrap()..];
+    assert_eq!(decode_qr(svg), password);
+    let profile = read_profile(&shown.body);
+    assert_eq!(profile["type"], "Configuration");
+    assert_eq!(profile["PayloadType"], "com.apple.mail.managed");
+    assert_eq!(profile["IncomingPassword"], password.as_str());
+    assert_eq!(profile["IncomingMailServerHostName"], "imap.example.org");
+    assert_eq!(profile["OutgoingMailServerHostName"], "smtp.example.org");
+    assert_eq!(profile["IncomingMailServerPortNumber"], 993);
+    assert_eq!(profile["EmailAddress"], format!("{}@example.org", w.person));
+    assert!(!w.web.log().contains(&password) && !w.daemon.log().contains(&password));
+
+    // Sending the same form again (a reload) makes no second password and shows none.
+    let again = c.post(
+        "/new",
+        &[
+            ("csrf", &csrf),
+            ("nonce", &nonce),
+            ("service", "mail"),
+            ("label", "x"),
+        ],
+    );
+    assert_eq!(
+        (again.status, again.header("location")),
+        (303, Some("/?done=duplicate"))
+    );
+    let list = c.get("/?done=duplicate");
+    assert!(!list.body.contains(&password));
+    assert_eq!(list.body.matches("/revoke/").count(), 1, "one password");
+    assert!(list.body.contains("&lt;script&gt;") && !list.body.contains(label));
+    assert!(list.body.contains("never used"));
+
+    // It opens the mail service, through the real libpam.
+    assert_eq!(w.imap_login(&password), Code::SUCCESS);
+
+    // Revoked: with a confirmation step first.
+    let id: i64 = list
+        .body
+        .split("/revoke/")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let confirm = c.get(&format!("/revoke/{id}"));
+    assert_eq!(confirm.status, 200);
+    let a = c.post("/revoke", &[("csrf", &csrf), ("id", &id.to_string())]);
+    assert_eq!(
+        (a.status, a.header("location")),
+        (303, Some("/?done=revoked"))
+    );
+    assert_ne!(w.imap_login(&password), Code::SUCCESS);
+    let log = c.get("/log");
+    assert_eq!(log.status, 200);
+    assert!(
+        log.body.contains("success") && log.body.contains("imap"),
+        "{}",
+        log.body
+    );
+
+    // Sign-out ends the session in apppassd too: the old cookie opens nothing.
+    let old = c.cookie.clone();
+    let a = c.post("/signout", &[("csrf", &csrf)]);
+    assert_eq!(a.status, 303, "{}", a.body);
+    assert!(a.all("set-cookie").iter().any(|c| c.contains("Max-Age=0")));
+    let mut stale = Client::new(w.web.port);
+    stale.cookie = old;
+    let a = stale.get("/");
+    assert_eq!(
+        (a.status, a.header("location")),
+        (303, Some("/signin?m=expired"))
+    );
+}
+
+#[test]
+fn sign_ins_are_throttled_per_user_and_address() {
+    if !prerequisites() {
+        return;
+    }
+    let w = World::start("", &portal::shipped_stack());
+    let mut statuses = Vec::new();
+    for _ in 0..15 {
+        let a =
+            Client::new(w.web.port).post("/signin", &[("user", &w.person), ("password", "wrong")]);
+        statuses.push(a.status);
+        if a.status == 429 {
+            assert!(a.body.contains("Too many"));
+            break;
+        }
+    }
+    assert_eq!(
+        statuses.last(),
+        Some(&429),
+        "throttled at last: {statuses:?}\n{}",
+        w.daemon.log()
+    );
+    assert!(statuses[..statuses.len() - 1].iter().all(|s| *s == 401));
+}
+
+#[test]
+fn hostile_requests_are_refused_cleanly() {
+    if !prerequisites() {
+        return;
+    }
+    let w = World::start("", &portal::shipped_stack());
+    let port = w.web.port;
+    let host = format!("Host: 127.0.0.1:{port}\nOrigin: http://127.0.0.1:{port}");
+    // A body far past the limit.
+    let big = vec![b'a'; 4 << 20];
+    let a = raw(
+        port,
+        &format!(
+            "POST /signin HTTP/1.1\n{host}\nContent-Type: application/x-www-form-urlencoded\nContent-Length: {}",
+            big.len()
+        ),
+        &big,
+    );
+    assert_eq!(a.status, 413);
+    // Bad percent escapes, bytes that are not UTF-8, another content type.
+    for body in [
+        &b"user=%zz&password=x"[..],
+        b"user=%ff%fe&password=x",
+        b"user=\xff",
+    ] {
+        let a = raw(
+            port,
+            &format!(
+                "POST /signin HTTP/1.1\n{host}\nContent-Type: application/x-www-form-urlencoded\nContent-Length: {}",
+                body.len()
+            ),
+            body,
+        );
+        assert_eq!(a.status, 400, "{body:?}");
+    }
+    let a = raw(
+        port,
+        &format!(
+            "POST /signin HTTP/1.1\n{host}\nContent-Type: application/json\nContent-Length: 2"
+        ),
+        b"{}",
+    );
+    assert_eq!(a.status, 400);
+    // A header block past the limit; a method nobody uses.
+    let a = raw(
+        port,
+        &format!("GET / HTTP/1.1\n{host}\nX-Junk: {}", "a".repeat(64 << 10)),
+        b"",
+    );
+    assert_eq!(a.status, 431);
+    let a = raw(
+        port,
+        &format!("PUT / HTTP/1.1\n{host}\nContent-Length: 0"),
+        b"",
+    );
+    assert_eq!(a.status, 405);
+    let a = raw(
+        port,
+        &format!("GET /static/../../etc/passwd HTTP/1.1\n{host}"),
+        b"",
+    );
+    assert!(!a.body.contains("root:"));
+    // A cookie that is not a token, a pending sign-in that does not exist.
+    let a = raw(
+        port,
+        &format!("GET / HTTP/1.1\n{host}\nCookie: __Host-apppass=<x>"),
+        b"",
+    );
+    assert_eq!(a.status, 303);
+    let mut c = Client::new(port);
+    let a = c.post("/signin/next", &[("pending", "nope"), ("a0", "123456")]);
+    assert_eq!(
+        (a.status, a.header("location")),
+        (303, Some("/signin?m=gone"))
+    );
+    // Still serving, and nothing secret in its log.
+    assert_eq!(Client::new(port).get("/signin").status, 200);
+}
+
+#[test]
+fn autoconfig_names_the_configured_servers() {
+    if !prerequisites() {
+        return;
+    }
+    let w = World::start(
+        "imap_port = 143\nsmtp_port = 587\n",
+        &portal::shipped_stack(),
+    );
+    for path in [
+        "/.well-known/autoconfig/mail/config-v1.1.xml",
+        "/mail/config-v1.1.xml?emailaddress=a%40example.org",
+    ] {
+        let a = Client::new(w.web.port).get(path);
+        assert_eq!(a.status, 200);
+        assert!(
+            a.header("content-type")
+                .unwrap()
+                .starts_with("application/xml")
+        );
+        let script = "import sys,xml.etree.ElementTree as E\n\
+                      r=E.fromstring(sys.stdin.read())\n\
+                      i=r.find('emailProvider/incomingServer');o=r.find('emailProvider/outgoingServer')\n\
+                      print(r.find('emailProvider').get('id'),i.get('type'),i.findtext('hostname'),i.findtext('port'),i.findtext('socketType'),o.findtext('hostname'),o.findtext('port'),o.findtext('socketType'))";
+        let mut py = Command::new("python3")
+            .args(["-c", script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        py.stdin
+            .take()
+            .unwrap()
+            .write_all(a.body.as_bytes())
+            .unwrap();
+        let out = py.wait_with_output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "example.org imap imap.example.org 143 STARTTLS smtp.example.org 587 STARTTLS"
+        );
+    }
+}
+
+/// Listening on a Unix socket (behind a local proxy) and serving TLS itself: no daemon
+/// is needed to see the sign-in page.
+#[test]
+fn unix_socket_and_built_in_tls() {
+    let have_tools = ["openssl", "curl"].iter().all(|p| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {p}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if !require(have_tools, "openssl and curl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("apppass.conf");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(
+        &conf,
+        format!(
+            "web_tls_cert = {}\nweb_tls_key = {}\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let port = common::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let socket = dir.path().join("none.sock");
+    let web = portal::Web::start(
+        None,
+        &[
+            "--listen",
+            &listen,
+            "--config",
+            conf.to_str().unwrap(),
+            "--socket",
+            socket.to_str().unwrap(),
+        ],
+        &dir.path().join("tls.log"),
+        port,
+    );
+    let out = Command::new("curl")
+        .args(["-sS", "-D", "-", "--cacert"])
+        .arg(&cert)
+        .arg(format!("https://127.0.0.1:{port}/signin"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        web.log()
+    );
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("strict-transport-security"),
+        "{text}"
+    );
+    // Plain HTTP to the TLS port gets no page.
+    let out = Command::new("curl")
+        .args(["-sS", &format!("http://127.0.0.1:{port}/signin")])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("<form"));
+    drop(web);
+
+    // A Unix socket, as a local reverse proxy would use.
+    let path = dir.path().join("web.sock");
+    let unix = format!("unix:{}", path.display());
+    std::fs::write(&conf, "").unwrap();
+    let mut web = portal::Web::start(
+        None,
+        &[
+            "--listen",
+            &unix,
+            "--config",
+            conf.to_str().unwrap(),
+            "--socket",
+            socket.to_str().unwrap(),
+        ],
+        &dir.path().join("unix.log"),
+        0,
+    );
+    web.wait(|| std::os::unix::net::UnixStream::connect(&path).is_ok());
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--unix-socket",
+        ])
+        .arg(&path)
+        .arg("http://portal.example/signin")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{}", web.log());
+}
