@@ -264,8 +264,26 @@ pub fn raw(port: u16, head: &str, body: &[u8]) -> Answer {
     req.extend_from_slice(body);
     // The server may answer (413, say) and close before reading all of a huge body.
     let _ = s.write_all(&req);
+    // Read to the end of the body its Content-Length gives (a server may keep the
+    // connection open all the same), or else to the end of the stream.
     let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
+    let mut buf = [0u8; 16384];
+    loop {
+        if let Some(split) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&out[..split]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if length.is_some_and(|n| out.len() >= split + 4 + n) {
+                break;
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
     parse(&out)
 }
 
