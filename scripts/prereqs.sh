@@ -46,8 +46,10 @@ need_build_prereqs() {
 # and mount (util-linux) for tests/faults.rs, Debian's libargon2 (libargon2-dev),
 # which tests/argon2_interop.rs has verify what apppass hashes, systemd for
 # tests/units.rs and tests/activation.rs (systemd-analyze, systemd-socket-activate; it
-# does not become PID 1), and Postfix with python3 (smtplib) for tests/postfix.rs.
-TEST_PACKAGES="rsyslog gdb libpam-modules dovecot-imapd dovecot-pop3d dovecot-submissiond openssh-server openssh-client sshpass curl fail2ban postgresql postgresql-client libpq5 valgrind libasan8 e2fsprogs util-linux libargon2-dev systemd postfix python3"
+# does not become PID 1), Postfix with python3 (smtplib) for tests/postfix.rs, and for
+# the portal's tests (tests/web.rs, tests/web_browser.rs) Debian's headless chromium with
+# chromedriver, pam_oath with oathtool (a second factor), and openssl (a certificate).
+TEST_PACKAGES="rsyslog gdb libpam-modules dovecot-imapd dovecot-pop3d dovecot-submissiond openssh-server openssh-client sshpass curl fail2ban postgresql postgresql-client libpq5 valgrind libasan8 e2fsprogs util-linux libargon2-dev systemd postfix python3 chromium chromium-driver libpam-oath oathtool openssl"
 
 need_test_prereqs() {
     if [ "$(id -u)" = 0 ]; then

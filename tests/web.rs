@@ -578,3 +578,183 @@ fn unix_socket_and_built_in_tls() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{}", web.log());
 }
+
+/// A second factor: the stack asks pam_oath's one-time code after the password; the
+/// portal shows that prompt on a page of its own and relays the answer.
+#[test]
+fn a_one_time_code_from_pam_oath_is_asked_in_turn() {
+    if !prerequisites() {
+        return;
+    }
+    let module = [
+        "/lib/x86_64-linux-gnu/security/pam_oath.so",
+        "/usr/lib/x86_64-linux-gnu/security/pam_oath.so",
+    ]
+    .iter()
+    .any(|p| std::path::Path::new(p).exists());
+    let oathtool = Command::new("sh")
+        .args(["-c", "command -v oathtool"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !require(
+        module && oathtool,
+        "pam_oath and oathtool (libpam-oath, oathtool)",
+    ) {
+        return;
+    }
+    let users = tempfile::tempdir().unwrap();
+    let file = users.path().join("users.oath");
+    // The shipped stack with its second-factor slot filled in, as an admin would.
+    let stack = portal::shipped_stack().replace(
+        "#auth    required   pam_oath.so usersfile=/etc/users.oath window=20",
+        &format!(
+            "auth     required   pam_oath.so usersfile={} window=20",
+            file.display()
+        ),
+    );
+    assert!(
+        stack.contains("pam_oath.so usersfile=/tmp"),
+        "the slot is in the shipped file"
+    );
+    let w = World::start("", &stack);
+    let key = common::random_hex(20);
+    std::fs::write(&file, format!("HOTP/T30/6 {} - {key}\n", w.person)).unwrap();
+    let code = || {
+        let out = Command::new("oathtool")
+            .args(["--totp", "-d", "6", &key])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+
+    // The password, then a page that asks for the code.
+    let mut c = Client::new(w.web.port);
+    let a = c.post("/signin", &[("user", &w.person), ("password", &w.password)]);
+    assert_eq!(a.status, 200, "{}\n{}", a.body, w.daemon.log());
+    assert!(a.body.contains("One-time password"), "{}", a.body);
+    assert!(c.cookie.is_none(), "not signed in yet");
+    let pending = input_value(&a.body, "pending").unwrap();
+    // A wrong code: refused.
+    let a = c.post("/signin/next", &[("pending", &pending), ("a0", "000000")]);
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert!(c.cookie.is_none());
+    // The pending sign-in is spent: it cannot be tried again.
+    let a = c.post("/signin/next", &[("pending", &pending), ("a0", &code())]);
+    assert_eq!(a.header("location"), Some("/signin?m=gone"));
+    // Again, with the right code.
+    let a = c.post("/signin", &[("user", &w.person), ("password", &w.password)]);
+    let pending = input_value(&a.body, "pending").unwrap();
+    let a = c.post("/signin/next", &[("pending", &pending), ("a0", &code())]);
+    assert_eq!(a.status, 303, "{}\n{}", a.body, w.daemon.log());
+    assert!(c.cookie.is_some());
+    assert_eq!(c.get("/").status, 200);
+}
+
+/// Admins (admin_group) see and revoke anyone's app passwords; others see only their own.
+#[test]
+fn an_admin_revokes_someone_elses_password_and_others_cannot_look() {
+    if !prerequisites() {
+        return;
+    }
+    let mut extra = portal::Accounts::default();
+    let admin_password = format!("Adm-{}", common::random_hex(8));
+    let admin = {
+        let _g = portal::serial();
+        extra.create("apwadm", Some(&admin_password))
+    };
+    // useradd gave the admin a group of their own name: that is admin_group.
+    let w = World::start(
+        &format!("admin_group = {admin}\n"),
+        &portal::shipped_stack(),
+    );
+    let out = Command::new(common::workspace_bin("apppass"))
+        .arg("--socket")
+        .arg(&w.daemon.socket)
+        .arg("--config")
+        .arg(&w.daemon.conf)
+        .args([
+            "add",
+            "--user",
+            &w.person,
+            "--service",
+            "mail",
+            "--label",
+            "Phone",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let added: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let password = added["password"].as_str().unwrap().to_string();
+    let id = added["id"].as_i64().unwrap();
+
+    // The person cannot look at the admin's passwords.
+    let mut person = Client::new(w.web.port);
+    person.post("/signin", &[("user", &w.person), ("password", &w.password)]);
+    let a = person.get(&format!("/?user={admin}"));
+    assert_eq!(a.status, 403, "{}", a.body);
+    assert!(!a.body.contains("/revoke/"));
+
+    // The admin finds the person and revokes their password.
+    let mut c = Client::new(w.web.port);
+    let a = c.post(
+        "/signin",
+        &[("user", &admin), ("password", &admin_password)],
+    );
+    assert_eq!(a.status, 303, "{}\n{}", a.body, w.daemon.log());
+    let list = c.get(&format!("/?user={}", w.person));
+    assert_eq!(list.status, 200, "{}", list.body);
+    assert!(list.body.contains("Find a user") && list.body.contains("Phone"));
+    let csrf = input_value(&list.body, "csrf").unwrap();
+    assert!(
+        c.get(&format!("/revoke/{id}?user={}", w.person))
+            .body
+            .contains("Revoke this")
+    );
+    let a = c.post(
+        "/revoke",
+        &[
+            ("csrf", &csrf),
+            ("id", &id.to_string()),
+            ("user", &w.person),
+        ],
+    );
+    assert_eq!(a.status, 303, "{}", a.body);
+    assert_eq!(
+        a.header("location"),
+        Some(format!("/?user={}&done=revoked", w.person).as_str())
+    );
+    assert_ne!(w.imap_login(&password), Code::SUCCESS);
+    let list = person.get("/");
+    assert!(list.body.contains("revoked"), "{}", list.body);
+}
+
+/// A session unused for `session_idle` ends: apppassd says so, and the portal asks the
+/// person to sign in again.
+#[test]
+fn an_idle_session_expires() {
+    if !prerequisites() {
+        return;
+    }
+    let w = World::start("session_idle = 1m\n", &portal::shipped_stack());
+    let c = sign_in(&w);
+    assert_eq!(c.get("/").status, 200);
+    std::thread::sleep(std::time::Duration::from_secs(62));
+    let a = c.get("/");
+    assert_eq!(
+        (a.status, a.header("location")),
+        (303, Some("/signin?m=expired"))
+    );
+    assert!(a.all("set-cookie").iter().any(|c| c.contains("Max-Age=0")));
+    assert!(
+        Client::new(w.web.port)
+            .get("/signin?m=expired")
+            .body
+            .contains("Your session has ended")
+    );
+}

@@ -124,7 +124,7 @@ fn last_use(p: &PasswordInfo) -> Markup {
                 (when(at))
                 @if let Some(h) = &p.last_rhost { ", " (t::FROM) " " (h) }
                 @if let Some(s) = &p.last_service { ", " (t::VIA) " " (s) }
-                ", " (p.use_count) " " (t::TIMES)
+                ", " (t::USED) " " (p.use_count) "×"
             }
         }
     }

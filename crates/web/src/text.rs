@@ -30,7 +30,8 @@ pub const LAST_USE: &str = "Last use";
 pub const NEVER_USED: &str = "never used";
 pub const NEVER: &str = "never";
 pub const EXPIRES_SOON: &str = "expires soon";
-pub const TIMES: &str = "times";
+/// Before a count of logins: "used 3×".
+pub const USED: &str = "used";
 pub const FROM: &str = "from";
 pub const VIA: &str = "via";
 pub const ACTIONS: &str = "Actions";
