@@ -25,10 +25,9 @@ impl Answers {
     /// `--password-stdin`: reads the account password (one line) now.
     pub fn from_stdin() -> Result<Answers, CliError> {
         let mut line = Zeroizing::new(String::new());
-        io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| CliError::Other(format!("cannot read the password from standard input: {e}")))?;
+        io::stdin().lock().read_line(&mut line).map_err(|e| {
+            CliError::Other(format!("cannot read the password from standard input: {e}"))
+        })?;
         let trimmed = line.trim_end_matches(['\n', '\r']).len();
         line.truncate(trimmed);
         if line.is_empty() {

@@ -90,7 +90,9 @@ struct Args {
 
 fn parse(args: &[String], privileged: bool) -> Result<Args, String> {
     let [service, user, rest @ ..] = args else {
-        return Err("usage: apppass-pam-helper SERVICE USER [--rhost ADDRESS] [--confdir DIR]".into());
+        return Err(
+            "usage: apppass-pam-helper SERVICE USER [--rhost ADDRESS] [--confdir DIR]".into(),
+        );
     };
     if !SERVICES.contains(&service.as_str()) {
         return Err(format!("{service:?} is not one of apppass's PAM services"));
@@ -156,8 +158,7 @@ extern "C" fn converse(
     let Ok(count) = usize::try_from(n) else {
         return Code::CONV_ERR.0;
     };
-    if count == 0 || count > MAX_PROMPTS || msgs.is_null() || resp.is_null() || appdata.is_null()
-    {
+    if count == 0 || count > MAX_PROMPTS || msgs.is_null() || resp.is_null() || appdata.is_null() {
         return Code::CONV_ERR.0;
     }
     // SAFETY: appdata is the `Relay` that `prove` passed, alive for the whole call.
