@@ -363,8 +363,11 @@ fn add(s: &mut Session, a: AddArgs, out: &mut impl Write) -> Result<(), CliError
     // account password through its own PAM stack (root is let through at once).
     let mut answers = if a.password_stdin {
         crate::prove::Answers::from_stdin()?
-    } else {
+    } else if nix::unistd::geteuid().is_root() {
+        // Root is let through unasked.
         crate::prove::Answers::Terminal
+    } else {
+        crate::prove::Answers::terminal()?
     };
     crate::prove::prove(&mut s.client, &mut answers)?;
     drop(answers);

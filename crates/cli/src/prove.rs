@@ -25,10 +25,9 @@ impl Answers {
     /// `--password-stdin`: reads the account password (one line) now.
     pub fn from_stdin() -> Result<Answers, CliError> {
         let mut line = Zeroizing::new(String::new());
-        io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| CliError::Other(format!("cannot read the password from standard input: {e}")))?;
+        io::stdin().lock().read_line(&mut line).map_err(|e| {
+            CliError::Other(format!("cannot read the password from standard input: {e}"))
+        })?;
         let trimmed = line.trim_end_matches(['\n', '\r']).len();
         line.truncate(trimmed);
         if line.is_empty() {
@@ -37,6 +36,17 @@ impl Answers {
             ));
         }
         Ok(Answers::Stdin(Some(line)))
+    }
+
+    /// The person at the terminal, if there is one: checked before apppassd starts
+    /// anything.
+    pub fn terminal() -> Result<Answers, CliError> {
+        File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")
+            .map_err(no_terminal)?;
+        Ok(Answers::Terminal)
     }
 
     fn answer(&mut self, prompt: &Prompt) -> Result<Secret, CliError> {
@@ -54,14 +64,15 @@ impl Answers {
     }
 }
 
+fn no_terminal(e: io::Error) -> CliError {
+    CliError::Usage(format!(
+        "cannot ask for your account password ({e}): run apppass at a terminal, or give \
+         the password on standard input with --password-stdin"
+    ))
+}
+
 /// Asks `prompt` at the terminal; a secret with echo off.
 fn ask(prompt: &Prompt) -> Result<Secret, CliError> {
-    let no_terminal = |e: io::Error| {
-        CliError::Usage(format!(
-            "cannot ask for your account password ({e}): run apppass at a terminal, or give \
-             the password on standard input with --password-stdin"
-        ))
-    };
     let tty = File::options()
         .read(true)
         .write(true)

@@ -19,8 +19,8 @@ use apppass_core::store::Location;
 
 pub mod log;
 pub mod peer;
-pub mod queue;
 pub mod presence;
+pub mod queue;
 pub mod server;
 pub mod service;
 pub mod state;

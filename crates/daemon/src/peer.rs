@@ -160,12 +160,7 @@ fn groups_of(name: &str) -> Vec<u32> {
 /// as: never of the system class, whatever `auth_trusted` says of them.
 pub fn person(access: &Access, name: &str) -> Option<Peer> {
     let user = User::from_name(name).ok().flatten()?;
-    let mut peer = access.classify(
-        user.uid.as_raw(),
-        user.gid.as_raw(),
-        0,
-        groups_of(name),
-    );
+    let mut peer = access.classify(user.uid.as_raw(), user.gid.as_raw(), 0, groups_of(name));
     peer.class = Class::User;
     peer.portal = false;
     Some(peer)

@@ -197,12 +197,7 @@ impl Presence {
     ) -> Result<(Bound, Session), Response> {
         let key = hash(token.as_bytes());
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        let ended = || {
-            Response::error(
-                ErrorKind::Denied,
-                "this session has ended: sign in again",
-            )
-        };
+        let ended = || Response::error(ErrorKind::Denied, "this session has ended: sign in again");
         let held = sessions.get_mut(&key).ok_or_else(ended)?;
         if !live(held, now, config) {
             sessions.remove(&key);
@@ -311,6 +306,9 @@ pub async fn prove(
             "apppassd is busy: too many proofs under way; try again shortly",
         ));
     };
+    // Counted as a failure until it succeeds: proofs run side by side cannot add up to
+    // more guesses than FAILURES.
+    presence.failed(key.clone());
     let verdict = tokio::time::timeout(cx.shared.config.prove_timeout, relay(cx, stream, proof))
         .await
         .unwrap_or_else(|_| Err(Relayed::TimedOut));
@@ -346,7 +344,6 @@ pub async fn prove(
             Ok(())
         }
         Verdict::Failed(why) => {
-            presence.failed(key);
             log.warning(&line(&format!("failure ({})", field(&why))));
             refuse(
                 ErrorKind::Denied,
@@ -374,7 +371,10 @@ pub async fn prove(
             )
         }
         Verdict::AccountRefused(why) => {
-            log.warning(&line(&format!("refused by the account stack ({})", field(&why))));
+            log.warning(&line(&format!(
+                "refused by the account stack ({})",
+                field(&why)
+            )));
             refuse(
                 ErrorKind::Denied,
                 format!("your account may not do this now: {why}"),
@@ -435,7 +435,11 @@ async fn relay(
             Err(e) => {
                 let mut text = Vec::new();
                 let _ = (&mut errors).take(1024).read_to_end(&mut text).await;
-                let status = child.wait().await.map(|s| s.to_string()).unwrap_or_default();
+                let status = child
+                    .wait()
+                    .await
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
                 return Err(Relayed::Helper(format!(
                     "{e} ({status}): {}",
                     String::from_utf8_lossy(&text).trim()
@@ -455,7 +459,9 @@ async fn relay(
                     .map_err(|_| Relayed::Client(Response::Done))?;
                 let answer = crate::server::read(stream, config.prove_timeout)
                     .await
-                    .map_err(|e| Relayed::Client(Response::error(ErrorKind::BadRequest, e.to_string())))?;
+                    .map_err(|e| {
+                        Relayed::Client(Response::error(ErrorKind::BadRequest, e.to_string()))
+                    })?;
                 let answers = match Request::decode(&answer) {
                     Ok(Request::Answer { answers }) if answers.len() == asked => answers,
                     _ => {
@@ -500,11 +506,7 @@ pub fn still_proved(proved: Option<i64>, now: i64) -> bool {
 }
 
 /// Runs a session's re-proof through the portal's stack, and notes it in the session.
-pub async fn reprove(
-    cx: &Context,
-    stream: &mut UnixStream,
-    bound: &Bound,
-) -> Result<(), Response> {
+pub async fn reprove(cx: &Context, stream: &mut UnixStream, bound: &Bound) -> Result<(), Response> {
     let client = cx.presence.client(bound);
     prove(
         cx,
@@ -517,7 +519,6 @@ pub async fn reprove(
         },
     )
     .await?;
-    cx.presence
-        .set_proved(bound, apppass_core::time::now());
+    cx.presence.set_proved(bound, apppass_core::time::now());
     Ok(())
 }

@@ -273,7 +273,8 @@ async fn standing_request(
                 return Response::Proved;
             }
             let uid = peer.uid;
-            let Ok(Some(user)) = tokio::task::spawn_blocking(move || crate::peer::user_name(uid)).await
+            let Ok(Some(user)) =
+                tokio::task::spawn_blocking(move || crate::peer::user_name(uid)).await
             else {
                 return Response::error(
                     ErrorKind::Denied,
