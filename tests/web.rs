@@ -648,6 +648,36 @@ fn a_one_time_code_from_pam_oath_is_asked_in_turn() {
     assert_eq!(a.status, 303, "{}\n{}", a.body, w.daemon.log());
     assert!(c.cookie.is_some());
     assert_eq!(c.get("/").status, 200);
+
+    // Proving again before a creation asks the code too, on a page of its own, and
+    // only then makes the password.
+    let new = c.get("/new");
+    let csrf = input_value(&new.body, "csrf").unwrap();
+    let nonce = input_value(&new.body, "nonce").unwrap();
+    let a = c.post(
+        "/new",
+        &[
+            ("csrf", &csrf),
+            ("nonce", &nonce),
+            ("service", "mail"),
+            ("password", &w.password),
+        ],
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.body.contains("One-time password") && !a.body.contains("data-copy"));
+    let pending = input_value(&a.body, "pending").unwrap();
+    // Once a TOTP code is used, pam_oath refuses it again: wait for the next one.
+    let first = code();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(35);
+    while code() == first && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let shown = c.post(
+        "/new/next",
+        &[("csrf", &csrf), ("pending", &pending), ("a0", &code())],
+    );
+    assert_eq!(shown.status, 200, "{}\n{}", shown.body, w.daemon.log());
+    assert!(shown.body.contains("data-copy="));
 }
 
 /// Admins (admin_group) see and revoke anyone's app passwords; others see only their own.
@@ -756,5 +786,50 @@ fn an_idle_session_expires() {
             .get("/signin?m=expired")
             .body
             .contains("Your session has ended")
+    );
+}
+
+/// Typing the account password on the create form proves the person again (apppassd's
+/// Prove) before the password is made: a wrong one makes nothing. A short lifetime is
+/// flagged in the list.
+#[test]
+fn the_create_form_proves_again_and_short_lifetimes_are_flagged() {
+    if !prerequisites() {
+        return;
+    }
+    let w = World::start("", &portal::shipped_stack());
+    let mut c = sign_in(&w);
+    let new = c.get("/new");
+    let csrf = input_value(&new.body, "csrf").unwrap();
+    let nonce = input_value(&new.body, "nonce").unwrap();
+    let fields = |pw: &'static str| -> Vec<(&'static str, String)> {
+        vec![
+            ("csrf", csrf.clone()),
+            ("nonce", nonce.clone()),
+            ("service", "mail".into()),
+            ("label", "Tablet".into()),
+            ("expires", "7d".into()),
+            ("password", pw.into()),
+        ]
+    };
+    let wrong = fields("not-the-password");
+    let wrong: Vec<(&str, &str)> = wrong.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = c.post("/new", &wrong);
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert!(a.body.contains("not right") && !a.body.contains("data-copy"));
+    assert!(!c.get("/").body.contains("/revoke/"), "nothing made");
+    // The nonce of a failed attempt may be used again.
+    let mut right = fields("");
+    right.pop();
+    right.push(("password", w.password.clone()));
+    let right: Vec<(&str, &str)> = right.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = c.post("/new", &right);
+    assert_eq!(a.status, 200, "{}\n{}", a.body, w.daemon.log());
+    assert!(a.body.contains("data-copy="));
+    let list = c.get("/");
+    assert!(
+        list.body.contains("Tablet") && list.body.contains("expires soon"),
+        "{}",
+        list.body
     );
 }
