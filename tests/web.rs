@@ -826,10 +826,57 @@ fn the_create_form_proves_again_and_short_lifetimes_are_flagged() {
     let a = c.post("/new", &right);
     assert_eq!(a.status, 200, "{}\n{}", a.body, w.daemon.log());
     assert!(a.body.contains("data-copy="));
+    let password = a
+        .body
+        .split("data-copy=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
     let list = c.get("/");
     assert!(
         list.body.contains("Tablet") && list.body.contains("expires soon"),
         "{}",
         list.body
     );
+    assert!(list.body.contains("from anywhere"));
+
+    // Its source networks: a bad list is refused with apppassd's reason; a good one holds.
+    let id = list
+        .body
+        .split("/networks/")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let form = c.get(&format!("/networks/{id}"));
+    assert_eq!(form.status, 200);
+    let a = c.post(
+        "/networks",
+        &[("csrf", &csrf), ("id", &id), ("from", "mail.example.org")],
+    );
+    assert_eq!(a.status, 400, "{}", a.body);
+    let a = c.post(
+        "/networks",
+        &[("csrf", &csrf), ("id", &id), ("from", "198.51.100.0/24")],
+    );
+    assert_eq!(
+        (a.status, a.header("location")),
+        (303, Some("/?done=networks"))
+    );
+    assert!(c.get("/").body.contains("only from 198.51.100.0/24"));
+    assert_ne!(
+        w.imap_login(&password),
+        Code::SUCCESS,
+        "192.0.2.1 is outside"
+    );
+    c.post(
+        "/networks",
+        &[("csrf", &csrf), ("id", &id), ("from", "192.0.2.0/24")],
+    );
+    assert_eq!(w.imap_login(&password), Code::SUCCESS);
 }

@@ -113,6 +113,11 @@ fn status_cell(p: &PasswordInfo) -> Markup {
     html! {
         (p.status)
         @if p.expires_soon { " " strong.flag { (t::EXPIRES_SOON) } }
+        br;
+        small {
+            @if p.networks.is_empty() { (t::NETWORKS_ANY) }
+            @else { (t::NETWORKS_ONLY) " " (p.networks) }
+        }
     }
 }
 
@@ -169,6 +174,8 @@ pub fn list(list: &[PasswordInfo], of: Option<&str>, admin: bool, message: Optio
                             td {
                                 @if p.revoked.is_none() {
                                     a href=(format!("/revoke/{}{query}", p.id)) { (t::REVOKE) }
+                                    " "
+                                    a href=(format!("/networks/{}{query}", p.id)) { (t::NETWORKS_EDIT) }
                                 }
                             }
                         }
@@ -193,6 +200,26 @@ pub fn confirm(
             input type="hidden" name="csrf" value=(csrf);
             @for (k, v) in hidden { input type="hidden" name=(k) value=(v); }
             button type="submit" { (t::REVOKE) }
+            " "
+            a href=(back) { (t::CANCEL) }
+        }
+    }
+}
+
+/// The source networks of one app password, to change.
+pub fn networks(p: &PasswordInfo, csrf: &str, whose: Option<&str>, back: &str) -> Markup {
+    html! {
+        p { (p.service) @if !p.label.is_empty() { " · " (p.label) } }
+        form method="post" action="/networks" {
+            input type="hidden" name="csrf" value=(csrf);
+            input type="hidden" name="id" value=(p.id);
+            @if let Some(u) = whose { input type="hidden" name="user" value=(u); }
+            p {
+                label for="from" { (t::NETWORKS_TITLE) }
+                input #from type="text" name="from" value=(p.networks) aria-describedby="from-hint" spellcheck="false";
+                small #from-hint { (t::NETWORKS_HINT) " " (t::NETWORKS_EMPTY_HINT) }
+            }
+            button type="submit" { (t::SAVE) }
             " "
             a href=(back) { (t::CANCEL) }
         }

@@ -123,6 +123,8 @@ pub fn router(state: State) -> Router {
         .route("/revoke/{id}", get(revoke_confirm))
         .route("/revoke", post(revoke))
         .route("/revoke-all", get(revoke_all_confirm).post(revoke_all))
+        .route("/networks/{id}", get(networks_form))
+        .route("/networks", post(networks))
         .route("/log", get(log_page))
         .route(
             "/.well-known/autoconfig/mail/config-v1.1.xml",
@@ -710,6 +712,7 @@ async fn home(
             (Some("revoked"), _) => Some(t::REVOKED_ONE.to_string()),
             (Some("all"), Some(n)) => Some(format!("{} {n}", t::REVOKED_N)),
             (Some("duplicate"), _) => Some(t::DUPLICATE.to_string()),
+            (Some("networks"), _) => Some(t::NETWORKS_SAVED.to_string()),
             _ => None,
         };
         match conn.call(&Request::List {
@@ -912,6 +915,88 @@ async fn revoke_all(
                     status,
                     Some(&session),
                     t::REVOKE_ALL,
+                    pages::error(Some(&m)),
+                )
+            }
+        }
+    })
+    .await
+}
+
+async fn networks_form(
+    Extract(state): Extract<State>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Query(q): Query<Whose>,
+) -> HttpResponse {
+    blocking(move || {
+        let (mut conn, session) = match resume(&state, &headers) {
+            Ok(x) => x,
+            Err(r) => return *r,
+        };
+        let whose = of(&session, q.user.as_deref());
+        let back = back_to(whose.as_deref(), "");
+        match conn.call(&Request::List {
+            user: whose.clone(),
+            all: false,
+        }) {
+            Ok(Response::Passwords(list)) => match list.iter().find(|p| p.id == id) {
+                Some(p) => page(
+                    &state,
+                    StatusCode::OK,
+                    Some(&session),
+                    t::NETWORKS_EDIT,
+                    pages::networks(p, &session.csrf, whose.as_deref(), &back),
+                ),
+                None => page(
+                    &state,
+                    StatusCode::NOT_FOUND,
+                    Some(&session),
+                    t::NETWORKS_EDIT,
+                    pages::error(Some(t::NOT_FOUND)),
+                ),
+            },
+            Ok(_) => unavailable(&state, &Failure::Unexpected("list")),
+            Err(e) => {
+                let (status, m) = refusal(&e);
+                page(
+                    &state,
+                    status,
+                    Some(&session),
+                    t::NETWORKS_EDIT,
+                    pages::error(Some(&m)),
+                )
+            }
+        }
+    })
+    .await
+}
+
+async fn networks(Extract(state): Extract<State>, headers: HeaderMap, body: Bytes) -> HttpResponse {
+    let Some(form) = form_of(&headers, &body) else {
+        return bad_request(&state);
+    };
+    blocking(move || {
+        let (mut conn, session) = match resume_form(&state, &headers, &form) {
+            Ok(x) => x,
+            Err(r) => return *r,
+        };
+        let Ok(id) = form.get("id").parse::<i64>() else {
+            return bad_request(&state);
+        };
+        let whose = of(&session, Some(form.get("user")));
+        match conn.call(&Request::SetNetworks {
+            id,
+            from: opt(form.get("from")),
+        }) {
+            Ok(_) => redirect(&back_to(whose.as_deref(), "done=networks")),
+            Err(e) => {
+                let (status, m) = refusal(&e);
+                page(
+                    &state,
+                    status,
+                    Some(&session),
+                    t::NETWORKS_EDIT,
                     pages::error(Some(&m)),
                 )
             }

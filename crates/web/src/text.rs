@@ -45,6 +45,13 @@ pub const CANCEL: &str = "Cancel";
 pub const REVOKED_ONE: &str = "The app password is revoked.";
 pub const REVOKED_N: &str = "App passwords revoked:";
 pub const NOT_FOUND: &str = "No such app password.";
+pub const NETWORKS_EDIT: &str = "Networks";
+pub const NETWORKS_TITLE: &str = "Where this app password may be used from";
+pub const NETWORKS_ANY: &str = "from anywhere";
+pub const NETWORKS_ONLY: &str = "only from";
+pub const NETWORKS_EMPTY_HINT: &str = "Leave empty to allow it from anywhere.";
+pub const SAVE: &str = "Save";
+pub const NETWORKS_SAVED: &str = "The networks are saved.";
 
 pub const CREATE: &str = "Create an app password";
 pub const CREATE_BUTTON: &str = "Create";
