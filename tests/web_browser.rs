@@ -3,7 +3,9 @@
 //! signs in, creates a mail password (shown once; gone on reload and on back), logs in
 //! with it through the real libpam, revokes it (after a confirmation) and the next
 //! login fails; a label with markup is shown as text; a cross-site form is refused;
-//! sign-out. Screenshots of each page go to target/debug/web-screenshots/.
+//! sign-out; a wrong password and a one-time code from pam_oath; an admin revoking
+//! another user's password, who cannot look at anyone else's. Screenshots of each page
+//! go to target/debug/web-screenshots/ (README shows them from docs/portal/).
 
 #[path = "web/browser.rs"]
 mod browser;
@@ -140,4 +142,135 @@ fn sign_in_create_see_once_revoke_in_a_browser() {
     b.wait_for("You have signed out.");
     b.go(&format!("{origin}/"));
     b.wait_for("name=\"password\"");
+}
+
+/// A wrong password, then a second factor: pam_oath's prompt on a page of its own.
+#[test]
+fn a_wrong_password_then_a_one_time_code_in_a_browser() {
+    if !prerequisites() {
+        return;
+    }
+    let have_oath = std::path::Path::new("/lib/x86_64-linux-gnu/security/pam_oath.so").exists()
+        && Command::new("sh")
+            .args(["-c", "command -v oathtool"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !require(have_oath, "pam_oath and oathtool (libpam-oath, oathtool)") {
+        return;
+    }
+    let users = tempfile::tempdir().unwrap();
+    let file = users.path().join("users.oath");
+    let stack = portal::shipped_stack().replace(
+        "#auth    required   pam_oath.so usersfile=/etc/users.oath window=20",
+        &format!(
+            "auth     required   pam_oath.so usersfile={} window=20",
+            file.display()
+        ),
+    );
+    let w = World::start("", &stack);
+    let key = common::random_hex(20);
+    std::fs::write(&file, format!("HOTP/T30/6 {} - {key}\n", w.person)).unwrap();
+    let origin = format!("http://127.0.0.1:{}", w.web.port);
+    let b = Browser::start();
+
+    b.go(&format!("{origin}/signin"));
+    b.wait_for("name=\"password\"");
+    b.type_into("#user", &w.person);
+    b.type_into("#password", "not-the-password");
+    b.click("main button[type=submit]");
+    // `required` modules all run: the stack asks the code even after a wrong password,
+    // and tells which factor failed to nobody.
+    b.wait_for("One-time password");
+    b.type_into("#a0", "123456");
+    b.click("main button[type=submit]");
+    b.wait_for("is not right");
+    b.screenshot("signin-wrong");
+
+    b.type_into("#password", &w.password);
+    b.click("main button[type=submit]");
+    b.wait_for("One-time password");
+    b.screenshot("second-factor");
+    let out = Command::new("oathtool")
+        .args(["--totp", "-d", "6", &key])
+        .output()
+        .unwrap();
+    let code = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    b.type_into("#a0", &code);
+    b.click("main button[type=submit]");
+    b.wait_for("You have no app passwords");
+}
+
+/// An admin finds another user and revokes their password; that user cannot look at
+/// anyone else's.
+#[test]
+fn an_admin_revokes_another_users_password_in_a_browser() {
+    if !prerequisites() {
+        return;
+    }
+    let mut extra = portal::Accounts::default();
+    let admin_password = format!("Adm-{}", common::random_hex(8));
+    let admin = {
+        let _g = portal::serial();
+        extra.create("apwadm", Some(&admin_password))
+    };
+    let w = World::start(
+        &format!("admin_group = {admin}\n"),
+        &portal::shipped_stack(),
+    );
+    let out = Command::new(common::workspace_bin("apppass"))
+        .arg("--socket")
+        .arg(&w.daemon.socket)
+        .arg("--config")
+        .arg(&w.daemon.conf)
+        .args([
+            "add",
+            "--user",
+            &w.person,
+            "--service",
+            "mail",
+            "--label",
+            "Laptop",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let added: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let password = added["password"].as_str().unwrap().to_string();
+    let origin = format!("http://127.0.0.1:{}", w.web.port);
+
+    let b = Browser::start();
+    b.go(&format!("{origin}/signin"));
+    b.wait_for("name=\"password\"");
+    b.type_into("#user", &admin);
+    b.type_into("#password", &admin_password);
+    b.click("main button[type=submit]");
+    b.wait_for("Find a user");
+    b.type_into("#find", &w.person);
+    b.click("form.find button");
+    b.wait_for("Laptop");
+    b.screenshot("admin");
+    b.click("a[href^='/revoke/']");
+    b.wait_for("Revoke this app password?");
+    b.click("main button[type=submit]");
+    b.wait_for("The app password is revoked.");
+    assert_ne!(w.imap_login(&password), Code::SUCCESS);
+    drop(b);
+
+    // The person sees their own (revoked) password and nobody else's.
+    let b = Browser::start();
+    b.go(&format!("{origin}/signin"));
+    b.wait_for("name=\"password\"");
+    b.type_into("#user", &w.person);
+    b.type_into("#password", &w.password);
+    b.click("main button[type=submit]");
+    let src = b.wait_for("Laptop");
+    assert!(!src.contains("Find a user"));
+    b.go(&format!("{origin}/?user={admin}"));
+    let src = b.wait_for("You may not do that.");
+    assert!(!src.contains("/revoke/"));
 }

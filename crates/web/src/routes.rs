@@ -104,7 +104,8 @@ struct Pending {
 }
 
 enum Purpose {
-    SignIn,
+    /// Signing `user` in (their name is shown again if it fails).
+    SignIn { user: String },
     /// Proof of presence before creating; `token` ties it to the session that asked.
     Create {
         token: Zeroizing<String>,
@@ -599,7 +600,9 @@ fn finish_sign_in(
             match state.park(Pending {
                 conn,
                 created: Instant::now(),
-                purpose: Purpose::SignIn,
+                purpose: Purpose::SignIn {
+                    user: user.to_string(),
+                },
                 prompts,
             }) {
                 Some(id) => page(
@@ -648,10 +651,15 @@ async fn sign_in_next(
     };
     blocking(move || {
         let id = form.get("pending").to_string();
-        let Some(mut p) = state
-            .unpark(&id)
-            .filter(|p| matches!(p.purpose, Purpose::SignIn))
-        else {
+        let Some(mut p) = state.unpark(&id) else {
+            return redirect("/signin?m=gone");
+        };
+        let Purpose::SignIn { user } = std::mem::replace(
+            &mut p.purpose,
+            Purpose::SignIn {
+                user: String::new(),
+            },
+        ) else {
             return redirect("/signin?m=gone");
         };
         let answers = answers_of(&mut form, &p.prompts);
@@ -659,7 +667,7 @@ async fn sign_in_next(
             .conn
             .call(&Request::Answer { answers })
             .and_then(|r| converse(&mut p.conn, r, None));
-        finish_sign_in(&state, p.conn, step, "")
+        finish_sign_in(&state, p.conn, step, &user)
     })
     .await
 }
@@ -1165,9 +1173,12 @@ async fn create_next(
         let Some(mut p) = state.unpark(&id) else {
             return redirect("/new");
         };
-        let Purpose::Create { token: owner, add } =
-            std::mem::replace(&mut p.purpose, Purpose::SignIn)
-        else {
+        let Purpose::Create { token: owner, add } = std::mem::replace(
+            &mut p.purpose,
+            Purpose::SignIn {
+                user: String::new(),
+            },
+        ) else {
             return redirect("/new");
         };
         // Only the session that started the proof may finish it.
