@@ -91,12 +91,13 @@ pub fn conversation(action: &str, id: &str, csrf: Option<&str>, prompts: &[Promp
             input type="hidden" name="pending" value=(id);
             @if let Some(c) = csrf { input type="hidden" name="csrf" value=(c); }
             @for (i, p) in prompts.iter().enumerate() {
+                @let text = printable(&p.text);
                 @match p.style {
-                    PromptStyle::Info => p.notice { (p.text) },
-                    PromptStyle::ErrorMsg => p.error role="alert" { (p.text) },
+                    PromptStyle::Info => p.notice { (text) },
+                    PromptStyle::ErrorMsg => p.error role="alert" { (text) },
                     PromptStyle::EchoOff | PromptStyle::EchoOn => {
                         p {
-                            label for=(format!("a{i}")) { (p.text) }
+                            label for=(format!("a{i}")) { (text) }
                             input id=(format!("a{i}")) name=(format!("a{i}"))
                                 type=(if p.style == PromptStyle::EchoOff { "password" } else { "text" })
                                 autocomplete="one-time-code" required autofocus[i == 0];
@@ -107,6 +108,13 @@ pub fn conversation(action: &str, id: &str, csrf: Option<&str>, prompts: &[Promp
             p { button type="submit" { (t::CONTINUE) } }
         }
     }
+}
+
+/// A PAM module's text without the terminal's control characters (escapes, bells).
+fn printable(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_control() || *c == '\n')
+        .collect()
 }
 
 fn status_cell(p: &PasswordInfo) -> Markup {
