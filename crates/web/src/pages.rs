@@ -196,6 +196,7 @@ pub fn list(list: &[PasswordInfo], of: Option<&str>, admin: bool, message: Optio
 }
 
 pub fn confirm(
+    what: Option<&str>,
     question: &str,
     action: &str,
     csrf: &str,
@@ -203,6 +204,7 @@ pub fn confirm(
     back: &str,
 ) -> Markup {
     html! {
+        @if let Some(w) = what { p { strong { (w) } } }
         p { (question) }
         form method="post" action=(action) {
             input type="hidden" name="csrf" value=(csrf);

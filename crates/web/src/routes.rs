@@ -804,16 +804,39 @@ async fn revoke_confirm(
     Query(q): Query<Whose>,
 ) -> HttpResponse {
     blocking(move || {
-        let (_, session) = match resume(&state, &headers) {
+        let (mut conn, session) = match resume(&state, &headers) {
             Ok(x) => x,
             Err(r) => return *r,
         };
         let whose = of(&session, q.user.as_deref());
+        // Which password: the person confirms what they see, not an id.
+        let which = match conn.call(&Request::List {
+            user: whose.clone(),
+            all: false,
+        }) {
+            Ok(Response::Passwords(list)) => list.into_iter().find(|p| p.id == id),
+            _ => None,
+        };
+        let Some(which) = which else {
+            return page(
+                &state,
+                StatusCode::NOT_FOUND,
+                Some(&session),
+                t::REVOKE,
+                pages::error(Some(t::NOT_FOUND)),
+            );
+        };
+        let what = if which.label.is_empty() {
+            which.service.clone()
+        } else {
+            format!("{} · {}", which.service, which.label)
+        };
         let mut hidden = vec![("id", id.to_string())];
         if let Some(u) = &whose {
             hidden.push(("user", u.clone()));
         }
         let body = pages::confirm(
+            Some(&what),
             t::REVOKE_CONFIRM,
             "/revoke",
             &session.csrf,
@@ -883,6 +906,7 @@ async fn revoke_all_confirm(
         let whose = of(&session, q.user.as_deref());
         let hidden: Vec<(&str, String)> = whose.iter().map(|u| ("user", u.clone())).collect();
         let body = pages::confirm(
+            None,
             t::REVOKE_ALL_CONFIRM,
             "/revoke-all",
             &session.csrf,
@@ -1018,11 +1042,11 @@ async fn networks(Extract(state): Extract<State>, headers: HeaderMap, body: Byte
 /// Lifetimes the form offers, within the site's `max_lifetime`.
 fn expiries(config: &Config) -> Vec<(&'static str, &'static str)> {
     const ALL: [(&str, &str, i64); 5] = [
-        ("7d", "7 days", 7),
-        ("30d", "30 days", 30),
-        ("90d", "90 days", 90),
-        ("180d", "180 days", 180),
-        ("365d", "1 year", 365),
+        ("7d", t::DAYS_7, 7),
+        ("30d", t::DAYS_30, 30),
+        ("90d", t::DAYS_90, 90),
+        ("180d", t::DAYS_180, 180),
+        ("365d", t::YEAR_1, 365),
     ];
     ALL.iter()
         .filter(|(_, _, d)| config.max_lifetime.is_none_or(|m| d * 86_400 <= m))
