@@ -192,6 +192,11 @@ pub enum Request {
     PasswordChanged {
         user: String,
     },
+    /// A new secret for app password `id`, with its settings; the old one is revoked at
+    /// once. Answered with [`Response::Added`].
+    Regenerate {
+        id: i64,
+    },
 }
 
 mod kind {
@@ -206,6 +211,7 @@ mod kind {
     pub const BACKUP: u8 = 9;
     pub const SET_NETWORKS: u8 = 10;
     pub const PASSWORD_CHANGED: u8 = 11;
+    pub const REGENERATE: u8 = 17;
 
     pub const AUTH: u8 = 64;
     pub const ERROR: u8 = 65;
@@ -234,6 +240,7 @@ impl Request {
             Request::Backup => "backup",
             Request::SetNetworks { .. } => "networks",
             Request::PasswordChanged { .. } => "password-changed",
+            Request::Regenerate { .. } => "regenerate",
         }
     }
 
@@ -293,6 +300,10 @@ impl Request {
             Request::PasswordChanged { user } => {
                 e = Encoder::new(kind::PASSWORD_CHANGED);
                 e.str(user);
+            }
+            Request::Regenerate { id } => {
+                e = Encoder::new(kind::REGENERATE);
+                e.i64(*id);
             }
         }
         e.finish()
@@ -354,6 +365,7 @@ impl Request {
                 from: d.opt_string()?,
             },
             kind::PASSWORD_CHANGED => Request::PasswordChanged { user: d.string()? },
+            kind::REGENERATE => Request::Regenerate { id: d.i64()? },
             _ => return Err(WireError::Malformed("unknown request")),
         };
         d.finish()?;
@@ -497,6 +509,8 @@ pub struct PasswordInfo {
     /// Active, and expires within the daemon's `expiry_warning`: its owner should
     /// replace it soon.
     pub expires_soon: bool,
+    /// The app password that replaced this one (`apppass regenerate`), if any.
+    pub replaced_by: Option<i64>,
 }
 
 /// An audit log entry.
@@ -649,7 +663,8 @@ impl Response {
                         .opt_str(p.last_rhost.as_deref())
                         .i64(p.use_count)
                         .str(&p.networks)
-                        .bool(p.expires_soon);
+                        .bool(p.expires_soon)
+                        .opt_i64(p.replaced_by);
                 }
             }
             Response::Revoked(list) => {
@@ -767,6 +782,7 @@ impl Response {
                         use_count: d.i64()?,
                         networks: d.string()?,
                         expires_soon: d.bool()?,
+                        replaced_by: d.opt_i64()?,
                     });
                 }
                 Response::Passwords(list)
@@ -880,6 +896,7 @@ mod tests {
             Request::PasswordChanged {
                 user: "alice".into(),
             },
+            Request::Regenerate { id: 7 },
         ] {
             assert_eq!(format!("{:?}", round_trip_request(&r)), format!("{r:?}"));
         }
@@ -931,6 +948,7 @@ mod tests {
                 use_count: 0,
                 networks: "2001:db8::/48".into(),
                 expires_soon: false,
+                replaced_by: Some(2),
             }]),
             Response::Revoked(vec![(1, RevokeOutcome::Now), (2, RevokeOutcome::NotFound)]),
             Response::Count(7),
