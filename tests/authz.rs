@@ -250,6 +250,26 @@ fn people_manage_their_own_app_passwords_and_nobody_elses() {
     );
     assert_eq!(w.login(None, bob, &bob_pw), "PAM_AUTH_ERR");
 
+    // regenerate: as revoke, the owner's or an admin's.
+    let regenerate = |user, id: i64| w.apppass(user, &["regenerate", &id.to_string(), "--json"]);
+    let (bob_id, bob_pw) = w.add(None, &["--user", bob]).unwrap();
+    assert_eq!(code(&regenerate(a, bob_id)), 3);
+    assert_eq!(w.login(None, bob, &bob_pw), "PAM_SUCCESS");
+    assert!(regenerate(a, alice_id).status.success());
+    let out = regenerate(ad, bob_id);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["user"], bob.as_str());
+    assert_eq!(w.login(None, bob, &bob_pw), "PAM_AUTH_ERR");
+    assert_eq!(
+        w.login(None, bob, v["password"].as_str().unwrap()),
+        "PAM_SUCCESS"
+    );
+
     // status says who apppassd takes each caller to be.
     let status = |user: Option<&str>| -> serde_json::Value {
         serde_json::from_slice(&w.apppass(user, &["status", "--json"]).stdout).unwrap()
