@@ -317,3 +317,135 @@ fn a_process_checks_only_its_own_users_password_unless_trusted() {
             .unwrap();
     assert_eq!(list[0]["use_count"], 1);
 }
+
+/// One request from a process of `user` straight over the socket, with no proof before
+/// it (python3 speaks the frame: a 4-byte length, then the body); apppassd's answer.
+fn raw_call_as(
+    user: &str,
+    socket: &Path,
+    request: &apppass_proto::Request,
+) -> apppass_proto::Response {
+    let hex: String = request
+        .encode()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let script = "import socket, struct, sys\n\
+                  s = socket.socket(socket.AF_UNIX)\n\
+                  s.connect(sys.argv[1])\n\
+                  body = bytes.fromhex(sys.argv[2])\n\
+                  s.sendall(struct.pack('>I', len(body)) + body)\n\
+                  def read(n):\n    b = b''\n    while len(b) < n:\n        c = s.recv(n - len(b))\n        if not c: raise SystemExit('closed')\n        b += c\n    return b\n\
+                  n, = struct.unpack('>I', read(4))\n\
+                  print(read(n).hex())\n";
+    let out = run_ok(
+        as_user(Some(user))
+            .args(["/usr/bin/python3", "-c", script])
+            .arg(socket)
+            .arg(hex),
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let text = text.trim();
+    let body: Vec<u8> = (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect();
+    apppass_proto::Response::decode(&body).unwrap()
+}
+
+/// `apppass regenerate ID --json --password-stdin` as `user`, the account password on
+/// standard input.
+fn regenerate_proving(w: &World, user: &str, id: i64, password: &str) -> Output {
+    let mut c = as_user(Some(user));
+    c.arg(&w.apppass)
+        .arg("--socket")
+        .arg(&w.daemon.socket)
+        .args(["regenerate", &id.to_string(), "--json", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        format!("{password}\n").as_bytes(),
+    )
+    .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `apppass regenerate` makes a credential, so apppassd answers it only as it answers
+/// add: on a connection that has just proved its person through the apppass PAM stack
+/// (the shipped file, run by the real helper; root is let through). The CLI proves
+/// first, as for add.
+#[test]
+fn regenerate_needs_the_proof_add_needs() {
+    if !prerequisites() || !require(Path::new("/usr/bin/python3").exists(), "/usr/bin/python3") {
+        return;
+    }
+    let acc = Accounts::create(1);
+    let alice = acc.users[0].as_str();
+    let secret = format!("Pw-{}", common::random_hex(8));
+    let mut chpasswd = Command::new("chpasswd")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        chpasswd.stdin.as_mut().unwrap(),
+        format!("{alice}:{secret}\n").as_bytes(),
+    )
+    .unwrap();
+    assert!(chpasswd.wait().unwrap().success());
+    let stacks = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(stacks.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("debian/pam.d/apppass"),
+        stacks.path().join("apppass"),
+    )
+    .unwrap();
+    let w = World::new(&format!(
+        "services = imap\npam_helper = {}\npam_dir = {}\n",
+        common::workspace_bin("apppass-pam-helper").display(),
+        stacks.path().display()
+    ));
+    let (id, old) = w.add(None, &["--user", alice]).unwrap();
+
+    // Without a proof: refused by apppassd itself, and nothing changed.
+    let answer = raw_call_as(
+        alice,
+        &w.daemon.socket,
+        &apppass_proto::Request::Regenerate { id },
+    );
+    assert!(
+        matches!(
+            answer,
+            apppass_proto::Response::Error {
+                kind: apppass_proto::ErrorKind::Reauthenticate,
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
+    // A wrong account password proves nothing either.
+    let out = regenerate_proving(&w, alice, id, "not-the-password");
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(w.login(None, alice, &old), "PAM_SUCCESS");
+
+    // The right one: a new password in place of the old.
+    let out = regenerate_proving(&w, alice, id, &secret);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["replaces"], id);
+    assert_eq!(
+        w.login(None, alice, v["password"].as_str().unwrap()),
+        "PAM_SUCCESS"
+    );
+    assert_eq!(w.login(None, alice, &old), "PAM_AUTH_ERR");
+}

@@ -109,6 +109,10 @@ struct AddArgs {
     /// Also show the password as a QR code, for a phone's camera
     #[arg(long)]
     qr: bool,
+    /// Read your account password (which proves it is you) from standard input instead
+    /// of asking at the terminal; for a PAM stack that asks only for it
+    #[arg(long)]
+    password_stdin: bool,
 }
 
 #[derive(Args, Debug)]
@@ -122,6 +126,10 @@ struct RegenerateArgs {
     /// Also show the password as a QR code, for a phone's camera
     #[arg(long)]
     qr: bool,
+    /// Read your account password (which proves it is you) from standard input instead
+    /// of asking at the terminal; for a PAM stack that asks only for it
+    #[arg(long)]
+    password_stdin: bool,
 }
 
 #[derive(Args, Debug)]
@@ -236,7 +244,7 @@ struct DoctorArgs {
 
 /// What can go wrong in the CLI; each renders as one line.
 #[derive(Debug)]
-enum CliError {
+pub(crate) enum CliError {
     Usage(String),
     /// apppassd could not be reached or did not answer.
     Daemon(ClientError),
@@ -255,7 +263,7 @@ impl CliError {
             CliError::Refused(kind, _) => match kind {
                 ErrorKind::Usage => exit::USAGE,
                 ErrorKind::NotFound => exit::NOT_FOUND,
-                ErrorKind::Denied | ErrorKind::Limit => exit::DENIED,
+                ErrorKind::Denied | ErrorKind::Limit | ErrorKind::Reauthenticate => exit::DENIED,
                 ErrorKind::BadRequest
                 | ErrorKind::Unavailable
                 | ErrorKind::Busy
@@ -370,7 +378,19 @@ fn io_err(e: io::Error) -> CliError {
     }
 }
 
+/// A new credential needs the person, not just their session: apppassd asks for the
+/// account password through its own PAM stack (root is let through at once).
+fn prove(s: &mut Session, password_stdin: bool) -> Result<(), CliError> {
+    let mut answers = if password_stdin {
+        crate::prove::Answers::from_stdin()?
+    } else {
+        crate::prove::Answers::Terminal
+    };
+    crate::prove::prove(&mut s.client, &mut answers)
+}
+
 fn add(s: &mut Session, a: AddArgs, out: &mut impl Write) -> Result<(), CliError> {
+    prove(s, a.password_stdin)?;
     let r = s.call(&Request::Add(AddRequest {
         user: a.user,
         service: a.service,
@@ -382,6 +402,8 @@ fn add(s: &mut Session, a: AddArgs, out: &mut impl Write) -> Result<(), CliError
 }
 
 fn regenerate(s: &mut Session, a: RegenerateArgs, out: &mut impl Write) -> Result<(), CliError> {
+    // A new secret is a new credential: the same proof as add.
+    prove(s, a.password_stdin)?;
     let r = s.call(&Request::Regenerate { id: a.id })?;
     show_new(r, a.json, a.qr, Some(a.id), out)
 }

@@ -4,6 +4,7 @@
 mod cli;
 mod daemon;
 mod doctor;
+mod prove;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -26,6 +26,10 @@ pub const DEFAULT_MAX_PASSWORDS: u32 = 20;
 
 /// The default of `expiry_warning`: two weeks, time enough to make a new password.
 pub const EXPIRY_WARNING: i64 = 14 * 86_400;
+/// Where the Debian package installs the PAM helper (`pam_helper`).
+pub const DEFAULT_PAM_HELPER: &str = "/usr/libexec/apppass/apppass-pam-helper";
+/// Where PAM's service files live (`pam_dir`).
+pub const DEFAULT_PAM_DIR: &str = "/etc/pam.d";
 
 /// Settings shared by the module and the CLI. Durations are in seconds; `None` means
 /// "never" or "no limit".
@@ -95,6 +99,21 @@ pub struct Config {
     /// `revoke_on_password_change`: whether a change of the account password through PAM
     /// (pam_apppass's password hook) revokes all of the user's app passwords.
     pub revoke_on_password_change: bool,
+    /// `pam_helper`: the privileged program that runs apppassd's PAM stacks (`apppass`,
+    /// `apppass-portal`) to prove a person.
+    pub pam_helper: PathBuf,
+    /// `pam_dir`: where those stacks' files are. Only a helper started by root takes
+    /// another one than /etc/pam.d (tests); the installed, privileged helper refuses.
+    pub pam_dir: PathBuf,
+    /// `prove_timeout`: the longest one proof (or sign-in) may take, prompts and all.
+    pub prove_timeout: Duration,
+    /// `portal_user`: the system user apppass-web runs as; its processes may sign
+    /// people in and then act only for them.
+    pub portal_user: Option<String>,
+    /// `session_idle`, `session_lifetime`: a portal session ends this long after its
+    /// last use, and this long after sign-in at the latest (seconds).
+    pub session_idle: i64,
+    pub session_lifetime: i64,
 }
 
 impl Default for Config {
@@ -140,6 +159,12 @@ impl Default for Config {
                 p: 8,
             },
             revoke_on_password_change: true,
+            pam_helper: PathBuf::from(DEFAULT_PAM_HELPER),
+            pam_dir: PathBuf::from(DEFAULT_PAM_DIR),
+            prove_timeout: Duration::from_secs(120),
+            portal_user: None,
+            session_idle: 15 * 60,
+            session_lifetime: 8 * 3600,
         }
     }
 }
@@ -329,6 +354,38 @@ impl Config {
                                 .map_err(invalid)
                         })
                         .collect::<Result<_, _>>()?;
+                }
+                "pam_helper" | "pam_dir" => {
+                    if !value.starts_with('/') {
+                        return Err(invalid(format!(
+                            "{key} must be an absolute path, found {value:?}"
+                        )));
+                    }
+                    if key == "pam_helper" {
+                        config.pam_helper = PathBuf::from(value);
+                    } else {
+                        config.pam_dir = PathBuf::from(value);
+                    }
+                }
+                "prove_timeout" => {
+                    let s = duration()?
+                        .filter(|s| (10..=3600).contains(s))
+                        .ok_or_else(|| invalid(format!("{key} must be between 10s and 1h")))?;
+                    config.prove_timeout = Duration::from_secs(s.unsigned_abs());
+                }
+                "portal_user" => {
+                    policy::check_user(value).map_err(invalid)?;
+                    config.portal_user = Some(value.to_string());
+                }
+                "session_idle" | "session_lifetime" => {
+                    let s = duration()?
+                        .filter(|s| (60..=30 * 86_400).contains(s))
+                        .ok_or_else(|| invalid(format!("{key} must be between 1m and 30d")))?;
+                    if key == "session_idle" {
+                        config.session_idle = s;
+                    } else {
+                        config.session_lifetime = s;
+                    }
                 }
                 "argon2_max_memory" => config.hash_cap.m_kib = number()?,
                 "argon2_max_time" => config.hash_cap.t = number()?,

@@ -19,6 +19,7 @@ use apppass_core::store::Location;
 
 pub mod log;
 pub mod peer;
+pub mod presence;
 pub mod queue;
 pub mod server;
 pub mod service;
@@ -203,6 +204,7 @@ fn accept_loop(
             connections: Arc::default(),
             stop: stop_rx,
             store,
+            presence: Arc::default(),
         };
         let mut tasks = tokio::task::JoinSet::new();
         loop {

@@ -31,6 +31,9 @@ pub struct Peer {
     pub class: Class,
     /// May manage everyone's app passwords.
     pub admin: bool,
+    /// The portal (`portal_user`): a class of its own, which may only sign people in
+    /// and then act for them.
+    pub portal: bool,
 }
 
 impl Peer {
@@ -64,6 +67,7 @@ pub struct Access {
     trusted_uids: HashSet<u32>,
     trusted_gids: HashSet<u32>,
     admin_gid: Option<u32>,
+    portal_uid: Option<u32>,
 }
 
 impl Access {
@@ -94,7 +98,19 @@ impl Access {
                 _ => unknown.push(format!("admin_group: no group {group}")),
             }
         }
+        if let Some(name) = &config.portal_user {
+            match User::from_name(name) {
+                Ok(Some(u)) if u.uid.as_raw() != 0 => access.portal_uid = Some(u.uid.as_raw()),
+                Ok(Some(_)) => unknown.push("portal_user: root cannot be the portal".into()),
+                _ => unknown.push(format!("portal_user: no user {name}")),
+            }
+        }
         (access, unknown)
+    }
+
+    /// Whether the account `name` (with `uid`) is root or in `admin_group`.
+    pub fn is_admin_account(&self, name: &str, uid: u32) -> bool {
+        uid == 0 || self.admin_gid.is_some_and(|g| groups_of(name).contains(&g))
     }
 
     /// A peer with these credentials.
@@ -106,7 +122,14 @@ impl Access {
             groups,
             class: Class::User,
             admin: uid == 0,
+            portal: false,
         };
+        if self.portal_uid == Some(uid) {
+            // Nothing else: the portal is trusted with no one's passwords and no one's
+            // app passwords but through a session.
+            peer.portal = true;
+            return peer;
+        }
         if uid == 0
             || self.trusted_uids.contains(&uid)
             || self.trusted_gids.iter().any(|g| peer.in_group(*g))
@@ -118,6 +141,29 @@ impl Access {
         }
         peer
     }
+}
+
+/// The groups of user `name` (primary and supplementary), from NSS.
+fn groups_of(name: &str) -> Vec<u32> {
+    let Ok(Some(user)) = User::from_name(name) else {
+        return Vec::new();
+    };
+    let Ok(cname) = std::ffi::CString::new(name) else {
+        return Vec::new();
+    };
+    nix::unistd::getgrouplist(&cname, user.gid)
+        .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+        .unwrap_or_else(|_| vec![user.gid.as_raw()])
+}
+
+/// The peer that the person `name`'s own processes would be, for the portal to act
+/// as: never of the system class, whatever `auth_trusted` says of them.
+pub fn person(access: &Access, name: &str) -> Option<Peer> {
+    let user = User::from_name(name).ok().flatten()?;
+    let mut peer = access.classify(user.uid.as_raw(), user.gid.as_raw(), 0, groups_of(name));
+    peer.class = Class::User;
+    peer.portal = false;
+    Some(peer)
 }
 
 /// The login name of `uid`, from NSS.
@@ -156,6 +202,7 @@ mod tests {
             trusted_uids: [101].into(),
             trusted_gids: [202].into(),
             admin_gid: Some(303),
+            portal_uid: Some(404),
         };
         let p = |uid, gid, groups: &[u32]| access.classify(uid, gid, 1, groups.to_vec());
         assert_eq!(
@@ -169,5 +216,7 @@ mod tests {
         assert_eq!((alice.class, alice.admin), (Class::User, false));
         let admin = p(1001, 1001, &[303]);
         assert_eq!((admin.class, admin.admin), (Class::User, true));
+        let portal = p(404, 404, &[202, 303]);
+        assert!(portal.portal && !portal.admin && portal.class == Class::User);
     }
 }

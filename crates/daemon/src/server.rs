@@ -15,6 +15,7 @@ use tokio::net::UnixStream;
 use tokio::sync::{oneshot, watch};
 
 use crate::peer::{Class, Peer};
+use crate::presence::{self, Proof};
 use crate::queue::{Full, Queue};
 use crate::service::Reply;
 use crate::state::{Shared, count};
@@ -99,6 +100,18 @@ pub struct Context {
     pub stop: watch::Receiver<bool>,
     /// The store's path, for `status`.
     pub store: String,
+    /// Proofs under way, failed proofs, portal sessions.
+    pub presence: Arc<crate::presence::Presence>,
+}
+
+/// What one connection has established: a proof of presence, a portal session.
+#[derive(Default)]
+struct Standing {
+    /// When this connection's person last proved who they are (Unix seconds); taken
+    /// by the credential it lets be made.
+    proved: Option<i64>,
+    /// The portal's connection acts for this session's person.
+    bound: Option<presence::Bound>,
 }
 
 /// Serves one connection until the client closes it, errs, idles out, or apppassd
@@ -125,6 +138,7 @@ pub async fn serve(mut stream: UnixStream, mut cx: Context) {
         return;
     };
     let mut first = true;
+    let mut standing = Standing::default();
     loop {
         // The first request is always waited for, also while stopping: the client
         // connected before apppassd stopped accepting, and is owed an answer.
@@ -165,9 +179,35 @@ pub async fn serve(mut stream: UnixStream, mut cx: Context) {
             }
         };
         drop(body);
+        let acting = match &standing.bound {
+            Some(b) => Arc::clone(&b.peer),
+            None => Arc::clone(&peer),
+        };
         let answer = match request {
-            Request::Status => status(&cx, &peer).await,
-            request => match dispatch(&cx, &peer, request, &stream).await {
+            Request::Status => status(&cx, &acting).await,
+            Request::Prove | Request::SignIn { .. } | Request::Resume { .. } | Request::SignOut => {
+                standing_request(&cx, &mut stream, &peer, &mut standing, request).await
+            }
+            Request::Answer { .. } => {
+                shared.health.count(count::BAD_REQUEST);
+                let _ = write(
+                    &mut stream,
+                    &Response::error(ErrorKind::BadRequest, "no conversation is under way"),
+                )
+                .await;
+                return;
+            }
+            _ if peer.portal && standing.bound.is_none() => Response::error(
+                ErrorKind::Denied,
+                "the portal acts only for a signed-in person: resume a session first",
+            ),
+            request if request.creates_credential() && !may_create(&cx, &acting, &mut standing) => {
+                Response::error(
+                    ErrorKind::Reauthenticate,
+                    "making a credential needs proof that it is you: prove it first (apppass asks for your account password)",
+                )
+            }
+            request => match dispatch(&cx, &acting, request, &stream).await {
                 Reply::Answer(r) => r,
                 Reply::Written => continue,
                 Reply::Rest(bytes) => {
@@ -188,6 +228,150 @@ pub async fn serve(mut stream: UnixStream, mut cx: Context) {
         if write(&mut stream, &answer).await.is_err() {
             return;
         }
+    }
+}
+
+/// Whether `acting` may make a credential on this connection now: root always; anyone
+/// else within five minutes of proving who they are (once per proof at a terminal).
+fn may_create(cx: &Context, acting: &Peer, standing: &mut Standing) -> bool {
+    if acting.uid == 0 {
+        return true;
+    }
+    let now = apppass_core::time::now();
+    match &standing.bound {
+        Some(bound) => presence::still_proved(cx.presence.proved(bound), now),
+        None => presence::still_proved(standing.proved.take(), now),
+    }
+}
+
+/// Proofs, sign-ins and sessions: answered on the connection, never by a worker.
+async fn standing_request(
+    cx: &Context,
+    stream: &mut UnixStream,
+    peer: &Arc<Peer>,
+    standing: &mut Standing,
+    request: Request,
+) -> Response {
+    let config = &cx.shared.config;
+    let now = apppass_core::time::now;
+    match request {
+        Request::Prove => {
+            if let Some(bound) = standing.bound.clone() {
+                return match presence::reprove(cx, stream, &bound).await {
+                    Ok(()) => Response::Proved,
+                    Err(r) => r,
+                };
+            }
+            if peer.portal {
+                return Response::error(
+                    ErrorKind::Denied,
+                    "the portal proves people through their sessions",
+                );
+            }
+            if peer.uid == 0 {
+                standing.proved = Some(now());
+                return Response::Proved;
+            }
+            let uid = peer.uid;
+            let Ok(Some(user)) =
+                tokio::task::spawn_blocking(move || crate::peer::user_name(uid)).await
+            else {
+                return Response::error(
+                    ErrorKind::Denied,
+                    format!("uid {uid} has no user name to prove"),
+                );
+            };
+            let proof = Proof {
+                stack: presence::STACK,
+                user: &user,
+                client: None,
+            };
+            match presence::prove(cx, stream, peer, &proof).await {
+                Ok(()) => {
+                    standing.proved = Some(now());
+                    Response::Proved
+                }
+                Err(r) => r,
+            }
+        }
+        Request::SignIn { user, client } => {
+            if !peer.portal || standing.bound.is_some() {
+                return Response::error(
+                    ErrorKind::Denied,
+                    "only the portal (portal_user) signs people in",
+                );
+            }
+            if let Err(e) = apppass_proto::names::check_user(&user) {
+                return Response::error(ErrorKind::Usage, e);
+            }
+            if let Some(c) = &client
+                && c.parse::<std::net::IpAddr>().is_err()
+            {
+                return Response::error(ErrorKind::Usage, "the client must be an IP address");
+            }
+            // The person's credentials, as their own processes would have them: what
+            // the portal may then do for them is what they may do.
+            let access = cx.shared.access.clone();
+            let name = user.clone();
+            let person = tokio::task::spawn_blocking(move || crate::peer::person(&access, &name))
+                .await
+                .ok()
+                .flatten();
+            let proof = Proof {
+                stack: presence::PORTAL_STACK,
+                user: &user,
+                client: client.as_deref(),
+            };
+            // An unknown user or root is refused after the stack has run, as any wrong
+            // password is: the portal's answer must not tell which names exist.
+            let proved = presence::prove(cx, stream, peer, &proof).await;
+            match (proved, person) {
+                (Ok(()), Some(person)) if person.uid != 0 => {
+                    match cx.presence.open(&user, person, client, now(), config) {
+                        Ok(session) => {
+                            cx.shared.log.info(&format!(
+                                "portal session opened: user={}",
+                                crate::log::field(&user)
+                            ));
+                            Response::Session(Box::new(session))
+                        }
+                        Err(r) => r,
+                    }
+                }
+                (Ok(()), _) => Response::error(
+                    ErrorKind::Denied,
+                    "that did not prove who you are: the account password (or code) was wrong",
+                ),
+                (Err(r), _) => r,
+            }
+        }
+        Request::Resume { token } => {
+            if !peer.portal {
+                return Response::error(ErrorKind::Denied, "only the portal resumes sessions");
+            }
+            match cx.presence.resume(&token, now(), config) {
+                Ok((bound, session)) => {
+                    standing.bound = Some(bound);
+                    Response::Session(Box::new(session))
+                }
+                Err(r) => {
+                    standing.bound = None;
+                    r
+                }
+            }
+        }
+        Request::SignOut => match standing.bound.take() {
+            Some(bound) => {
+                cx.presence.close(&bound);
+                cx.shared.log.info(&format!(
+                    "portal session closed: user={}",
+                    crate::log::field(&bound.user)
+                ));
+                Response::Done
+            }
+            None => Response::error(ErrorKind::Usage, "no session to sign out of"),
+        },
+        _ => Response::error(ErrorKind::Internal, "not a standing request"),
     }
 }
 
@@ -273,7 +457,7 @@ async fn status(cx: &Context, peer: &Arc<Peer>) -> Response {
 }
 
 /// Reads one request frame: its start within `wait`, all of it within [`FRAME`] after.
-async fn read(
+pub(crate) async fn read(
     stream: &mut UnixStream,
     wait: Duration,
 ) -> Result<zeroize::Zeroizing<Vec<u8>>, WireError> {
@@ -309,7 +493,7 @@ async fn read(
 }
 
 /// Writes one answer frame within [`WRITE`].
-async fn write(stream: &mut UnixStream, response: &Response) -> std::io::Result<()> {
+pub(crate) async fn write(stream: &mut UnixStream, response: &Response) -> std::io::Result<()> {
     let body = response.encode();
     // Checked so that a bug can never send what a client would refuse to read.
     debug_assert!(Decoder::new(&body).is_ok());

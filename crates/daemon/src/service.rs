@@ -401,6 +401,14 @@ impl Service {
             Request::Backup => return (self.backup(peer), None),
             Request::SetNetworks { id, from } => self.set_networks(peer, id, from.as_deref(), now),
             Request::PasswordChanged { user } => self.password_changed(peer, &user, now),
+            Request::Prove
+            | Request::Answer { .. }
+            | Request::SignIn { .. }
+            | Request::Resume { .. }
+            | Request::SignOut => Err(Response::error(
+                ErrorKind::Internal,
+                "proofs and sessions are answered by the connection",
+            )),
             Request::Regenerate { id } => self.regenerate(peer, id, now),
         };
         match result {
@@ -429,6 +437,24 @@ impl Service {
                     ErrorKind::Denied,
                     "only root and the users in auth_trusted may check another user's password",
                 ),
+                After::default(),
+            );
+        }
+        // The stacks that prove a person must never take an app password: that would let
+        // one app password make the next. Refused unchecked, whatever was typed.
+        if apppass_proto::helper::SERVICES.contains(&a.pam_service.as_str()) {
+            self.shared.log.line(
+                Level::Warning,
+                &format!(
+                    "{}refusing an app password in the {} stack, which proves a person's account password: remove pam_apppass from it; {}",
+                    line.prefix, a.pam_service, line.context
+                ),
+            );
+            return (
+                Response::Auth(AuthAnswer::Denied {
+                    reason: Reason::Loopback,
+                    id: None,
+                }),
                 After::default(),
             );
         }
@@ -753,6 +779,8 @@ impl Service {
         let config = self.shared.config.clone();
         if !peer.admin {
             may_choose(&config, &a.service)?;
+        } else if peer.uid != 0 {
+            self.admin_may_make(&me, &user, &a.service)?;
         }
         let expires = expiry(&config, a.expires.as_deref(), now)?;
         let networks = networks(&config, &a.service, a.from.as_deref())?.to_string();
@@ -801,6 +829,29 @@ impl Service {
             networks,
             password: password.display(),
         })))
+    }
+
+    /// An admin who is not root makes no `*` password, and none for root or another
+    /// admin: malware running as an admin must not turn that into root.
+    fn admin_may_make(&self, me: &str, user: &str, scope: &str) -> Result<(), Response> {
+        let denied = |m: String| Err(Response::error(ErrorKind::Denied, m));
+        if scope == policy::ANY_SERVICE {
+            return denied(
+                "* (every service) is root's to give: name the services (or a group)".into(),
+            );
+        }
+        if user != me {
+            let uid = peer::user_uid(user);
+            if uid == Some(0) {
+                return denied(format!("only root makes app passwords for {user}"));
+            }
+            if uid.is_some_and(|uid| self.shared.access.is_admin_account(user, uid)) {
+                return denied(format!(
+                    "{user} is an admin too: only root makes app passwords for admins"
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn list(
@@ -967,6 +1018,8 @@ impl Service {
         let config = self.shared.config.clone();
         if !peer.admin {
             may_choose(&config, &old.service)?;
+        } else if peer.uid != 0 {
+            self.admin_may_make(&me, &old.user, &old.service)?;
         }
         let from = (!old.networks.is_empty()).then_some(old.networks.as_str());
         let networks = networks(&config, &old.service, from)?.to_string();

@@ -10,6 +10,7 @@
 pub mod args;
 pub mod client;
 pub mod conf;
+pub mod helper;
 pub mod message;
 pub mod names;
 pub mod text;
@@ -19,5 +20,5 @@ pub mod wire;
 pub use client::{Client, ClientError};
 pub use message::{
     AddRequest, Added, AuthAnswer, AuthRequest, ErrorKind, EventInfo, Identity, PasswordInfo,
-    Reason, Request, Response, RevokeOutcome, Status,
+    Prompt, PromptStyle, Reason, Request, Response, RevokeOutcome, Secret, Session, Status,
 };

@@ -1,6 +1,8 @@
 //! The messages: what a client may ask ([`Request`]) and what apppassd answers
 //! ([`Response`]), each with its encoding. One request, one answer (a backup answers
-//! with chunks, then [`Response::Done`]).
+//! with chunks, then [`Response::Done`]; a proof of presence or a sign-in answers with
+//! [`Response::Conversation`] until the PAM stack is done, each answered by
+//! [`Request::Answer`] on the same connection).
 
 use std::fmt;
 
@@ -35,10 +37,13 @@ pub enum Reason {
     /// The right password, from a remote host outside its source networks (or from no
     /// literal address at all): a stolen password, so it counts as a guess.
     Network,
+    /// An app password offered to the stacks that prove a person (`apppass`,
+    /// `apppass-portal`): never accepted there, whatever it is.
+    Loopback,
 }
 
 impl Reason {
-    const ALL: [Reason; 11] = [
+    const ALL: [Reason; 12] = [
         Reason::NotAppPassword,
         Reason::UnknownPassword,
         Reason::WrongPassword,
@@ -50,6 +55,7 @@ impl Reason {
         Reason::BadHash,
         Reason::OwnerChanged,
         Reason::Network,
+        Reason::Loopback,
     ];
 
     /// Whether this failure could be someone guessing: only these count toward
@@ -77,6 +83,7 @@ impl Reason {
             Reason::BadHash => "bad_hash",
             Reason::OwnerChanged => "owner_changed",
             Reason::Network => "network",
+            Reason::Loopback => "loopback",
         }
     }
 
@@ -146,6 +153,107 @@ pub struct AddRequest {
     pub from: Option<String>,
 }
 
+/// Bytes that must never be shown: an answer to a PAM prompt, a session's token.
+/// Wiped when dropped; `Debug` shows only that something is there.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(pub Zeroizing<Vec<u8>>);
+
+impl Secret {
+    pub fn new(bytes: &[u8]) -> Secret {
+        Secret(Zeroizing::new(bytes.to_vec()))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// How a PAM stack asks (PAM's message styles): a prompt to answer hidden or shown, or a
+/// message to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptStyle {
+    EchoOff,
+    EchoOn,
+    ErrorMsg,
+    Info,
+}
+
+impl PromptStyle {
+    /// Whether the stack waits for an answer to it.
+    pub fn is_question(self) -> bool {
+        matches!(self, PromptStyle::EchoOff | PromptStyle::EchoOn)
+    }
+
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            PromptStyle::EchoOff => 1,
+            PromptStyle::EchoOn => 2,
+            PromptStyle::ErrorMsg => 3,
+            PromptStyle::Info => 4,
+        }
+    }
+
+    pub(crate) fn from_code(code: u8) -> Result<PromptStyle, WireError> {
+        Ok(match code {
+            1 => PromptStyle::EchoOff,
+            2 => PromptStyle::EchoOn,
+            3 => PromptStyle::ErrorMsg,
+            4 => PromptStyle::Info,
+            _ => return Err(WireError::Malformed("unknown prompt style")),
+        })
+    }
+}
+
+/// One message of a PAM conversation, as the stack wrote it (terminal escapes and all:
+/// clients escape it before showing it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompt {
+    pub style: PromptStyle,
+    pub text: String,
+}
+
+/// The most messages one [`Response::Conversation`] carries (PAM_MAX_NUM_MSG).
+pub const MAX_PROMPTS: usize = 32;
+
+/// A portal session, as apppassd hands it to the portal (only to the portal's uid).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Session {
+    /// 256 random bits, as text: the cookie's value. apppassd keeps only its hash.
+    pub token: Secret,
+    /// The session's token against cross-site requests, for the portal's forms.
+    pub csrf: String,
+    pub user: String,
+    pub uid: u32,
+    /// May manage everyone's app passwords (decided by apppassd, from the account's
+    /// groups).
+    pub admin: bool,
+    /// When the person signed in, and last proved their account password (Unix
+    /// seconds): creating a credential needs a proof younger than five minutes.
+    pub signed_in: i64,
+    pub proved: i64,
+    /// When the session ends if unused, and at the latest (Unix seconds).
+    pub idle_expires: i64,
+    pub expires: i64,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("user", &self.user)
+            .field("uid", &self.uid)
+            .field("admin", &self.admin)
+            .field("signed_in", &self.signed_in)
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What a client may ask.
 #[derive(Debug)]
 pub enum Request {
@@ -192,6 +300,30 @@ pub enum Request {
     PasswordChanged {
         user: String,
     },
+    /// Prove that the person is at the keyboard: apppassd runs its `apppass` PAM stack
+    /// (`apppass-portal` for a portal session) for the caller's own account, relaying
+    /// the stack's prompts; [`Response::Proved`] marks this connection as proved for
+    /// the next request that creates a credential. Root is proved at once.
+    Prove,
+    /// The answers to the last [`Response::Conversation`], one per message (empty for
+    /// messages that ask nothing).
+    Answer {
+        answers: Vec<Secret>,
+    },
+    /// The portal (only the uid `portal_user`) signs `user` in through the
+    /// `apppass-portal` stack, for a browser at `client` (the address sign-ins are
+    /// throttled by). Ends with [`Response::Session`].
+    SignIn {
+        user: String,
+        client: Option<String>,
+    },
+    /// The portal acts, on this connection, for the person of the session `token`.
+    /// Answered with [`Response::Session`], refreshed.
+    Resume {
+        token: Secret,
+    },
+    /// Ends this connection's session in apppassd.
+    SignOut,
     /// A new secret for app password `id`, with its settings; the old one is revoked at
     /// once. Answered with [`Response::Added`].
     Regenerate {
@@ -211,6 +343,11 @@ mod kind {
     pub const BACKUP: u8 = 9;
     pub const SET_NETWORKS: u8 = 10;
     pub const PASSWORD_CHANGED: u8 = 11;
+    pub const PROVE: u8 = 12;
+    pub const ANSWER: u8 = 13;
+    pub const SIGN_IN: u8 = 14;
+    pub const RESUME: u8 = 15;
+    pub const SIGN_OUT: u8 = 16;
     pub const REGENERATE: u8 = 17;
 
     pub const AUTH: u8 = 64;
@@ -223,6 +360,9 @@ mod kind {
     pub const EVENTS: u8 = 71;
     pub const CHUNK: u8 = 72;
     pub const DONE: u8 = 73;
+    pub const CONVERSATION: u8 = 74;
+    pub const PROVED: u8 = 75;
+    pub const SESSION: u8 = 76;
 }
 
 impl Request {
@@ -240,8 +380,19 @@ impl Request {
             Request::Backup => "backup",
             Request::SetNetworks { .. } => "networks",
             Request::PasswordChanged { .. } => "password-changed",
+            Request::Prove => "prove",
+            Request::Answer { .. } => "answer",
+            Request::SignIn { .. } => "sign-in",
+            Request::Resume { .. } => "resume",
+            Request::SignOut => "sign-out",
             Request::Regenerate { .. } => "regenerate",
         }
+    }
+
+    /// Whether this request makes a new credential: apppassd answers it only on a
+    /// connection that has just proved its person ([`Request::Prove`]), or for root.
+    pub fn creates_credential(&self) -> bool {
+        matches!(self, Request::Add(_) | Request::Regenerate { .. })
     }
 
     /// The body of this request's frame (wiped when dropped).
@@ -301,6 +452,23 @@ impl Request {
                 e = Encoder::new(kind::PASSWORD_CHANGED);
                 e.str(user);
             }
+            Request::Prove => e = Encoder::new(kind::PROVE),
+            Request::Answer { answers } => {
+                e = Encoder::new(kind::ANSWER);
+                e.len(answers.len());
+                for a in answers {
+                    e.bytes(a.as_bytes());
+                }
+            }
+            Request::SignIn { user, client } => {
+                e = Encoder::new(kind::SIGN_IN);
+                e.str(user).opt_str(client.as_deref());
+            }
+            Request::Resume { token } => {
+                e = Encoder::new(kind::RESUME);
+                e.bytes(token.as_bytes());
+            }
+            Request::SignOut => e = Encoder::new(kind::SIGN_OUT),
             Request::Regenerate { id } => {
                 e = Encoder::new(kind::REGENERATE);
                 e.i64(*id);
@@ -365,6 +533,26 @@ impl Request {
                 from: d.opt_string()?,
             },
             kind::PASSWORD_CHANGED => Request::PasswordChanged { user: d.string()? },
+            kind::PROVE => Request::Prove,
+            kind::ANSWER => {
+                let n = d.len(4)?;
+                if n > MAX_PROMPTS {
+                    return Err(WireError::Malformed("too many answers"));
+                }
+                let mut answers = Vec::with_capacity(n);
+                for _ in 0..n {
+                    answers.push(Secret::new(d.bytes()?));
+                }
+                Request::Answer { answers }
+            }
+            kind::SIGN_IN => Request::SignIn {
+                user: d.string()?,
+                client: d.opt_string()?,
+            },
+            kind::RESUME => Request::Resume {
+                token: Secret::new(d.bytes()?),
+            },
+            kind::SIGN_OUT => Request::SignOut,
             kind::REGENERATE => Request::Regenerate { id: d.i64()? },
             _ => return Err(WireError::Malformed("unknown request")),
         };
@@ -406,10 +594,13 @@ pub enum ErrorKind {
     Timeout,
     /// A bug in the daemon.
     Internal,
+    /// This makes a credential: prove who you are first ([`Request::Prove`]) on this
+    /// connection, then ask again.
+    Reauthenticate,
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 9] = [
+    const ALL: [ErrorKind; 10] = [
         ErrorKind::BadRequest,
         ErrorKind::Usage,
         ErrorKind::Denied,
@@ -419,6 +610,7 @@ impl ErrorKind {
         ErrorKind::Busy,
         ErrorKind::Timeout,
         ErrorKind::Internal,
+        ErrorKind::Reauthenticate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -432,6 +624,7 @@ impl ErrorKind {
             ErrorKind::Busy => "busy",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Internal => "internal",
+            ErrorKind::Reauthenticate => "reauthenticate",
         }
     }
 
@@ -579,6 +772,11 @@ pub enum Response {
     /// Part of a backup; [`Response::Done`] ends it.
     Chunk(Vec<u8>),
     Done,
+    /// The PAM stack asks (or tells) something: answer with [`Request::Answer`].
+    Conversation(Vec<Prompt>),
+    /// The person proved who they are: this connection may now create one credential.
+    Proved,
+    Session(Box<Session>),
 }
 
 impl Response {
@@ -700,6 +898,26 @@ impl Response {
                 e.bytes(data);
             }
             Response::Done => e = Encoder::new(kind::DONE),
+            Response::Conversation(prompts) => {
+                e = Encoder::new(kind::CONVERSATION);
+                e.len(prompts.len());
+                for p in prompts {
+                    e.u8(p.style.code()).str(&p.text);
+                }
+            }
+            Response::Proved => e = Encoder::new(kind::PROVED),
+            Response::Session(s) => {
+                e = Encoder::new(kind::SESSION);
+                e.bytes(s.token.as_bytes())
+                    .str(&s.csrf)
+                    .str(&s.user)
+                    .u32(s.uid)
+                    .bool(s.admin)
+                    .i64(s.signed_in)
+                    .i64(s.proved)
+                    .i64(s.idle_expires)
+                    .i64(s.expires);
+            }
         }
         e.finish()
     }
@@ -821,6 +1039,32 @@ impl Response {
             }
             kind::CHUNK => Response::Chunk(d.bytes()?.to_vec()),
             kind::DONE => Response::Done,
+            kind::CONVERSATION => {
+                let n = d.len(5)?;
+                if n > MAX_PROMPTS {
+                    return Err(WireError::Malformed("too many prompts"));
+                }
+                let mut prompts = Vec::with_capacity(n);
+                for _ in 0..n {
+                    prompts.push(Prompt {
+                        style: PromptStyle::from_code(d.u8()?)?,
+                        text: d.string()?,
+                    });
+                }
+                Response::Conversation(prompts)
+            }
+            kind::PROVED => Response::Proved,
+            kind::SESSION => Response::Session(Box::new(Session {
+                token: Secret::new(d.bytes()?),
+                csrf: d.string()?,
+                user: d.string()?,
+                uid: d.u32()?,
+                admin: d.bool()?,
+                signed_in: d.i64()?,
+                proved: d.i64()?,
+                idle_expires: d.i64()?,
+                expires: d.i64()?,
+            })),
             _ => return Err(WireError::Malformed("unknown answer")),
         };
         d.finish()?;
@@ -896,10 +1140,19 @@ mod tests {
             Request::PasswordChanged {
                 user: "alice".into(),
             },
+            Request::Prove,
+            Request::SignIn {
+                user: "alice".into(),
+                client: Some("192.0.2.1".into()),
+            },
+            Request::SignOut,
             Request::Regenerate { id: 7 },
         ] {
             assert_eq!(format!("{:?}", round_trip_request(&r)), format!("{r:?}"));
         }
+        // Both requests that make a credential need a proof of presence.
+        assert!(Request::Regenerate { id: 7 }.creates_credential());
+        assert!(!Request::Revoke { ids: vec![7] }.creates_credential());
     }
 
     #[test]
@@ -963,6 +1216,17 @@ mod tests {
             }]),
             Response::Chunk(vec![0, 1, 2]),
             Response::Done,
+            Response::Conversation(vec![
+                Prompt {
+                    style: PromptStyle::EchoOff,
+                    text: "Password: ".into(),
+                },
+                Prompt {
+                    style: PromptStyle::Info,
+                    text: "hi".into(),
+                },
+            ]),
+            Response::Proved,
         ] {
             let back = Response::decode(&r.encode()).unwrap();
             assert_eq!(format!("{back:?}"), format!("{r:?}"));
@@ -983,6 +1247,50 @@ mod tests {
         assert_eq!(back.password.as_str(), "abcd-efgh");
         assert_eq!(back.networks, "192.0.2.0/24");
         assert!(!format!("{back:?}").contains("abcd"));
+    }
+
+    #[test]
+    fn answers_tokens_and_sessions_round_trip_and_never_show() {
+        let answer = Request::Answer {
+            answers: vec![Secret::new(b"hunter2"), Secret::default()],
+        };
+        let Request::Answer { answers } = round_trip_request(&answer) else {
+            panic!()
+        };
+        assert_eq!(answers[0].as_bytes(), b"hunter2");
+        assert!(answers[1].as_bytes().is_empty());
+        assert!(!format!("{answer:?}").contains("hunter2"));
+        let resume = Request::Resume {
+            token: Secret::new(b"tok3n"),
+        };
+        assert!(!format!("{resume:?}").contains("tok3n"));
+        let Request::Resume { token } = round_trip_request(&resume) else {
+            panic!()
+        };
+        assert_eq!(token.as_bytes(), b"tok3n");
+        let session = Response::Session(Box::new(Session {
+            token: Secret::new(b"tok3n"),
+            csrf: "c".into(),
+            user: "alice".into(),
+            uid: 1000,
+            admin: false,
+            signed_in: 1,
+            proved: 2,
+            idle_expires: 3,
+            expires: 4,
+        }));
+        assert!(!format!("{session:?}").contains("tok3n"));
+        let Response::Session(back) = Response::decode(&session.encode()).unwrap() else {
+            panic!()
+        };
+        assert_eq!((back.token.as_bytes(), back.expires), (&b"tok3n"[..], 4));
+        // More answers than PAM ever asks at once is not a request.
+        let mut e = Encoder::new(kind::ANSWER);
+        e.len(MAX_PROMPTS + 1);
+        for _ in 0..=MAX_PROMPTS {
+            e.bytes(b"");
+        }
+        assert!(Request::decode(&e.finish()).is_err());
     }
 
     #[test]
