@@ -24,6 +24,7 @@ use apppass_proto::{
 };
 
 use crate::log::{Level, field, quoted};
+use crate::notify::{About, Notice, What};
 use crate::peer::{self, Class, Peer};
 use crate::state::{Shared, count};
 
@@ -736,6 +737,19 @@ impl Service {
             .info(&format!("{message} by={} uid={}", field(me), peer.uid));
     }
 
+    /// Tells `user` by mail, off this worker (see [`crate::notify`]).
+    fn notify(&self, peer: &Peer, by: &str, user: &str, what: What, password: Option<About>) {
+        let notice = Notice {
+            what,
+            user: user.to_string(),
+            password,
+            by: by.to_string(),
+            by_uid: peer.uid,
+            at: time::now(),
+        };
+        self.shared.notify.send(&self.shared, notice);
+    }
+
     /// Draws a new password, hashes it and has `insert` store it with its selector and
     /// hash, drawing again while the selector is taken. A store error becomes the answer
     /// to give (a limit of `user`'s, in words).
@@ -819,6 +833,14 @@ impl Service {
                 field(if networks.is_empty() { "*" } else { &networks })
             ),
         );
+        let about = About {
+            id,
+            label: a.label.clone(),
+            service: a.service.clone(),
+            networks: networks.clone(),
+            expires,
+        };
+        self.notify(peer, &me, &user, What::Created, Some(about));
         Ok(Response::Added(Box::new(Added {
             id,
             user,
@@ -911,6 +933,7 @@ impl Service {
         for (id, outcome) in done {
             if outcome == Revoked::Now {
                 self.audit(peer, &me, &format!("app password revoked: id={id}"));
+                self.notify_revoked(peer, &me, id);
             }
             out.push((
                 id,
@@ -922,6 +945,26 @@ impl Service {
             ));
         }
         Ok(Response::Revoked(out))
+    }
+
+    /// Tells the owner of app password `id`, just revoked by `me`, unless it is theirs.
+    fn notify_revoked(&mut self, peer: &Peer, me: &str, id: i64) {
+        if !peer.admin {
+            return;
+        }
+        let Ok(Ok(Some(row))) = self.usable_store().map(|s| s.find(id, Owner::Anyone)) else {
+            return;
+        };
+        if row.user != me {
+            let about = About {
+                id,
+                label: row.label,
+                service: row.service,
+                networks: row.networks,
+                expires: row.expires,
+            };
+            self.notify(peer, me, &row.user, What::Revoked, Some(about));
+        }
     }
 
     /// Changes an app password's source networks: its owner, or an admin.
@@ -1054,6 +1097,20 @@ impl Service {
                 field(if networks.is_empty() { "*" } else { &networks })
             ),
         );
+        let about = About {
+            id: new,
+            label: old.label.clone(),
+            service: old.service.clone(),
+            networks: networks.clone(),
+            expires,
+        };
+        self.notify(
+            peer,
+            &me,
+            &old.user,
+            What::Regenerated { replaces: id },
+            Some(about),
+        );
         Ok(Response::Added(Box::new(Added {
             id: new,
             user: old.user,
@@ -1088,6 +1145,13 @@ impl Service {
                 field(service.unwrap_or("*"))
             ),
         );
+        if n > 0 && user != me {
+            let what = What::RevokedAll {
+                count: n,
+                service: service.map(str::to_string),
+            };
+            self.notify(peer, &me, &user, what, None);
+        }
         Ok(Response::Count(n as u64))
     }
 
@@ -1145,6 +1209,10 @@ impl Service {
                 peer.uid
             ),
         );
+        if n > 0 {
+            let by = peer::user_name(peer.uid).unwrap_or_else(|| format!("uid {}", peer.uid));
+            self.notify(peer, &by, user, What::PasswordChanged { count: n }, None);
+        }
         Ok(Response::Count(n as u64))
     }
 
