@@ -3,7 +3,8 @@
 //! DIR`), a private Postfix instance on that directory (no network listener) delivers
 //! with its virtual agent into one mailbox file, and the test reads the mails there. A
 //! mail for an app password made, one regenerated, one revoked by an admin, and all of a
-//! user's revoked by an admin; none for one revoked by its owner; never a password. A
+//! user's revoked by an admin or by a change of their account password; none for one
+//! revoked by its owner; never a password. A
 //! mail system that refuses costs the request nothing.
 
 mod common;
@@ -266,37 +267,46 @@ fn owners_hear_of_passwords_made_regenerated_and_revoked_by_others() {
     // The rest, by root: one mail for all of them.
     let out = s.apppass(&["revoke", "--all", "--user", u]);
     assert!(out.status.success());
-    for v in [&phone, &phone2, &laptop, &own] {
+    // Their account password changed (what the module's password hook reports): all
+    // of theirs revoked, mailed even though it may have been them.
+    let last = json(&s, &["add", "--user", u, "--service", "imap", "--json"]);
+    let changed = s
+        .daemon
+        .call(&apppass_proto::Request::PasswordChanged { user: u.into() })
+        .unwrap();
+    assert!(
+        matches!(changed, apppass_proto::Response::Count(1)),
+        "{changed:?}"
+    );
+    for v in [&phone, &phone2, &laptop, &own, &last] {
         passwords.push(v["password"].as_str().unwrap().to_string());
     }
 
     // Notices go one at a time, in order: once the last is logged, the owner's own
     // revocation would have been too.
-    let sent = s.daemon.log_lines(&["owner notice sent:"], 6);
+    let sent = s.daemon.log_lines(&["owner notice sent:"], 8);
     let kinds: Vec<&str> = sent
         .iter()
         .map(|l| l.split("owner notice sent: ").nth(1).unwrap())
         .map(|l| l.split(' ').next().unwrap())
         .collect();
-    assert_eq!(
-        kinds,
-        [
-            "created",
-            "regenerated",
-            "created",
-            "revoked",
-            "created",
-            "revoked-all"
-        ],
-        "{}",
-        s.daemon.log()
-    );
-    let mails = mail.wait_for(6);
-    assert_eq!(mails.len(), 6, "{}", mail.log());
+    let want = [
+        "created",
+        "regenerated",
+        "created",
+        "revoked",
+        "created",
+        "revoked-all",
+        "created",
+        "revoked-on-password-change",
+    ];
+    assert_eq!(kinds, want, "{}", s.daemon.log());
+    let mails = mail.wait_for(8);
+    assert_eq!(mails.len(), 8, "{}", mail.log());
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         mail.mails().len(),
-        6,
+        8,
         "no mail for the owner's own revocation"
     );
 
@@ -312,14 +322,14 @@ fn owners_hear_of_passwords_made_regenerated_and_revoked_by_others() {
             );
         }
     }
-    let [made, regenerated, _, revoked, _, all] = &mails[..] else {
-        unreachable!()
+    // Postfix delivers them in no set order: each by its subject.
+    let by_subject = |subject: String| -> &String {
+        mails
+            .iter()
+            .find(|m| header(m, "Subject").starts_with(&subject))
+            .unwrap_or_else(|| panic!("no mail {subject:?} in {mails:#?}"))
     };
-    assert!(
-        header(made, "Subject")
-            .starts_with(&format!("apppass: new app password {} for {u}", id(&phone))),
-        "{made}"
-    );
+    let made = by_subject(format!("apppass: new app password {} for {u}", id(&phone)));
     assert!(
         made.contains("\"Phone\"") && made.contains("By:           root (uid 0)"),
         "{made}"
@@ -328,20 +338,43 @@ fn owners_hear_of_passwords_made_regenerated_and_revoked_by_others() {
         made.contains(&format!("apppass revoke {}", id(&phone))),
         "{made}"
     );
+    let regenerated = by_subject(format!(
+        "apppass: app password {} replaced by {} for {u}",
+        id(&phone),
+        id(&phone2)
+    ));
     assert!(
         regenerated.contains(&format!(
             "app password {}, which no longer works",
             id(&phone)
-        )),
+        )) && regenerated.contains(&format!("App password: {}", id(&phone2))),
         "{regenerated}"
     );
-    assert!(regenerated.contains(&format!("App password: {}", id(&phone2))));
+    let revoked = by_subject(format!(
+        "apppass: app password {} of {u} revoked",
+        id(&laptop)
+    ));
     assert!(
-        revoked.contains("revoked by\nsomeone else than you")
-            && revoked.contains(&format!("App password: {}", id(&laptop))),
+        revoked.contains("revoked by\nsomeone else than you"),
         "{revoked}"
     );
-    assert!(all.contains("1 app password(s) of your account"), "{all}");
+    let revoked: Vec<&String> = mails
+        .iter()
+        .filter(|m| header(m, "Subject").starts_with(&format!("apppass: 1 app password(s) of {u}")))
+        .collect();
+    assert_eq!(revoked.len(), 2, "{mails:#?}");
+    assert!(
+        revoked
+            .iter()
+            .any(|m| m.contains("1 app password(s) of your account")),
+        "{revoked:#?}"
+    );
+    assert!(
+        revoked
+            .iter()
+            .any(|m| m.contains("was changed, so all 1 of\nits app passwords were revoked")),
+        "{revoked:#?}"
+    );
 }
 
 #[test]
