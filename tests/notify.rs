@@ -4,8 +4,8 @@
 //! with its virtual agent into one mailbox file, and the test reads the mails there. A
 //! mail for an app password made, one regenerated, one revoked by an admin, and all of a
 //! user's revoked by an admin or by a change of their account password; none for one
-//! revoked by its owner; never a password. A
-//! mail system that refuses costs the request nothing.
+//! revoked by its owner; never a password. A mail system that refuses costs the request
+//! nothing.
 
 mod common;
 mod e2e;
