@@ -47,7 +47,7 @@ need_build_prereqs() {
 # which tests/argon2_interop.rs has verify what apppass hashes, systemd for
 # tests/units.rs and tests/activation.rs (systemd-analyze, systemd-socket-activate; it
 # does not become PID 1), and Postfix with python3 (smtplib) for tests/postfix.rs.
-TEST_PACKAGES="rsyslog gdb libpam-modules dovecot-imapd dovecot-pop3d dovecot-submissiond openssh-server openssh-client sshpass curl fail2ban postgresql postgresql-client libpq5 valgrind libasan8 e2fsprogs util-linux libargon2-dev systemd postfix python3"
+TEST_PACKAGES="rsyslog gdb libpam-modules dovecot-imapd dovecot-pop3d dovecot-submissiond openssh-server openssh-client sshpass curl fail2ban postgresql postgresql-client libpq5 valgrind libasan8 e2fsprogs util-linux libargon2-dev systemd postfix python3 libpam-oath oathtool"
 
 need_test_prereqs() {
     if [ "$(id -u)" = 0 ]; then

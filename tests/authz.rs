@@ -6,161 +6,30 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
 
-use common::{Daemon, as_user, is_root, require, unique};
+use common::people::{Accounts, World, password_of, run_ok};
+use common::{as_user, is_root, require};
 
-/// Throwaway users and groups, removed again even when a test fails.
-struct Accounts {
-    users: Vec<String>,
-    groups: Vec<String>,
+/// `apppass add --service imap --json` as `user`; the id and password, or the exit code.
+fn add(w: &World, user: Option<&str>, args: &[&str]) -> Result<(i64, String), i32> {
+    let mut all = vec!["add", "--service", "imap", "--json"];
+    all.extend_from_slice(args);
+    let out = w.apppass(user, &all);
+    if !out.status.success() {
+        return Err(out.status.code().unwrap_or(-1));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    Ok((
+        v["id"].as_i64().unwrap(),
+        v["password"].as_str().unwrap().to_string(),
+    ))
 }
 
-impl Accounts {
-    /// `n` users; the first group is the admin group, the second auth_trusted's.
-    fn create(n: usize) -> Accounts {
-        let mut accounts = Accounts {
-            users: Vec::new(),
-            groups: Vec::new(),
-        };
-        for g in ["adm", "trs"] {
-            let group = unique(&format!("apz{g}"));
-            run_ok(Command::new("groupadd").arg(&group));
-            accounts.groups.push(group);
-        }
-        for i in 0..n {
-            let user = unique(&format!("apz{i}"));
-            run_ok(Command::new("useradd").args(["-M", "-s", "/usr/sbin/nologin", &user]));
-            accounts.users.push(user);
-        }
-        accounts
-    }
-
-    fn join(&self, user: usize, group: usize) {
-        run_ok(Command::new("usermod").args(["-aG", &self.groups[group], &self.users[user]]));
-    }
-}
-
-impl Drop for Accounts {
-    fn drop(&mut self) {
-        for u in &self.users {
-            let _ = Command::new("userdel").arg(u).output();
-        }
-        for g in &self.groups {
-            let _ = Command::new("groupdel").arg(g).output();
-        }
-    }
-}
-
-fn run_ok(c: &mut Command) -> Output {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{c:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// apppassd as root, and copies of the CLI, the PAM client and the module where any
-/// user can run them (the build tree may be in a private home).
-struct World {
-    dir: tempfile::TempDir,
-    daemon: Daemon,
-    apppass: PathBuf,
-    pamlogin: PathBuf,
-    confdir: PathBuf,
-}
-
-impl World {
-    fn new(config: &str) -> World {
-        let dir = tempfile::Builder::new()
-            .prefix("apppass-authz")
-            .tempdir()
-            .unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let copy = |from: &Path, name: &str| {
-            let to = dir.path().join(name);
-            std::fs::copy(from, &to).unwrap();
-            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
-            to
-        };
-        let apppass = copy(&common::apppass_bin(), "apppass");
-        let pamlogin = copy(&common::workspace_bin("examples/pamlogin"), "pamlogin");
-        let module = copy(&common::built_module(), "pam_apppass.so");
-        let conf = dir.path().join("apppass.conf");
-        std::fs::write(&conf, config).unwrap();
-        std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let run = dir.path().join("run");
-        std::fs::create_dir(&run).unwrap();
-        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let daemon = Daemon::start_at(&run, &dir.path().join("store/apppass.db"), &conf, &[]);
-        let confdir = dir.path().join("pam.d");
-        std::fs::create_dir(&confdir).unwrap();
-        std::fs::set_permissions(&confdir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::write(
-            confdir.join("imap"),
-            format!(
-                "auth required {} socket={} conf={}\n",
-                module.display(),
-                daemon.socket.display(),
-                conf.display()
-            ),
-        )
-        .unwrap();
-        World {
-            dir,
-            daemon,
-            apppass,
-            pamlogin,
-            confdir,
-        }
-    }
-
-    /// The CLI as `user` (None: root).
-    fn apppass(&self, user: Option<&str>, args: &[&str]) -> Output {
-        let mut c = as_user(user);
-        c.arg(&self.apppass)
-            .arg("--socket")
-            .arg(&self.daemon.socket)
-            .args(args);
-        c.output().unwrap()
-    }
-
-    /// One login through the real libpam, in a process of `user`, for `login_user`.
-    fn login(&self, user: Option<&str>, login_user: &str, password: &str) -> String {
-        let mut c = as_user(user);
-        c.arg(&self.pamlogin)
-            .arg(&self.confdir)
-            .args(["imap", login_user, "192.0.2.44"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        std::io::Write::write_all(
-            child.stdin.as_mut().unwrap(),
-            format!("{password}\n").as_bytes(),
-        )
-        .unwrap();
-        let out = child.wait_with_output().unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    /// `apppass add --json` as `user`; the password, or the exit code.
-    fn add(&self, user: Option<&str>, args: &[&str]) -> Result<(i64, String), i32> {
-        let mut all = vec!["add", "--service", "imap", "--json"];
-        all.extend_from_slice(args);
-        let out = self.apppass(user, &all);
-        if !out.status.success() {
-            return Err(out.status.code().unwrap_or(-1));
-        }
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        Ok((
-            v["id"].as_i64().unwrap(),
-            v["password"].as_str().unwrap().to_string(),
-        ))
-    }
+/// One login to imap through the real libpam, in a process of `user`.
+fn login(w: &World, user: Option<&str>, login_user: &str, password: &str) -> String {
+    w.login(user, "imap", login_user, password)
 }
 
 fn code(out: &Output) -> i32 {
@@ -199,20 +68,20 @@ fn people_manage_their_own_app_passwords_and_nobody_elses() {
     if !prerequisites() {
         return;
     }
-    let acc = Accounts::create(4);
+    let acc = Accounts::create("apz", 4, 2);
     let (alice, bob, admin) = (&acc.users[0], &acc.users[1], &acc.users[2]);
-    acc.join(2, 0);
+    acc.join(&acc.users[2], &acc.groups[0]);
     // imap listed: people may make their own app passwords for it (the default list
     // holds only the mail group).
-    let w = World::new(&format!(
-        "admin_group = {}\nservices = imap\n",
-        acc.groups[0]
-    ));
+    let w = World::new(
+        &format!("admin_group = {}\nservices = imap\n", acc.groups[0]),
+        &["imap"],
+    );
     let a = Some(alice.as_str());
 
     // Their own: add, list, log, revoke.
-    let (alice_id, _) = w.add(a, &["--label", "mine"]).unwrap();
-    let (bob_id, bob_pw) = w.add(None, &["--user", bob]).unwrap();
+    let (alice_id, _) = add(&w, a, &["--label", "mine"]).unwrap();
+    let (bob_id, bob_pw) = add(&w, None, &["--user", bob]).unwrap();
     let mine = w.apppass(a, &["list", "--json"]);
     assert_eq!(ids(&mine), [(alice_id, alice.clone())]);
     assert!(w.apppass(a, &["log", "--json"]).status.success());
@@ -220,7 +89,7 @@ fn people_manage_their_own_app_passwords_and_nobody_elses() {
     assert!(any(a, alice_id).status.success());
 
     // Anyone else's: refused (4) or, for an id, as if it did not exist (3).
-    assert_eq!(w.add(a, &["--user", bob]), Err(4));
+    assert_eq!(add(&w, a, &["--user", bob]), Err(4));
     assert_eq!(code(&w.apppass(a, &["list", "--all"])), 4);
     assert_eq!(code(&w.apppass(a, &["list", "--user", bob])), 4);
     assert_eq!(code(&w.apppass(a, &["log", "--all"])), 4);
@@ -236,7 +105,7 @@ fn people_manage_their_own_app_passwords_and_nobody_elses() {
     // The admin group: everyone's, but no backup (it holds every hash).
     let ad = Some(admin.as_str());
     assert_eq!(ids(&w.apppass(ad, &["list", "--all", "--json"])).len(), 2);
-    assert!(w.add(ad, &["--user", alice]).is_ok());
+    assert!(add(&w, ad, &["--user", alice]).is_ok());
     assert!(any(ad, bob_id).status.success());
     let backup = w.dir.path().join("admin-backup.db");
     assert_eq!(
@@ -248,15 +117,21 @@ fn people_manage_their_own_app_passwords_and_nobody_elses() {
             .status
             .success()
     );
-    assert_eq!(w.login(None, bob, &bob_pw), "PAM_AUTH_ERR");
+    assert_eq!(login(&w, None, bob, &bob_pw), "PAM_AUTH_ERR");
 
-    // regenerate: as revoke, the owner's or an admin's.
-    let regenerate = |user, id: i64| w.apppass(user, &["regenerate", &id.to_string(), "--json"]);
-    let (bob_id, bob_pw) = w.add(None, &["--user", bob]).unwrap();
-    assert_eq!(code(&regenerate(a, bob_id)), 3);
-    assert_eq!(w.login(None, bob, &bob_pw), "PAM_SUCCESS");
-    assert!(regenerate(a, alice_id).status.success());
-    let out = regenerate(ad, bob_id);
+    // regenerate: as revoke, the owner's or an admin's (each proving who they are).
+    let regenerate = |user: &str, id: i64| {
+        w.apppass_with(
+            Some(user),
+            &["regenerate", &id.to_string(), "--json", "--password-stdin"],
+            &format!("{}\n", password_of(user)),
+        )
+    };
+    let (bob_id, bob_pw) = add(&w, None, &["--user", bob]).unwrap();
+    assert_eq!(code(&regenerate(alice, bob_id)), 3);
+    assert_eq!(login(&w, None, bob, &bob_pw), "PAM_SUCCESS");
+    assert!(regenerate(alice, alice_id).status.success());
+    let out = regenerate(admin, bob_id);
     assert!(
         out.status.success(),
         "{}",
@@ -264,9 +139,9 @@ fn people_manage_their_own_app_passwords_and_nobody_elses() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["user"], bob.as_str());
-    assert_eq!(w.login(None, bob, &bob_pw), "PAM_AUTH_ERR");
+    assert_eq!(login(&w, None, bob, &bob_pw), "PAM_AUTH_ERR");
     assert_eq!(
-        w.login(None, bob, v["password"].as_str().unwrap()),
+        login(&w, None, bob, v["password"].as_str().unwrap()),
         "PAM_SUCCESS"
     );
 
@@ -286,22 +161,25 @@ fn a_process_checks_only_its_own_users_password_unless_trusted() {
     if !prerequisites() {
         return;
     }
-    let acc = Accounts::create(4);
+    let acc = Accounts::create("apz", 4, 2);
     let (alice, bob, trusted, in_group) =
         (&acc.users[0], &acc.users[1], &acc.users[2], &acc.users[3]);
-    acc.join(3, 1);
-    let w = World::new(&format!("auth_trusted = {trusted} %{}\n", acc.groups[1]));
-    let (_, alice_pw) = w.add(None, &["--user", alice]).unwrap();
-    let (_, bob_pw) = w.add(None, &["--user", bob]).unwrap();
+    acc.join(&acc.users[3], &acc.groups[1]);
+    let w = World::new(
+        &format!("auth_trusted = {trusted} %{}\n", acc.groups[1]),
+        &["imap"],
+    );
+    let (_, alice_pw) = add(&w, None, &["--user", alice]).unwrap();
+    let (_, bob_pw) = add(&w, None, &["--user", bob]).unwrap();
     // Root checks anyone.
-    assert_eq!(w.login(None, alice, &alice_pw), "PAM_SUCCESS");
+    assert_eq!(login(&w, None, alice, &alice_pw), "PAM_SUCCESS");
     // A screen locker of alice checks alice, and nobody else, whatever the password.
-    assert_eq!(w.login(Some(alice), alice, &alice_pw), "PAM_SUCCESS");
-    assert_eq!(w.login(Some(alice), bob, &bob_pw), "PAM_AUTH_ERR");
-    assert_eq!(w.login(Some(bob), alice, &alice_pw), "PAM_AUTH_ERR");
+    assert_eq!(login(&w, Some(alice), alice, &alice_pw), "PAM_SUCCESS");
+    assert_eq!(login(&w, Some(alice), bob, &bob_pw), "PAM_AUTH_ERR");
+    assert_eq!(login(&w, Some(bob), alice, &alice_pw), "PAM_AUTH_ERR");
     // A trusted service account, by name or by group, checks anyone.
-    assert_eq!(w.login(Some(trusted), bob, &bob_pw), "PAM_SUCCESS");
-    assert_eq!(w.login(Some(in_group), alice, &alice_pw), "PAM_SUCCESS");
+    assert_eq!(login(&w, Some(trusted), bob, &bob_pw), "PAM_SUCCESS");
+    assert_eq!(login(&w, Some(in_group), alice, &alice_pw), "PAM_SUCCESS");
     // Refusals are counted, and a refused check is no login attempt: bob's last use is
     // the trusted login's only.
     let s = w.daemon.status().unwrap();
@@ -353,61 +231,22 @@ fn raw_call_as(
     apppass_proto::Response::decode(&body).unwrap()
 }
 
-/// `apppass regenerate ID --json --password-stdin` as `user`, the account password on
-/// standard input.
-fn regenerate_proving(w: &World, user: &str, id: i64, password: &str) -> Output {
-    let mut c = as_user(Some(user));
-    c.arg(&w.apppass)
-        .arg("--socket")
-        .arg(&w.daemon.socket)
-        .args(["regenerate", &id.to_string(), "--json", "--password-stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    std::io::Write::write_all(
-        child.stdin.as_mut().unwrap(),
-        format!("{password}\n").as_bytes(),
-    )
-    .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-/// `apppass regenerate` makes a credential, so apppassd answers it only as it answers
-/// add: on a connection that has just proved its person through the apppass PAM stack
-/// (the shipped file, run by the real helper; root is let through). The CLI proves
-/// first, as for add.
 #[test]
 fn regenerate_needs_the_proof_add_needs() {
     if !prerequisites() || !require(Path::new("/usr/bin/python3").exists(), "/usr/bin/python3") {
         return;
     }
-    let acc = Accounts::create(1);
+    let acc = Accounts::create("apq", 1, 0);
     let alice = acc.users[0].as_str();
-    let secret = format!("Pw-{}", common::random_hex(8));
-    let mut chpasswd = Command::new("chpasswd")
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(
-        chpasswd.stdin.as_mut().unwrap(),
-        format!("{alice}:{secret}\n").as_bytes(),
-    )
-    .unwrap();
-    assert!(chpasswd.wait().unwrap().success());
-    let stacks = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(stacks.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("debian/pam.d/apppass"),
-        stacks.path().join("apppass"),
-    )
-    .unwrap();
-    let w = World::new(&format!(
-        "services = imap\npam_helper = {}\npam_dir = {}\n",
-        common::workspace_bin("apppass-pam-helper").display(),
-        stacks.path().display()
-    ));
-    let (id, old) = w.add(None, &["--user", alice]).unwrap();
+    let w = World::new("services = imap\n", &["imap"]);
+    let (id, old) = add(&w, None, &["--user", alice]).unwrap();
+    let proving = |password: &str| {
+        w.apppass_with(
+            Some(alice),
+            &["regenerate", &id.to_string(), "--json", "--password-stdin"],
+            &format!("{password}\n"),
+        )
+    };
 
     // Without a proof: refused by apppassd itself, and nothing changed.
     let answer = raw_call_as(
@@ -426,16 +265,16 @@ fn regenerate_needs_the_proof_add_needs() {
         "{answer:?}"
     );
     // A wrong account password proves nothing either.
-    let out = regenerate_proving(&w, alice, id, "not-the-password");
+    let out = proving("not-the-password");
     assert!(
         !out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    assert_eq!(w.login(None, alice, &old), "PAM_SUCCESS");
+    assert_eq!(login(&w, None, alice, &old), "PAM_SUCCESS");
 
     // The right one: a new password in place of the old.
-    let out = regenerate_proving(&w, alice, id, &secret);
+    let out = proving(&password_of(alice));
     assert!(
         out.status.success(),
         "{}",
@@ -444,8 +283,8 @@ fn regenerate_needs_the_proof_add_needs() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["replaces"], id);
     assert_eq!(
-        w.login(None, alice, v["password"].as_str().unwrap()),
+        login(&w, None, alice, v["password"].as_str().unwrap()),
         "PAM_SUCCESS"
     );
-    assert_eq!(w.login(None, alice, &old), "PAM_AUTH_ERR");
+    assert_eq!(login(&w, None, alice, &old), "PAM_AUTH_ERR");
 }

@@ -13,44 +13,10 @@ use std::path::Path;
 use std::process::Command;
 
 use apppass_core::secret::NewPassword;
+use common::people::Accounts;
 use common::{Daemon, Sandbox, is_root, require, unique};
 use pam_apppass::code::Code;
 use support::{CHEAP, have};
-
-/// Throwaway accounts, removed again even when a test fails.
-#[derive(Default)]
-struct Accounts(Vec<String>);
-
-impl Accounts {
-    /// A new account `name` with uid `uid` (no home, no login shell, no group of its
-    /// own).
-    fn create(&mut self, name: &str, uid: u32) {
-        support::run_ok(Command::new("useradd").args([
-            "-M",
-            "-N",
-            "-s",
-            "/usr/sbin/nologin",
-            "-u",
-            &uid.to_string(),
-            name,
-        ]));
-        if !self.0.iter().any(|n| n == name) {
-            self.0.push(name.to_string());
-        }
-    }
-
-    fn delete(&self, name: &str) {
-        support::run_ok(Command::new("userdel").arg(name));
-    }
-}
-
-impl Drop for Accounts {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            let _ = Command::new("userdel").arg(name).output();
-        }
-    }
-}
 
 /// A uid no account has, other than `not`.
 fn free_uid(not: &[u32]) -> u32 {
@@ -125,7 +91,7 @@ fn a_name_given_to_another_account_does_not_inherit_its_app_passwords() {
     s.simple_service("imap", "");
     let user = unique("apown");
     let first = free_uid(&[]);
-    accounts.create(&user, first);
+    accounts.named(&user, Some(first));
     let pw = s.add(&user, "imap", &[]);
     assert_eq!(s.code("imap", &user, &pw.password), Code::SUCCESS);
     assert_eq!(status(&s, &user, pw.id), "active");
@@ -133,7 +99,7 @@ fn a_name_given_to_another_account_does_not_inherit_its_app_passwords() {
     // The name is deleted and given to someone else, with another uid.
     accounts.delete(&user);
     let second = free_uid(&[first]);
-    accounts.create(&user, second);
+    accounts.named(&user, Some(second));
     for _ in 0..2 {
         assert_eq!(s.code("imap", &user, &pw.password), Code::AUTH_ERR);
     }
@@ -187,7 +153,7 @@ fn a_deleted_accounts_app_passwords_stop_working() {
     s.simple_service("imap", "");
     let user = unique("apdel");
     let uid = free_uid(&[]);
-    accounts.create(&user, uid);
+    accounts.named(&user, Some(uid));
     let pw = s.add(&user, "imap", &[]);
     assert_eq!(s.code("imap", &user, &pw.password), Code::SUCCESS);
     accounts.delete(&user);
@@ -243,7 +209,7 @@ fn app_passwords_from_before_owners_are_adopted_once() {
     s.simple_service("imap", "");
     let (user, gone) = (unique("apold"), unique("apgone"));
     let uid = free_uid(&[]);
-    accounts.create(&user, uid);
+    accounts.named(&user, Some(uid));
 
     // The sandbox's store replaced by one of schema 2, as an older apppass left it.
     s.daemon.stop();
@@ -296,8 +262,8 @@ fn app_passwords_from_before_owners_are_adopted_once() {
     // What was adopted holds: the name given to another uid, or a name that had no
     // account given one, no longer logs in.
     accounts.delete(&user);
-    accounts.create(&user, free_uid(&[uid]));
-    accounts.create(&gone, free_uid(&[uid]));
+    accounts.named(&user, Some(free_uid(&[uid])));
+    accounts.named(&gone, Some(free_uid(&[uid])));
     assert_eq!(s.code("imap", &user, &passwords[0]), Code::AUTH_ERR);
     assert_eq!(s.code("imap", &gone, &passwords[2]), Code::AUTH_ERR);
     assert_eq!(audit_reasons(&s, &user, 1), ["owner_changed"]);

@@ -16,50 +16,11 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{AuthLog, Daemon, Sandbox, is_root, random_hex, require, unique};
+use common::people::Accounts;
+use common::{AuthLog, Daemon, Sandbox, is_root, random_hex, require};
 use pam_apppass::client::{self, Change};
 use pam_apppass::code::Code;
 use support::have;
-
-/// Throwaway accounts, removed again even when a test fails.
-#[derive(Default)]
-struct Accounts(Vec<String>);
-
-impl Accounts {
-    /// A new account (no home, no login shell, no group of its own) with a password.
-    fn create(&mut self) -> String {
-        let name = unique("apw");
-        support::run_ok(Command::new("useradd").args([
-            "-M",
-            "-N",
-            "-s",
-            "/usr/sbin/nologin",
-            &name,
-        ]));
-        self.0.push(name.clone());
-        let mut chpasswd = Command::new("chpasswd")
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        writeln!(
-            chpasswd.stdin.take().unwrap(),
-            "{name}:old-{}",
-            random_hex(8)
-        )
-        .unwrap();
-        assert!(chpasswd.wait().unwrap().success(), "chpasswd failed");
-        name
-    }
-}
-
-impl Drop for Accounts {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            let _ = Command::new("userdel").arg(name).output();
-        }
-    }
-}
 
 /// useradd, chpasswd, userdel and pam_unix each lock /etc/passwd and /etc/shadow, and
 /// give up ("cannot lock") rather than wait: one test at a time.
@@ -145,8 +106,8 @@ fn password_change_events(s: &Sandbox, user: &str) -> Vec<i64> {
 fn world(conf: &str, accounts: &mut Accounts) -> (Sandbox, String, Vec<i64>, String, i64) {
     let s = Sandbox::with_config(conf);
     s.service("passwd", STACK);
-    let alice = accounts.create();
-    let bob = accounts.create();
+    let alice = accounts.user("apw");
+    let bob = accounts.user("apw");
     let mut ids = vec![
         s.add(&alice, "imap", &[]).id,
         s.add(&alice, "*", &["--label", "Phone"]).id,
@@ -334,8 +295,8 @@ fn a_front_end_on_postgresql_revokes_through_the_function() {
     cluster.grant_login_role(&db);
     let front = pg_host(&cluster, &cluster.uri(pg::LOGIN, &db));
     front.service("passwd", STACK);
-    let alice = accounts.create();
-    let bob = accounts.create();
+    let alice = accounts.user("apw");
+    let bob = accounts.user("apw");
     let mut ids = vec![
         admin.add(&alice, "imap", &[]).id,
         admin.add(&alice, "*", &[]).id,

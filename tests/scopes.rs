@@ -2,69 +2,20 @@
 //! (setpriv), a real apppassd running as root, and logins through the real libpam
 //! loading the built module: a password scoped to a group opens each of its services and
 //! nothing else; people who are not admins choose only from `services` (the `mail` group
-//! by default), never `*`, sshd or a service nobody listed, while root and admin_group
-//! make any scope; new app passwords expire after 365 days and a user has at most 20 with
+//! by default), never `*`, sshd or a service nobody listed, while root makes any scope
+//! and admin_group any but `*`; new app passwords expire after 365 days and a user has at most 20 with
 //! no configuration at all; a group configuration that would make a name both a group
 //! and a service stops apppassd from starting, with the line and why.
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use apppass_core::time;
-use common::{Daemon, as_user, is_root, require, unique};
+use common::people::{Accounts, World};
+use common::{Daemon, is_root, require};
 use pam_apppass::code::Code;
-
-/// Throwaway users (and one group, for admin_group), removed again even when a test
-/// fails.
-struct Accounts {
-    users: Vec<String>,
-    group: String,
-}
-
-impl Accounts {
-    fn create(n: usize) -> Accounts {
-        let group = unique("apsadm");
-        run_ok(Command::new("groupadd").arg(&group));
-        let mut accounts = Accounts {
-            users: Vec::new(),
-            group,
-        };
-        for i in 0..n {
-            let user = unique(&format!("aps{i}"));
-            run_ok(Command::new("useradd").args(["-M", "-s", "/usr/sbin/nologin", &user]));
-            accounts.users.push(user);
-        }
-        accounts
-    }
-
-    /// Makes user `i` a member of the admin group.
-    fn make_admin(&self, i: usize) {
-        run_ok(Command::new("usermod").args(["-aG", &self.group, &self.users[i]]));
-    }
-}
-
-impl Drop for Accounts {
-    fn drop(&mut self) {
-        for u in &self.users {
-            let _ = Command::new("userdel").arg(u).output();
-        }
-        let _ = Command::new("groupdel").arg(&self.group).output();
-    }
-}
-
-fn run_ok(c: &mut Command) -> Output {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{c:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 /// Services whose PAM files ask the test's apppassd (each file's name is the scope).
 const SERVICES: [&str; 7] = [
@@ -77,108 +28,45 @@ const SERVICES: [&str; 7] = [
     "sudo",
 ];
 
-/// apppassd as root on `config`, and a copy of the CLI any user can run (the build tree
-/// may be in a private home).
-struct World {
-    dir: tempfile::TempDir,
-    daemon: Daemon,
-    apppass: PathBuf,
-    confdir: PathBuf,
-}
-
-impl World {
-    fn new(config: &str) -> World {
-        let dir = tempfile::Builder::new()
-            .prefix("apppass-scopes")
-            .tempdir()
-            .unwrap();
-        set_mode(dir.path(), 0o755);
-        let apppass = dir.path().join("apppass");
-        std::fs::copy(common::apppass_bin(), &apppass).unwrap();
-        set_mode(&apppass, 0o755);
-        let conf = dir.path().join("apppass.conf");
-        std::fs::write(&conf, config).unwrap();
-        set_mode(&conf, 0o644);
-        let run = dir.path().join("run");
-        std::fs::create_dir(&run).unwrap();
-        set_mode(&run, 0o755);
-        let daemon = Daemon::start_at(&run, &dir.path().join("store/apppass.db"), &conf, &[]);
-        let confdir = dir.path().join("pam.d");
-        std::fs::create_dir(&confdir).unwrap();
-        for service in SERVICES {
-            std::fs::write(
-                confdir.join(service),
-                format!(
-                    "auth required {} socket={} conf={}\n",
-                    common::built_module().display(),
-                    daemon.socket.display(),
-                    conf.display()
-                ),
-            )
-            .unwrap();
-        }
-        World {
-            dir,
-            daemon,
-            apppass,
-            confdir,
-        }
-    }
-
-    /// The CLI as `user` (None: root).
-    fn apppass(&self, user: Option<&str>, args: &[&str]) -> Output {
-        let mut c = as_user(user);
-        c.arg(&self.apppass)
-            .arg("--socket")
-            .arg(&self.daemon.socket)
-            .args(args);
-        c.output().unwrap()
-    }
-
-    /// `apppass add --service SCOPE --json [ARGS]` as `by`: the JSON object, or the exit
-    /// code and the error.
-    fn add(
-        &self,
-        by: Option<&str>,
-        scope: &str,
-        args: &[&str],
-    ) -> Result<serde_json::Value, (i32, String)> {
-        let mut all = vec!["add", "--service", scope, "--json"];
-        all.extend_from_slice(args);
-        let out = self.apppass(by, &all);
-        if out.status.success() {
-            Ok(serde_json::from_slice(&out.stdout).unwrap())
-        } else {
-            Err((
-                out.status.code().unwrap_or(-1),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            ))
-        }
-    }
-
-    /// One login through the real libpam, as root (a mail or ssh server), to `service`.
-    fn login(&self, service: &str, user: &str, password: &str) -> Code {
-        common::login_in(
-            &self.confdir,
-            service,
-            user,
-            password.as_bytes(),
-            Some("192.0.2.80"),
-        )
-        .code
-    }
-
-    /// The services of [`SERVICES`] that `password` opens.
-    fn opens(&self, user: &str, password: &str) -> Vec<&'static str> {
-        SERVICES
-            .into_iter()
-            .filter(|s| self.login(s, user, password) == Code::SUCCESS)
-            .collect()
+/// `apppass add --service SCOPE --json [ARGS]` as `by`: the JSON object, or the exit
+/// code and the error.
+fn add(
+    w: &World,
+    by: Option<&str>,
+    scope: &str,
+    args: &[&str],
+) -> Result<serde_json::Value, (i32, String)> {
+    let mut all = vec!["add", "--service", scope, "--json"];
+    all.extend_from_slice(args);
+    let out = w.apppass(by, &all);
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).unwrap())
+    } else {
+        Err((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
     }
 }
 
-fn set_mode(p: &Path, mode: u32) {
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+/// One login through the real libpam, as root (a mail or ssh server), to `service`.
+fn login(w: &World, service: &str, user: &str, password: &str) -> Code {
+    common::login_in(
+        &w.confdir,
+        service,
+        user,
+        password.as_bytes(),
+        Some("192.0.2.80"),
+    )
+    .code
+}
+
+/// The services of [`SERVICES`] that `password` opens.
+fn opens(w: &World, user: &str, password: &str) -> Vec<&'static str> {
+    SERVICES
+        .into_iter()
+        .filter(|s| login(w, s, user, password) == Code::SUCCESS)
+        .collect()
 }
 
 fn password(added: &serde_json::Value) -> String {
@@ -209,21 +97,21 @@ fn with_no_configuration_people_choose_mail_and_admins_the_rest() {
     if !prerequisites() {
         return;
     }
-    let acc = Accounts::create(1);
+    let acc = Accounts::create("aps", 1, 0);
     let alice = acc.users[0].as_str();
     // An empty file: every setting has its built-in default.
-    let w = World::new("");
+    let w = World::new("", &SERVICES);
 
     // mail, chosen by alice herself: IMAP, POP3, submission, SMTP and sieve, not sshd
     // or sudo.
-    let mail = w.add(Some(alice), "mail", &["--label", "phone"]).unwrap();
+    let mail = add(&w, Some(alice), "mail", &["--label", "phone"]).unwrap();
     assert_eq!(mail["user"], alice);
     assert_eq!(mail["service"], "mail");
     assert_eq!(
-        w.opens(alice, &password(&mail)),
+        opens(&w, alice, &password(&mail)),
         ["imap", "pop3", "submission", "smtp", "sieve"]
     );
-    assert_eq!(w.login("sshd", alice, &password(&mail)), Code::AUTH_ERR);
+    assert_eq!(login(&w, "sshd", alice, &password(&mail)), Code::AUTH_ERR);
 
     // It expires in 365 days, though nobody asked for an expiry.
     let created = time::parse_iso8601(mail["created"].as_str().unwrap()).unwrap();
@@ -233,41 +121,46 @@ fn with_no_configuration_people_choose_mail_and_admins_the_rest() {
     // What she may not choose: every service, sshd, sudo, one service of the group, a
     // service nobody listed. Nothing is made.
     refused(
-        w.add(Some(alice), "*", &[]),
+        add(&w, Some(alice), "*", &[]),
         "* (every service) is not a scope you may choose; ask an admin",
     );
     refused(
-        w.add(Some(alice), "sshd", &[]),
+        add(&w, Some(alice), "sshd", &[]),
         "sshd is not a service you may choose; ask an admin. You may choose: mail (= imap pop3 submission smtp sieve)",
     );
-    refused(w.add(Some(alice), "sudo", &[]), "sudo is not a service");
-    refused(w.add(Some(alice), "imap", &[]), "imap is not a service");
-    refused(w.add(Some(alice), "gitea", &[]), "gitea is not a service");
+    refused(add(&w, Some(alice), "sudo", &[]), "sudo is not a service");
+    refused(add(&w, Some(alice), "imap", &[]), "imap is not a service");
+    refused(add(&w, Some(alice), "gitea", &[]), "gitea is not a service");
     let listed: serde_json::Value =
         serde_json::from_slice(&w.apppass(Some(alice), &["list", "--json"]).stdout).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
 
     // Root makes them for her, and each opens what its scope says.
-    let all = w.add(None, "*", &["--user", alice]).unwrap();
-    assert_eq!(w.opens(alice, &password(&all)), SERVICES);
-    let ssh = w.add(None, "sshd", &["--user", alice]).unwrap();
-    assert_eq!(w.opens(alice, &password(&ssh)), ["sshd"]);
-    let imap = w.add(None, "imap", &["--user", alice]).unwrap();
-    assert_eq!(w.opens(alice, &password(&imap)), ["imap"]);
+    let all = add(&w, None, "*", &["--user", alice]).unwrap();
+    assert_eq!(opens(&w, alice, &password(&all)), SERVICES);
+    let ssh = add(&w, None, "sshd", &["--user", alice]).unwrap();
+    assert_eq!(opens(&w, alice, &password(&ssh)), ["sshd"]);
+    let imap = add(&w, None, "imap", &["--user", alice]).unwrap();
+    assert_eq!(opens(&w, alice, &password(&imap)), ["imap"]);
 
     // At most 20 active app passwords per user, for root too; a revoked one makes room.
     for i in 4..20 {
-        w.add(Some(alice), "mail", &["--label", &format!("device {i}")])
-            .unwrap();
+        add(
+            &w,
+            Some(alice),
+            "mail",
+            &["--label", &format!("device {i}")],
+        )
+        .unwrap();
     }
     refused(
-        w.add(Some(alice), "mail", &[]),
+        add(&w, Some(alice), "mail", &[]),
         "already has 20 active app passwords, the most allowed (max_passwords",
     );
-    refused(w.add(None, "imap", &["--user", alice]), "max_passwords");
+    refused(add(&w, None, "imap", &["--user", alice]), "max_passwords");
     let id = imap["id"].as_i64().unwrap().to_string();
     assert!(w.apppass(None, &["revoke", &id]).status.success());
-    w.add(Some(alice), "mail", &[]).unwrap();
+    add(&w, Some(alice), "mail", &[]).unwrap();
 }
 
 #[test]
@@ -275,39 +168,46 @@ fn admins_list_what_people_may_choose_and_groups_follow_the_configuration() {
     if !prerequisites() {
         return;
     }
-    let acc = Accounts::create(2);
+    let acc = Accounts::create("aps", 2, 1);
     let (alice, admin) = (acc.users[0].as_str(), acc.users[1].as_str());
-    acc.make_admin(1);
-    let w = World::new(&format!(
-        "group phone = imap, smtp\nservices = phone sshd\nadmin_group = {}\nmax_passwords = 0\ndefault_lifetime = never\n",
-        acc.group
-    ));
+    acc.join(admin, &acc.groups[0]);
+    let w = World::new(
+        &format!(
+            "group phone = imap, smtp\nservices = phone sshd\nadmin_group = {}\nmax_passwords = 0\ndefault_lifetime = never\n",
+            acc.groups[0]
+        ),
+        &SERVICES,
+    );
 
     // A group of the admins' own, and sshd because they listed it.
-    let phone = w.add(Some(alice), "phone", &[]).unwrap();
-    assert_eq!(w.opens(alice, &password(&phone)), ["imap", "smtp"]);
-    let ssh = w.add(Some(alice), "sshd", &[]).unwrap();
-    assert_eq!(w.opens(alice, &password(&ssh)), ["sshd"]);
+    let phone = add(&w, Some(alice), "phone", &[]).unwrap();
+    assert_eq!(opens(&w, alice, &password(&phone)), ["imap", "smtp"]);
+    let ssh = add(&w, Some(alice), "sshd", &[]).unwrap();
+    assert_eq!(opens(&w, alice, &password(&ssh)), ["sshd"]);
     // The built-in mail group still exists, but nobody listed it.
     refused(
-        w.add(Some(alice), "mail", &[]),
+        add(&w, Some(alice), "mail", &[]),
         "mail is not a service you may choose; ask an admin. You may choose: phone (= imap smtp), sshd",
     );
     refused(
-        w.add(Some(alice), "*", &[]),
+        add(&w, Some(alice), "*", &[]),
         "is not a scope you may choose",
     );
     // The administrators' own values: no expiry, no limit.
     assert!(phone["expires"].is_null(), "{phone}");
 
-    // admin_group makes any scope, for itself and for others.
-    let all = w.add(Some(admin), "*", &[]).unwrap();
-    assert_eq!(w.opens(admin, &password(&all)), SERVICES);
-    let pop3 = w.add(Some(admin), "pop3", &["--user", alice]).unwrap();
-    assert_eq!(w.opens(alice, &password(&pop3)), ["pop3"]);
-    let mail = w.add(Some(admin), "mail", &["--user", alice]).unwrap();
+    // admin_group makes any scope but *, for itself and for others.
+    refused(
+        add(&w, Some(admin), "*", &[]),
+        "* (every service) is root's to give",
+    );
+    let ssh = add(&w, Some(admin), "sshd", &[]).unwrap();
+    assert_eq!(opens(&w, admin, &password(&ssh)), ["sshd"]);
+    let pop3 = add(&w, Some(admin), "pop3", &["--user", alice]).unwrap();
+    assert_eq!(opens(&w, alice, &password(&pop3)), ["pop3"]);
+    let mail = add(&w, Some(admin), "mail", &["--user", alice]).unwrap();
     assert_eq!(
-        w.opens(alice, &password(&mail)),
+        opens(&w, alice, &password(&mail)),
         ["imap", "pop3", "submission", "smtp", "sieve"]
     );
 }
@@ -317,13 +217,18 @@ fn changing_a_group_changes_what_its_passwords_open() {
     if !prerequisites() {
         return;
     }
-    let acc = Accounts::create(1);
+    let acc = Accounts::create("aps", 1, 0);
     let alice = acc.users[0].as_str();
-    let mut w = World::new("group mail = imap\n");
-    let mail = w.add(Some(alice), "mail", &[]).unwrap();
-    assert_eq!(w.opens(alice, &password(&mail)), ["imap"]);
+    let mut w = World::new("group mail = imap\n", &SERVICES);
+    let mail = add(&w, Some(alice), "mail", &[]).unwrap();
+    assert_eq!(opens(&w, alice, &password(&mail)), ["imap"]);
     let conf = w.daemon.conf.clone();
-    std::fs::write(&conf, "group mail = imap pop3 sshd\n").unwrap();
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(
+        &conf,
+        text.replace("group mail = imap\n", "group mail = imap pop3 sshd\n"),
+    )
+    .unwrap();
     w.daemon.stop();
     w.daemon = Daemon::start_at(
         &w.dir.path().join("run"),
@@ -331,7 +236,7 @@ fn changing_a_group_changes_what_its_passwords_open() {
         &conf,
         &[],
     );
-    assert_eq!(w.opens(alice, &password(&mail)), ["imap", "pop3", "sshd"]);
+    assert_eq!(opens(&w, alice, &password(&mail)), ["imap", "pop3", "sshd"]);
 }
 
 /// apppassd on `config`: its exit status and what it said, within 20 s.

@@ -3,6 +3,8 @@
 //! service directory of the test's own, and the real syslog.
 #![allow(dead_code)]
 
+pub mod people;
+
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

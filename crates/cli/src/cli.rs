@@ -383,8 +383,11 @@ fn io_err(e: io::Error) -> CliError {
 fn prove(s: &mut Session, password_stdin: bool) -> Result<(), CliError> {
     let mut answers = if password_stdin {
         crate::prove::Answers::from_stdin()?
-    } else {
+    } else if nix::unistd::geteuid().is_root() {
+        // Root is let through unasked.
         crate::prove::Answers::Terminal
+    } else {
+        crate::prove::Answers::terminal()?
     };
     crate::prove::prove(&mut s.client, &mut answers)
 }

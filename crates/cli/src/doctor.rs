@@ -753,6 +753,37 @@ fn check_service(opts: &Options, service: &str, file: &Path) -> Report {
 
     let all = rules(&auth);
     let ours: Vec<&Rule> = all.iter().copied().filter(|r| r.is_apppass()).collect();
+    if apppass_proto::helper::SERVICES.contains(&service) {
+        // apppassd's own stacks prove a person's account password: the one place where
+        // the module must never be.
+        for r in &ours {
+            report.push(
+                Level::Problem,
+                format!(
+                    "{}: {MODULE} must not be in the {service} stack: it proves the account                      password before an app password is made, and an app password must never                      make the next one (apppassd refuses them there, reason=loopback); remove                      this line",
+                    r.place()
+                ),
+            );
+        }
+        if ours.is_empty() {
+            report.push(
+                Level::Ok,
+                format!("{service} proves account passwords, without {MODULE}"),
+            );
+        }
+        for r in &all {
+            if r.text.split_whitespace().any(|w| w == "nullok") {
+                report.push(
+                    Level::Warning,
+                    format!(
+                        "{}: nullok lets an empty account password prove a person: remove it",
+                        r.place()
+                    ),
+                );
+            }
+        }
+        return report;
+    }
     for (group, r) in &elsewhere {
         report.push(
             Level::Problem,

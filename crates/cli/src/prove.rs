@@ -38,6 +38,17 @@ impl Answers {
         Ok(Answers::Stdin(Some(line)))
     }
 
+    /// The person at the terminal, if there is one: checked before apppassd starts
+    /// anything.
+    pub fn terminal() -> Result<Answers, CliError> {
+        File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")
+            .map_err(no_terminal)?;
+        Ok(Answers::Terminal)
+    }
+
     fn answer(&mut self, prompt: &Prompt) -> Result<Secret, CliError> {
         match self {
             Answers::Stdin(password) => match (prompt.style, password.take()) {
@@ -53,14 +64,15 @@ impl Answers {
     }
 }
 
+fn no_terminal(e: io::Error) -> CliError {
+    CliError::Usage(format!(
+        "cannot ask for your account password ({e}): run apppass at a terminal, or give \
+         the password on standard input with --password-stdin"
+    ))
+}
+
 /// Asks `prompt` at the terminal; a secret with echo off.
 fn ask(prompt: &Prompt) -> Result<Secret, CliError> {
-    let no_terminal = |e: io::Error| {
-        CliError::Usage(format!(
-            "cannot ask for your account password ({e}): run apppass at a terminal, or give \
-             the password on standard input with --password-stdin"
-        ))
-    };
     let tty = File::options()
         .read(true)
         .write(true)

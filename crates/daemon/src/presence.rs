@@ -306,6 +306,9 @@ pub async fn prove(
             "apppassd is busy: too many proofs under way; try again shortly",
         ));
     };
+    // Counted as a failure until it succeeds: proofs run side by side cannot add up to
+    // more guesses than FAILURES.
+    presence.failed(key.clone());
     let verdict = tokio::time::timeout(cx.shared.config.prove_timeout, relay(cx, stream, proof))
         .await
         .unwrap_or_else(|_| Err(Relayed::TimedOut));
@@ -341,7 +344,6 @@ pub async fn prove(
             Ok(())
         }
         Verdict::Failed(why) => {
-            presence.failed(key);
             log.warning(&line(&format!("failure ({})", field(&why))));
             refuse(
                 ErrorKind::Denied,

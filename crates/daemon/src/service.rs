@@ -447,7 +447,7 @@ impl Service {
             self.shared.log.line(
                 Level::Warning,
                 &format!(
-                    "{}refusing an app password in the {} stack, which proves a person's account password: remove pam_apppass from it; {}",
+                    "{}refusing an app password in the {} stack, which proves a person's account password: remove pam_apppass from it; reason=loopback {}",
                     line.prefix, a.pam_service, line.context
                 ),
             );
