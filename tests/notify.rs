@@ -4,8 +4,9 @@
 //! with its virtual agent into one mailbox file, and the test reads the mails there. A
 //! mail for an app password made, one regenerated, one revoked by an admin, and all of a
 //! user's revoked by an admin or by a change of their account password; none for one
-//! revoked by its owner; never a password. A mail system that refuses costs the request
-//! nothing.
+//! revoked by its owner; never a password. A mail system that refuses, or never
+//! answers, costs requests and logins nothing, and a stopping apppassd leaves no sendmail
+//! behind.
 
 mod common;
 mod e2e;
@@ -408,6 +409,103 @@ fn a_mail_system_that_refuses_costs_the_request_nothing() {
     let log = s.daemon.log();
     assert!(
         !log.contains("owner notice sent") && !log.contains("owner notice not sent"),
+        "{log}"
+    );
+}
+
+/// Processes whose command line or environment names `text` (Postfix's sendmail passes
+/// its configuration directory to postdrop in MAIL_CONFIG).
+fn processes_naming(text: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let names = ["cmdline", "environ"].iter().any(|f| {
+            std::fs::read(entry.path().join(f))
+                .is_ok_and(|b| String::from_utf8_lossy(&b).contains(text))
+        });
+        if names && pid != std::process::id() {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[test]
+fn a_mail_system_that_does_not_answer_holds_up_nothing() {
+    if !prerequisites() {
+        return;
+    }
+    // Postfix's sendmail on a queue directory without a maildrop: its postdrop waits and
+    // tries again every 10 s, for ever.
+    let stuck = tempfile::Builder::new()
+        .prefix("apppass-stuck-mail")
+        .tempdir()
+        .unwrap();
+    let queue = stuck.path().join("queue");
+    std::fs::create_dir(&queue).unwrap();
+    std::fs::write(
+        stuck.path().join("main.cf"),
+        format!(
+            "compatibility_level = 3.6\nqueue_directory = {q}\ndata_directory = {q}\n",
+            q = queue.display()
+        ),
+    )
+    .unwrap();
+    let config = stuck.path().display().to_string();
+    let mut s = Sandbox::with_config(&format!(
+        "notify = yes\nsendmail = {SENDMAIL} -C {config}\n"
+    ));
+    s.simple_service("imap", "");
+    let started = Instant::now();
+    for _ in 0..3 {
+        let added = s.add("alice", "imap", &[]);
+        assert_eq!(
+            s.code("imap", "alice", &added.password),
+            pam_apppass::code::Code::SUCCESS
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "requests waited for the mail system: {:?}",
+        started.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while processes_naming(&config).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !processes_naming(&config).is_empty(),
+        "no sendmail under way"
+    );
+
+    // Stopping waits a little for it, then kills it, postdrop and all, and drops the rest.
+    let stopping = Instant::now();
+    assert!(s.daemon.stop().success());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        stopping.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_naming(&config).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(processes_naming(&config), Vec::<u32>::new(), "left behind");
+    let log = s.daemon.log();
+    assert!(
+        log.contains("owner notice not sent: created id=1 to=alice: /usr/sbin/sendmail killed: apppassd is stopping"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("owner notice not sent: created to user=alice: apppassd is stopping")
+            .count(),
+        2,
         "{log}"
     );
 }

@@ -10,7 +10,9 @@
 //! and the headers hold only names apppassd checked and numbers.
 
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -26,7 +28,8 @@ use crate::state::Shared;
 pub const QUEUE: usize = 64;
 /// How long one sendmail may take before it is killed.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a stopping apppassd waits for the notices still queued.
+/// How long a stopping apppassd waits for the notices still queued; then the sendmail
+/// under way is killed and the rest are dropped, logged.
 const DRAIN: Duration = Duration::from_secs(5);
 /// What of sendmail's complaints goes into the log.
 const MAX_STDERR: u64 = 512;
@@ -80,6 +83,8 @@ pub struct Notice {
 pub struct Notifier {
     queue: Mutex<Option<SyncSender<Notice>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// apppassd is stopping and has waited long enough: send nothing more.
+    hurry: AtomicBool,
 }
 
 impl Notifier {
@@ -178,9 +183,16 @@ pub fn stop(shared: &Shared) {
         .unwrap_or_else(|p| p.into_inner())
         .take();
     let Some(thread) = thread else { return };
-    let deadline = Instant::now() + DRAIN;
-    while !thread.is_finished() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
+    let wait = |limit: Duration| {
+        let deadline = Instant::now() + limit;
+        while !thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait(DRAIN);
+    if !thread.is_finished() {
+        shared.notify.hurry.store(true, Ordering::Relaxed);
+        wait(Duration::from_secs(2));
     }
     if thread.is_finished() {
         let _ = thread.join();
@@ -193,7 +205,16 @@ pub fn stop(shared: &Shared) {
 
 fn run(shared: &Shared, queue: &Receiver<Notice>) {
     let host = host_name();
+    let hurry = &shared.notify.hurry;
     while let Ok(notice) = queue.recv() {
+        if hurry.load(Ordering::Relaxed) {
+            shared.log.warning(&format!(
+                "owner notice not sent: {} to user={}: apppassd is stopping",
+                notice.what.name(),
+                field(&notice.user)
+            ));
+            continue;
+        }
         let Some(to) = address(&notice.user, shared.config.notify_domain.as_deref()) else {
             shared.log.warning(&format!(
                 "owner notice not sent: user={} is not usable as a mail address",
@@ -208,7 +229,7 @@ fn run(shared: &Shared, queue: &Receiver<Notice>) {
             notice.password.as_ref().map_or(0, |p| p.id),
             field(&to)
         );
-        match deliver(&shared.config.sendmail, &to, &message) {
+        match deliver(&shared.config.sendmail, &to, &message, hurry) {
             Ok(()) => shared.log.info(&format!("owner notice sent: {what}")),
             Err(why) => shared
                 .log
@@ -368,8 +389,9 @@ fn message(n: &Notice, to: &str, host: &str) -> String {
     )
 }
 
-/// Runs sendmail for `to` with `message` on its standard input, within [`TIMEOUT`].
-fn deliver(sendmail: &[String], to: &str, message: &str) -> Result<(), String> {
+/// Runs sendmail for `to` with `message` on its standard input, within [`TIMEOUT`] (and
+/// only until `hurry`).
+fn deliver(sendmail: &[String], to: &str, message: &str, hurry: &AtomicBool) -> Result<(), String> {
     let (program, args) = sendmail
         .split_first()
         .ok_or_else(|| "no sendmail program configured".to_string())?;
@@ -381,6 +403,8 @@ fn deliver(sendmail: &[String], to: &str, message: &str) -> Result<(), String> {
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        // Its own process group: what it starts (Postfix's postdrop) goes with it.
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
     // A notice is far smaller than a pipe's buffer: this write does not wait for the
@@ -393,10 +417,13 @@ fn deliver(sendmail: &[String], to: &str, message: &str) -> Result<(), String> {
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
+            Ok(None) if hurry.load(Ordering::Relaxed) => {
+                kill(&mut child);
+                return Err(format!("{program} killed: apppassd is stopping"));
+            }
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
             Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
+                kill(&mut child);
                 return Err(format!(
                     "{program} did not finish within {} s: killed",
                     TIMEOUT.as_secs()
@@ -422,6 +449,14 @@ fn deliver(sendmail: &[String], to: &str, message: &str) -> Result<(), String> {
             }
         )),
     }
+}
+
+/// Kills sendmail and whatever it started (its process group), and reaps it.
+fn kill(child: &mut Child) {
+    let group = rustix::process::Pid::from_child(child);
+    let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[cfg(test)]
