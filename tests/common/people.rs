@@ -176,9 +176,10 @@ impl World {
         std::fs::write(
             &conf,
             format!(
-                "pam_helper = {}\npam_dir = {}\n{config}",
+                "pam_helper = {}\npam_dir = {}\n{}",
                 super::workspace_bin("apppass-pam-helper").display(),
-                confdir.display()
+                confdir.display(),
+                super::quiet(config)
             ),
         )
         .unwrap();
