@@ -176,8 +176,9 @@ impl World {
         std::fs::write(
             &conf,
             format!(
-                "pam_helper = {}\npam_dir = {}\n{}",
+                "pam_helper = {}\npam_helper_socket = {}\npam_dir = {}\n{}",
                 super::workspace_bin("apppass-pam-helper").display(),
+                dir.path().join("no-helper.sock").display(),
                 confdir.display(),
                 super::quiet(config)
             ),

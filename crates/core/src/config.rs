@@ -28,6 +28,8 @@ pub const DEFAULT_MAX_PASSWORDS: u32 = 20;
 pub const EXPIRY_WARNING: i64 = 14 * 86_400;
 /// Where the Debian package installs the PAM helper (`pam_helper`).
 pub const DEFAULT_PAM_HELPER: &str = "/usr/libexec/apppass/apppass-pam-helper";
+/// The socket of the helper's systemd units (`pam_helper_socket`).
+pub const DEFAULT_PAM_HELPER_SOCKET: &str = "/run/apppass/pam-helper.sock";
 /// Where PAM's service files live (`pam_dir`).
 pub const DEFAULT_PAM_DIR: &str = "/etc/pam.d";
 /// The program owner notices are mailed through (`sendmail`).
@@ -104,6 +106,9 @@ pub struct Config {
     /// `pam_helper`: the privileged program that runs apppassd's PAM stacks (`apppass`,
     /// `apppass-portal`) to prove a person.
     pub pam_helper: PathBuf,
+    /// `pam_helper_socket`: where systemd runs the helper, one per connection
+    /// (apppass-pam-helper.socket); used when it exists, else `pam_helper` is started.
+    pub pam_helper_socket: PathBuf,
     /// `pam_dir`: where those stacks' files are. Only a helper started by root takes
     /// another one than /etc/pam.d (tests); the installed, privileged helper refuses.
     pub pam_dir: PathBuf,
@@ -172,6 +177,7 @@ impl Default for Config {
             },
             revoke_on_password_change: true,
             pam_helper: PathBuf::from(DEFAULT_PAM_HELPER),
+            pam_helper_socket: PathBuf::from(DEFAULT_PAM_HELPER_SOCKET),
             pam_dir: PathBuf::from(DEFAULT_PAM_DIR),
             prove_timeout: Duration::from_secs(120),
             portal_user: None,
@@ -370,7 +376,7 @@ impl Config {
                         })
                         .collect::<Result<_, _>>()?;
                 }
-                "pam_helper" | "pam_dir" => {
+                "pam_helper" | "pam_dir" | "pam_helper_socket" => {
                     if !value.starts_with('/') {
                         return Err(invalid(format!(
                             "{key} must be an absolute path, found {value:?}"
@@ -378,6 +384,8 @@ impl Config {
                     }
                     if key == "pam_helper" {
                         config.pam_helper = PathBuf::from(value);
+                    } else if key == "pam_helper_socket" {
+                        config.pam_helper_socket = PathBuf::from(value);
                     } else {
                         config.pam_dir = PathBuf::from(value);
                     }
