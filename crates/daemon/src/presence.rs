@@ -416,26 +416,23 @@ async fn helper(
     proof: &Proof<'_>,
 ) -> Result<Helper, Relayed> {
     if config.pam_helper_socket.exists() {
-        match UnixStream::connect(&config.pam_helper_socket).await {
-            Ok(socket) => {
-                let (from, mut to) = socket.into_split();
-                let begin = apppass_proto::helper::Begin {
-                    service: proof.stack.to_string(),
-                    user: proof.user.to_string(),
-                    rhost: proof.client.map(str::to_string),
-                }
-                .encode();
-                write_frame(&mut to, &begin).await.map_err(|e| {
-                    Relayed::Helper(format!("{}: {e}", config.pam_helper_socket.display()))
-                })?;
-                return Ok(Helper {
-                    to: Box::new(to),
-                    from: Box::new(from),
-                    child: None,
-                });
+        // A socket left by a stopped unit refuses: the program is still there.
+        if let Ok(socket) = UnixStream::connect(&config.pam_helper_socket).await {
+            let (from, mut to) = socket.into_split();
+            let begin = apppass_proto::helper::Begin {
+                service: proof.stack.to_string(),
+                user: proof.user.to_string(),
+                rhost: proof.client.map(str::to_string),
             }
-            // A socket left by a stopped unit: the program is still there.
-            Err(_) => {}
+            .encode();
+            write_frame(&mut to, &begin).await.map_err(|e| {
+                Relayed::Helper(format!("{}: {e}", config.pam_helper_socket.display()))
+            })?;
+            return Ok(Helper {
+                to: Box::new(to),
+                from: Box::new(from),
+                child: None,
+            });
         }
     }
     let mut command = tokio::process::Command::new(&config.pam_helper);
