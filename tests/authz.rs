@@ -6,10 +6,11 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::{Command, Output};
 
-use common::people::{Accounts, World};
-use common::{is_root, require};
+use common::people::{Accounts, World, password_of, run_ok};
+use common::{as_user, is_root, require};
 
 /// `apppass add --service imap --json` as `user`; the id and password, or the exit code.
 fn add(w: &World, user: Option<&str>, args: &[&str]) -> Result<(i64, String), i32> {
@@ -118,6 +119,32 @@ fn people_manage_their_own_app_passwords_and_nobody_elses() {
     );
     assert_eq!(login(&w, None, bob, &bob_pw), "PAM_AUTH_ERR");
 
+    // regenerate: as revoke, the owner's or an admin's (each proving who they are).
+    let regenerate = |user: &str, id: i64| {
+        w.apppass_with(
+            Some(user),
+            &["regenerate", &id.to_string(), "--json", "--password-stdin"],
+            &format!("{}\n", password_of(user)),
+        )
+    };
+    let (bob_id, bob_pw) = add(&w, None, &["--user", bob]).unwrap();
+    assert_eq!(code(&regenerate(alice, bob_id)), 3);
+    assert_eq!(login(&w, None, bob, &bob_pw), "PAM_SUCCESS");
+    assert!(regenerate(alice, alice_id).status.success());
+    let out = regenerate(admin, bob_id);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["user"], bob.as_str());
+    assert_eq!(login(&w, None, bob, &bob_pw), "PAM_AUTH_ERR");
+    assert_eq!(
+        login(&w, None, bob, v["password"].as_str().unwrap()),
+        "PAM_SUCCESS"
+    );
+
     // status says who apppassd takes each caller to be.
     let status = |user: Option<&str>| -> serde_json::Value {
         serde_json::from_slice(&w.apppass(user, &["status", "--json"]).stdout).unwrap()
@@ -167,4 +194,97 @@ fn a_process_checks_only_its_own_users_password_unless_trusted() {
         serde_json::from_slice(&w.apppass(None, &["list", "--user", bob, "--json"]).stdout)
             .unwrap();
     assert_eq!(list[0]["use_count"], 1);
+}
+
+/// One request from a process of `user` straight over the socket, with no proof before
+/// it (python3 speaks the frame: a 4-byte length, then the body); apppassd's answer.
+fn raw_call_as(
+    user: &str,
+    socket: &Path,
+    request: &apppass_proto::Request,
+) -> apppass_proto::Response {
+    let hex: String = request
+        .encode()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let script = "import socket, struct, sys\n\
+                  s = socket.socket(socket.AF_UNIX)\n\
+                  s.connect(sys.argv[1])\n\
+                  body = bytes.fromhex(sys.argv[2])\n\
+                  s.sendall(struct.pack('>I', len(body)) + body)\n\
+                  def read(n):\n    b = b''\n    while len(b) < n:\n        c = s.recv(n - len(b))\n        if not c: raise SystemExit('closed')\n        b += c\n    return b\n\
+                  n, = struct.unpack('>I', read(4))\n\
+                  print(read(n).hex())\n";
+    let out = run_ok(
+        as_user(Some(user))
+            .args(["/usr/bin/python3", "-c", script])
+            .arg(socket)
+            .arg(hex),
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let text = text.trim();
+    let body: Vec<u8> = (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect();
+    apppass_proto::Response::decode(&body).unwrap()
+}
+
+#[test]
+fn regenerate_needs_the_proof_add_needs() {
+    if !prerequisites() || !require(Path::new("/usr/bin/python3").exists(), "/usr/bin/python3") {
+        return;
+    }
+    let acc = Accounts::create("apq", 1, 0);
+    let alice = acc.users[0].as_str();
+    let w = World::new("services = imap\n", &["imap"]);
+    let (id, old) = add(&w, None, &["--user", alice]).unwrap();
+    let proving = |password: &str| {
+        w.apppass_with(
+            Some(alice),
+            &["regenerate", &id.to_string(), "--json", "--password-stdin"],
+            &format!("{password}\n"),
+        )
+    };
+
+    // Without a proof: refused by apppassd itself, and nothing changed.
+    let answer = raw_call_as(
+        alice,
+        &w.daemon.socket,
+        &apppass_proto::Request::Regenerate { id },
+    );
+    assert!(
+        matches!(
+            answer,
+            apppass_proto::Response::Error {
+                kind: apppass_proto::ErrorKind::Reauthenticate,
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
+    // A wrong account password proves nothing either.
+    let out = proving("not-the-password");
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(login(&w, None, alice, &old), "PAM_SUCCESS");
+
+    // The right one: a new password in place of the old.
+    let out = proving(&password_of(alice));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["replaces"], id);
+    assert_eq!(
+        login(&w, None, alice, v["password"].as_str().unwrap()),
+        "PAM_SUCCESS"
+    );
+    assert_eq!(login(&w, None, alice, &old), "PAM_AUTH_ERR");
 }

@@ -181,7 +181,7 @@ fn app_passwords_only() {
     // fail2ban, strict mode (meant for this stack): every failure counts once.
     let failures: Vec<&String> = expected
         .iter()
-        .filter(|e| e.reason.is_some())
+        .filter(|e| e.counted())
         .map(|e| &e.ip)
         .collect();
     assert_eq!(
@@ -260,6 +260,8 @@ fn migration_accepts_the_account_password_too() {
             .status
             .success()
     );
+    // Our filter counts it in neither mode (the right password, from a stale device);
+    // the stock ones below do, as pam_unix refuses it too.
     let ip = login(&d, Mail::Imap, u, &to_revoke.password, false);
     expected.push(Expected::failure(
         &ip,
@@ -268,6 +270,7 @@ fn migration_accepts_the_account_password_too() {
         "revoked",
         Some(to_revoke.id),
     ));
+    let revoked = ip.clone();
     refused.push(ip);
 
     // A wrong account password.
@@ -286,11 +289,11 @@ fn migration_accepts_the_account_password_too() {
     // logins; strict mode would count the legitimate ones too (why the mode exists).
     assert_eq!(
         fail2ban_ips(&lines, "apppass[mode=migration]"),
-        sorted(&refused)
+        sorted(refused.iter().filter(|ip| **ip != revoked))
     );
     let all_failures: Vec<&String> = expected
         .iter()
-        .filter(|e| e.reason.is_some())
+        .filter(|e| e.counted())
         .map(|e| &e.ip)
         .collect();
     assert_eq!(

@@ -97,7 +97,7 @@ fn smtp_auth_through_dovecot_takes_app_passwords_for_smtp() {
     let lines = check_syslog(&log, &world, Host::Dovecot, &expected);
     let failures: Vec<&String> = expected
         .iter()
-        .filter(|e| e.reason.is_some())
+        .filter(|e| e.counted())
         .map(|e| &e.ip)
         .collect();
     assert_eq!(

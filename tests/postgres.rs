@@ -378,7 +378,8 @@ fn migration_and_pruning_belong_to_the_administrators_role() {
     admin.daemon.stop();
     cluster.psql(
         &db,
-        "DROP TABLE event, throttle; ALTER TABLE app_password DROP COLUMN owner_uid, DROP COLUMN networks; \
+        "DROP TABLE event, throttle; ALTER TABLE app_password DROP COLUMN owner_uid, DROP COLUMN networks, \
+         DROP COLUMN replaced_by; \
          UPDATE apppass_schema SET version = 1",
     );
     let s = front_end(&cluster, &db, "audit_max_rows = 3\n");

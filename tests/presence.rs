@@ -491,3 +491,55 @@ fn an_app_password_never_proves_a_person() {
     );
     assert_ne!(out.status.code(), Some(0));
 }
+
+/// As systemd runs the helper (apppass-pam-helper.socket, Accept=yes): one
+/// `apppass-pam-helper --socket` per connection, with the connection as its standard
+/// input and output. apppassd uses the socket when it exists; here the program it would
+/// otherwise start does not exist, so every proof goes through the socket.
+#[test]
+fn the_helper_serves_a_socket_as_systemd_runs_it() {
+    if !prerequisites() {
+        return;
+    }
+    let acc = Accounts::create("aps", 1, 0);
+    let alice = acc.users[0].as_str();
+    let sockets = tempfile::tempdir().unwrap();
+    let path = sockets.path().join("pam-helper.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let w = World::new(
+        &format!(
+            "pam_helper = /nonexistent/apppass-pam-helper\npam_helper_socket = {}\n",
+            path.display()
+        ),
+        &[],
+    );
+    let confdir = w.confdir.clone();
+    let helper = common::workspace_bin("apppass-pam-helper");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let input = std::os::fd::OwnedFd::from(stream.try_clone().unwrap());
+            let _ = Command::new(&helper)
+                .arg("--socket")
+                .arg("--confdir")
+                .arg(&confdir)
+                .stdin(Stdio::from(input))
+                .stdout(Stdio::from(std::os::fd::OwnedFd::from(stream)))
+                .spawn()
+                .map(|mut c| std::thread::spawn(move || c.wait()));
+        }
+    });
+    let out = add_with(&w, alice, &format!("{}\n", password_of(alice)), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = add_with(&w, alice, "wrong\n", &[]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_eq!(count(&w, alice), 1);
+    // The socket's service takes what to prove from apppassd, never where the stacks
+    // are: a frame cannot name another directory, and a setuid run refuses --socket.
+    let out = Command::new(common::workspace_bin("apppass-pam-helper"))
+        .args(["--socket", "--rhost", "x"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

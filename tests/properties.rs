@@ -763,6 +763,7 @@ fn request() -> BoxedStrategy<Arc<Request>> {
         Just(()).prop_map(|()| Request::Backup),
         (any::<i64>(), opt_text()).prop_map(|(id, from)| Request::SetNetworks { id, from }),
         text().prop_map(|user| Request::PasswordChanged { user }),
+        any::<i64>().prop_map(|id| Request::Regenerate { id }),
     ];
     // Boxed: inline, its value trees (one per kind) outgrew a test thread's stack in a
     // debug build where streams of several requests are built.
@@ -847,12 +848,14 @@ fn password_info() -> impl Strategy<Value = PasswordInfo> {
         (any::<i64>(), text(), text(), text(), any::<i64>()),
         (opt_i64(), opt_i64(), text(), opt_i64()),
         (opt_text(), opt_text(), any::<i64>(), text(), any::<bool>()),
+        opt_i64(),
     )
         .prop_map(
             |(
                 (id, user, service, label, created),
                 (expires, revoked, status, last_used),
                 (last_service, last_rhost, use_count, networks, expires_soon),
+                replaced_by,
             )| PasswordInfo {
                 id,
                 user,
@@ -868,6 +871,7 @@ fn password_info() -> impl Strategy<Value = PasswordInfo> {
                 use_count,
                 networks,
                 expires_soon,
+                replaced_by,
             },
         )
 }
@@ -1326,6 +1330,7 @@ fn golden() -> Vec<(&'static str, &'static str, Vec<u8>)> {
                 user: "alice".into(),
             },
         ),
+        ("regenerate", Request::Regenerate { id: 3 }),
     ];
     let responses = [
         (
@@ -1405,6 +1410,7 @@ fn golden() -> Vec<(&'static str, &'static str, Vec<u8>)> {
                 use_count: 7,
                 networks: "203.0.113.0/24".into(),
                 expires_soon: false,
+                replaced_by: Some(2),
             }]),
         ),
         (

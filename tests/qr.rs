@@ -1,4 +1,4 @@
-//! `apppass add --qr`: the new password also as a QR code in the terminal, for a phone's
+//! `apppass add --qr` (and `regenerate --qr`): the new password also as a QR code in the terminal, for a phone's
 //! camera. A QR decoder (rqrr) reads back exactly the password from what the CLI printed,
 //! and that password logs in through the real libpam.
 
@@ -84,4 +84,13 @@ fn the_qr_code_reads_back_as_the_password() {
         "--json",
     ]);
     assert_eq!(both.status.code(), Some(2));
+
+    // apppass regenerate --qr draws the new one the same way.
+    let id = s.list()[0]["id"].as_i64().unwrap().to_string();
+    let out = s.apppass(&["regenerate", &id, "--qr"]);
+    assert!(out.status.success());
+    let read = decode(&modules(&String::from_utf8(out.stdout).unwrap()));
+    assert_ne!(read, password);
+    assert_eq!(s.code("imap", "alice", &read), Code::SUCCESS);
+    assert_eq!(s.code("imap", "alice", &password), Code::AUTH_ERR);
 }

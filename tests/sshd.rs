@@ -233,7 +233,7 @@ fn app_passwords_only() {
     // fail2ban, strict mode (meant for this file): every failure counts once.
     let failures: Vec<&String> = expected
         .iter()
-        .filter(|e| e.reason.is_some())
+        .filter(|e| e.counted())
         .map(|e| &e.ip)
         .collect();
     assert_eq!(

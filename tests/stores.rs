@@ -10,7 +10,7 @@ mod pg;
 use apppass_core::policy::{Account, Throttle};
 use apppass_core::store::{
     self, Attempt, Connect, KEPT_INACTIVE, Location, LookupQuery, NewRow, Outcome, Owner, Purpose,
-    Retention, Revoked, Store, StoreError,
+    Regenerated, Retention, Revoked, Store, StoreError,
 };
 use apppass_core::time::Timestamp;
 
@@ -689,6 +689,91 @@ fn inactive_rows_are_bounded_per_user(db: &Db) {
     assert_eq!(s.list(Owner::User("bob")).unwrap().len(), 1);
 }
 
+fn regenerate_replaces_and_links(db: &Db) {
+    let s = db.init();
+    let old = s
+        .create(&NewRow {
+            expires: Some(500),
+            networks: "192.0.2.0/24",
+            ..row("alice", "imap", "aaaaaa")
+        })
+        .unwrap();
+    let bobs = s.create(&row("bob", "imap", "bbbbbb")).unwrap();
+    let at = |created, selector| NewRow {
+        created,
+        ..row("alice", "imap", selector)
+    };
+    let find = |id| s.find(id, Owner::Anyone).unwrap().unwrap();
+    // Someone else's, or none: as if it did not exist, and nothing made.
+    for (id, owner) in [
+        (bobs, Owner::User("alice")),
+        (bobs, Owner::Anyone),
+        (999, Owner::Anyone),
+    ] {
+        assert_eq!(
+            s.regenerate(id, owner, &at(200, "cccccc"), None).unwrap(),
+            Regenerated::NotFound
+        );
+    }
+    assert_eq!(s.list(Owner::Anyone).unwrap().len(), 2);
+
+    // At the limit: the old one stops counting as the new one starts.
+    let Regenerated::New(new) = s
+        .regenerate(old, Owner::User("alice"), &at(200, "cccccc"), Some(1))
+        .unwrap()
+    else {
+        panic!("not regenerated")
+    };
+    let (o, n) = (find(old), find(new));
+    assert_eq!((o.revoked, o.replaced_by), (Some(200), Some(new)));
+    assert_eq!((n.revoked, n.replaced_by, n.created), (None, None, 200));
+    assert_eq!(o.networks, "192.0.2.0/24");
+    assert_eq!(
+        s.find_by_selector("aaaaaa").unwrap().unwrap().dates.revoked,
+        Some(200)
+    );
+    let events = s.events(Owner::User("alice"), 10).unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(
+        (e.password_id, e.outcome.as_str(), e.reason.as_deref()),
+        (Some(old), "revoked", Some(store::REGENERATED))
+    );
+    assert_eq!((e.time, e.service.as_str()), (200, "imap"));
+
+    // Once only; a taken selector or the limit change nothing.
+    assert_eq!(
+        s.regenerate(old, Owner::Anyone, &at(300, "dddddd"), None)
+            .unwrap(),
+        Regenerated::Already(new)
+    );
+    assert!(matches!(
+        s.regenerate(new, Owner::Anyone, &at(300, "aaaaaa"), None),
+        Err(StoreError::SelectorTaken)
+    ));
+    s.create(&at(300, "eeeeee")).unwrap();
+    assert!(matches!(
+        s.regenerate(new, Owner::Anyone, &at(300, "ffffff"), Some(1)),
+        Err(StoreError::Limit(1))
+    ));
+    assert_eq!(find(new).revoked, None);
+    assert_eq!(s.events(Owner::User("alice"), 10).unwrap().len(), 1);
+    assert_eq!(s.list(Owner::User("alice")).unwrap().len(), 3);
+
+    // A password revoked already keeps the time it was revoked.
+    s.revoke(&[new], Owner::Anyone, 350).unwrap();
+    let Regenerated::New(newer) = s
+        .regenerate(new, Owner::Anyone, &at(400, "gggggg"), Some(2))
+        .unwrap()
+    else {
+        panic!("not regenerated")
+    };
+    assert_eq!(
+        (find(new).revoked, find(new).replaced_by),
+        (Some(350), Some(newer))
+    );
+}
+
 type Case = fn(&Db);
 
 const CASES: &[(&str, Case)] = &[
@@ -726,6 +811,10 @@ const CASES: &[(&str, Case)] = &[
     (
         "networks_are_kept_and_changed",
         networks_are_kept_and_changed,
+    ),
+    (
+        "regenerate_replaces_and_links",
+        regenerate_replaces_and_links,
     ),
 ];
 
@@ -1020,7 +1109,8 @@ fn postgresql_roles() {
     drop((admin, login));
     cluster.psql(
         &name,
-        "DROP TABLE event, throttle; ALTER TABLE app_password DROP COLUMN owner_uid, DROP COLUMN networks; \
+        "DROP TABLE event, throttle; ALTER TABLE app_password DROP COLUMN owner_uid, DROP COLUMN networks, \
+         DROP COLUMN replaced_by; \
          UPDATE apppass_schema SET version = 1",
     );
     let e = daemon(&login_uri).err().unwrap().to_string();

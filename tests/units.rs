@@ -72,6 +72,18 @@ fn copy_tree(from: &Path, to: &Path) {
 /// 0 even on unknown keys, so its output is what counts). `--man=no`: the man pages are
 /// not installed here; [`units_document_man_pages_that_exist`] checks them.
 fn verify(units: &[(&str, String)], daemon: Option<&Path>) -> (bool, String) {
+    let exec = one(&units_text("apppassd.service"), "ExecStart");
+    let bins: Vec<(String, &Path)> = daemon.map(|d| (exec, d)).into_iter().collect();
+    verify_with(units, &bins, &[])
+}
+
+/// `systemd-analyze verify` of `units` (and `instances` of templates among them) in a
+/// root of their own, with the host's units and `bins` (path there, file here).
+fn verify_with(
+    units: &[(&str, String)],
+    bins: &[(String, &Path)],
+    instances: &[&str],
+) -> (bool, String) {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
     let host_units = ["/usr/lib/systemd/system", "/lib/systemd/system"]
@@ -85,18 +97,23 @@ fn verify(units: &[(&str, String)], daemon: Option<&Path>) -> (bool, String) {
     for (name, text) in units {
         std::fs::write(etc.join(name), text).unwrap();
     }
-    if let Some(daemon) = daemon {
-        let exec = one(&units_text("apppassd.service"), "ExecStart");
+    for (exec, file) in bins {
         let target = r.join(exec.trim_start_matches('/'));
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        std::fs::copy(daemon, &target).unwrap();
+        std::fs::copy(file, &target).unwrap();
         std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg("--man=no")
         .arg(format!("--root={}", r.display()))
-        .args(units.iter().map(|(n, _)| n))
+        .args(
+            units
+                .iter()
+                .map(|(n, _)| *n)
+                .filter(|n| !n.ends_with("@.service")),
+        )
+        .args(instances)
         .output()
         .unwrap();
     let said = format!(
@@ -129,6 +146,30 @@ fn units_pass_systemd_analyze_verify() {
     ];
     let daemon = common::workspace_bin("apppassd");
     let (ok, said) = verify(&units, Some(&daemon));
+    assert!(
+        ok && said.trim().is_empty(),
+        "systemd-analyze verify:\n{said}"
+    );
+    // The helper's socket and its per-connection service (an instance of the template).
+    let helper = common::workspace_bin("apppass-pam-helper");
+    let helper_units = [
+        (
+            "apppass-pam-helper.socket",
+            units_text("apppass-pam-helper.socket"),
+        ),
+        (
+            "apppass-pam-helper@.service",
+            units_text("apppass-pam-helper@.service"),
+        ),
+    ];
+    let (ok, said) = verify_with(
+        &helper_units,
+        &[(
+            apppass_core::config::DEFAULT_PAM_HELPER.to_string(),
+            helper.as_path(),
+        )],
+        &["apppass-pam-helper@0-1-2.service"],
+    );
     assert!(
         ok && said.trim().is_empty(),
         "systemd-analyze verify:\n{said}"
@@ -211,6 +252,28 @@ fn units_agree_with_the_code_and_the_package() {
     assert_eq!(one(&socket, "SocketMode"), "0666");
     assert_eq!(one(&socket, "WantedBy"), "sockets.target");
 
+    // The helper's socket: where apppassd looks for it, apppassd's group only, one
+    // helper (as root, never setuid) per connection, from where the package puts it.
+    let helper_socket = units_text("apppass-pam-helper.socket");
+    let helper = units_text("apppass-pam-helper@.service");
+    assert_eq!(
+        values(&helper_socket, "ListenStream"),
+        [apppass_core::config::DEFAULT_PAM_HELPER_SOCKET]
+    );
+    assert_eq!(one(&helper_socket, "SocketMode"), "0660");
+    assert_eq!(one(&helper_socket, "SocketUser"), "root");
+    assert_eq!(one(&helper_socket, "SocketGroup"), user);
+    assert_eq!(one(&helper_socket, "Accept"), "yes");
+    assert!(
+        values(&helper, "User").is_empty(),
+        "the helper runs as root"
+    );
+    assert_eq!(
+        one(&helper, "ExecStart"),
+        format!("{} --socket", apppass_core::config::DEFAULT_PAM_HELPER)
+    );
+    assert_eq!(one(&helper, "StandardInput"), "socket");
+
     assert_eq!(one(&service, "User"), user);
     assert_eq!(one(&service, "Type"), "simple");
     assert_eq!(one(&service, "Requires"), "apppassd.socket");
@@ -268,7 +331,12 @@ fn units_agree_with_the_code_and_the_package() {
 
 #[test]
 fn units_document_man_pages_that_exist() {
-    for name in ["apppassd.service", "apppassd.socket"] {
+    for name in [
+        "apppassd.service",
+        "apppassd.socket",
+        "apppass-pam-helper.socket",
+        "apppass-pam-helper@.service",
+    ] {
         let docs = values(&units_text(name), "Documentation");
         assert!(!docs.is_empty(), "{name}: no Documentation=");
         for doc in docs.iter().flat_map(|d| d.split_whitespace()) {

@@ -176,9 +176,11 @@ impl World {
         std::fs::write(
             &conf,
             format!(
-                "pam_helper = {}\npam_dir = {}\n{config}",
+                "pam_helper = {}\npam_helper_socket = {}\npam_dir = {}\n{}",
                 super::workspace_bin("apppass-pam-helper").display(),
-                confdir.display()
+                dir.path().join("no-helper.sock").display(),
+                confdir.display(),
+                super::quiet(config)
             ),
         )
         .unwrap();

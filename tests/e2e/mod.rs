@@ -1183,6 +1183,13 @@ pub struct Expected {
 }
 
 impl Expected {
+    /// Whether the shipped fail2ban filter counts this line in strict mode: every
+    /// failure but a revoked password (no guess: a stale device). Migration mode ignores
+    /// more, which its callers leave out.
+    pub fn counted(&self) -> bool {
+        self.reason.is_some_and(|r| r != "revoked")
+    }
+
     pub fn success(ip: &str, user: &str, service: &str, id: i64, label: &str) -> Expected {
         Expected {
             ip: ip.into(),

@@ -66,6 +66,8 @@ enum Command {
     List(ListArgs),
     /// Revoke app passwords by id, or all of a user's
     Revoke(RevokeArgs),
+    /// Replace an app password with a new one of the same settings; the old one stops working
+    Regenerate(RegenerateArgs),
     /// Change the networks an app password may be used from
     Networks(NetworksArgs),
     /// Show recent logins and failures
@@ -101,6 +103,23 @@ struct AddArgs {
     /// by commas (192.0.2.0/24,2001:db8::/48) [default: from anywhere]
     #[arg(long, value_name = "LIST")]
     from: Option<String>,
+    /// Print one JSON object instead of text
+    #[arg(long, conflicts_with = "qr")]
+    json: bool,
+    /// Also show the password as a QR code, for a phone's camera
+    #[arg(long)]
+    qr: bool,
+    /// Read your account password (which proves it is you) from standard input instead
+    /// of asking at the terminal; for a PAM stack that asks only for it
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+#[derive(Args, Debug)]
+struct RegenerateArgs {
+    /// The app password's id (from apppass list)
+    #[arg(value_name = "ID")]
+    id: i64,
     /// Print one JSON object instead of text
     #[arg(long, conflicts_with = "qr")]
     json: bool,
@@ -337,6 +356,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Add(a) => add(&mut s, a, &mut out),
         Command::List(a) => list(&mut s, a, &mut out),
         Command::Revoke(a) => revoke(&mut s, a, &mut out),
+        Command::Regenerate(a) => regenerate(&mut s, a, &mut out),
         Command::Networks(a) => networks(&mut s, a, &mut out),
         Command::Log(a) => log(&mut s, a, &mut out),
         Command::Expiring(a) => expiring(&mut s, a, &mut out),
@@ -358,10 +378,10 @@ fn io_err(e: io::Error) -> CliError {
     }
 }
 
-fn add(s: &mut Session, a: AddArgs, out: &mut impl Write) -> Result<(), CliError> {
-    // A new credential needs the person, not just their session: apppassd asks for the
-    // account password through its own PAM stack (root is let through at once).
-    let mut answers = if a.password_stdin {
+/// A new credential needs the person, not just their session: apppassd asks for the
+/// account password through its own PAM stack (root is let through at once).
+fn prove(s: &mut Session, password_stdin: bool) -> Result<(), CliError> {
+    let mut answers = if password_stdin {
         crate::prove::Answers::from_stdin()?
     } else if nix::unistd::geteuid().is_root() {
         // Root is let through unasked.
@@ -369,8 +389,11 @@ fn add(s: &mut Session, a: AddArgs, out: &mut impl Write) -> Result<(), CliError
     } else {
         crate::prove::Answers::terminal()?
     };
-    crate::prove::prove(&mut s.client, &mut answers)?;
-    drop(answers);
+    crate::prove::prove(&mut s.client, &mut answers)
+}
+
+fn add(s: &mut Session, a: AddArgs, out: &mut impl Write) -> Result<(), CliError> {
+    prove(s, a.password_stdin)?;
     let r = s.call(&Request::Add(AddRequest {
         user: a.user,
         service: a.service,
@@ -378,6 +401,24 @@ fn add(s: &mut Session, a: AddArgs, out: &mut impl Write) -> Result<(), CliError
         expires: a.expires,
         from: a.from,
     }))?;
+    show_new(r, a.json, a.qr, None, out)
+}
+
+fn regenerate(s: &mut Session, a: RegenerateArgs, out: &mut impl Write) -> Result<(), CliError> {
+    // A new secret is a new credential: the same proof as add.
+    prove(s, a.password_stdin)?;
+    let r = s.call(&Request::Regenerate { id: a.id })?;
+    show_new(r, a.json, a.qr, Some(a.id), out)
+}
+
+/// Shows a new app password (`add`, or `regenerate` of `replaces`), once.
+fn show_new(
+    r: Response,
+    json: bool,
+    qr: bool,
+    replaces: Option<i64>,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
     let Response::Added(added) = r else {
         return Err(unexpected(&r));
     };
@@ -396,11 +437,11 @@ fn add(s: &mut Session, a: AddArgs, out: &mut impl Write) -> Result<(), CliError
     // up front (growing would leave copies in freed memory), and written in one call that
     // ends with its newline, which stdout's line buffer passes straight through.
     let mut text = zeroize::Zeroizing::new(String::new());
-    if a.json {
+    if json {
         // Everything else first, through serde_json; the password (of the app password
         // alphabet and dashes only: nothing to escape) is appended by hand, so that no
         // serde_json value or buffer ever holds it.
-        let head = json!({
+        let mut head = json!({
             "id": id,
             "user": user,
             "service": service,
@@ -408,8 +449,11 @@ fn add(s: &mut Session, a: AddArgs, out: &mut impl Write) -> Result<(), CliError
             "created": time::format_iso8601(created),
             "expires": expires_text,
             "networks": networks_json(&networks),
-        })
-        .to_string();
+        });
+        if let Some(old) = replaces {
+            head["replaces"] = json!(old);
+        }
+        let head = head.to_string();
         let Some(head) = head.strip_suffix('}') else {
             return Err(CliError::Other("cannot encode the answer as JSON".into()));
         };
@@ -438,11 +482,15 @@ fn add(s: &mut Session, a: AddArgs, out: &mut impl Write) -> Result<(), CliError
             format!(", \"{}\"", for_terminal(&label))
         };
         let user = for_terminal(&user);
-        let before = format!("New app password for {user}, {scope} (id {id}{label}):\n\n    ");
+        let replacing = replaces
+            .map(|old| format!(", replacing {old}, which no longer works"))
+            .unwrap_or_default();
+        let before =
+            format!("New app password for {user}, {scope} (id {id}{label}){replacing}:\n\n    ");
         let after = format!(
             "\n\nEnter it in the application instead of your account password, with user name {user}.\n\
              Spaces and dashes are optional, and capitals are fine.\n\
-             It is shown only this once. Lost it? Revoke it (apppass revoke {id}) and add another.\n\
+             It is shown only this once. Lost it? Make another in its place: apppass regenerate {id}\n\
              Expires: {}\n\
              From: {}\n",
             expires_text.as_deref().unwrap_or("never"),
@@ -452,7 +500,7 @@ fn add(s: &mut Session, a: AddArgs, out: &mut impl Write) -> Result<(), CliError
                 for_terminal(&networks).into_owned()
             },
         );
-        let qr = if a.qr {
+        let qr = if qr {
             qr_code(&password)?
         } else {
             zeroize::Zeroizing::new(String::new())
@@ -552,6 +600,7 @@ fn listing_json(r: &PasswordInfo) -> serde_json::Value {
         "never_used": r.last_used.is_none(),
         "expires_soon": r.expires_soon,
         "networks": networks_json(&r.networks),
+        "replaced_by": r.replaced_by,
     })
 }
 
@@ -689,8 +738,9 @@ fn print_table(rows: &[PasswordInfo], out: &mut impl Write) -> io::Result<()> {
                 time::format_iso8601(r.created),
                 r.expires
                     .map_or_else(|| "never".into(), time::format_iso8601),
-                match r.expires {
-                    Some(e) if r.expires_soon => {
+                match (r.expires, r.replaced_by) {
+                    (_, Some(new)) => format!("{}, replaced by {new}", r.status),
+                    (Some(e), _) if r.expires_soon => {
                         format!("{}, expires in {}", r.status, time_left(e, time::now()))
                     }
                     _ => r.status.clone(),

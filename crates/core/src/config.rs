@@ -28,8 +28,12 @@ pub const DEFAULT_MAX_PASSWORDS: u32 = 20;
 pub const EXPIRY_WARNING: i64 = 14 * 86_400;
 /// Where the Debian package installs the PAM helper (`pam_helper`).
 pub const DEFAULT_PAM_HELPER: &str = "/usr/libexec/apppass/apppass-pam-helper";
+/// The socket of the helper's systemd units (`pam_helper_socket`).
+pub const DEFAULT_PAM_HELPER_SOCKET: &str = "/run/apppass/pam-helper.sock";
 /// Where PAM's service files live (`pam_dir`).
 pub const DEFAULT_PAM_DIR: &str = "/etc/pam.d";
+/// The program owner notices are mailed through (`sendmail`).
+pub const DEFAULT_SENDMAIL: &str = "/usr/sbin/sendmail";
 
 /// Settings shared by the module and the CLI. Durations are in seconds; `None` means
 /// "never" or "no limit".
@@ -102,6 +106,9 @@ pub struct Config {
     /// `pam_helper`: the privileged program that runs apppassd's PAM stacks (`apppass`,
     /// `apppass-portal`) to prove a person.
     pub pam_helper: PathBuf,
+    /// `pam_helper_socket`: where systemd runs the helper, one per connection
+    /// (apppass-pam-helper.socket); used when it exists, else `pam_helper` is started.
+    pub pam_helper_socket: PathBuf,
     /// `pam_dir`: where those stacks' files are. Only a helper started by root takes
     /// another one than /etc/pam.d (tests); the installed, privileged helper refuses.
     pub pam_dir: PathBuf,
@@ -114,6 +121,16 @@ pub struct Config {
     /// last use, and this long after sign-in at the latest (seconds).
     pub session_idle: i64,
     pub session_lifetime: i64,
+    /// `notify`: whether owners get a mail when an app password is made or regenerated
+    /// for them, or revoked by someone else. `None`: yes when the sendmail program
+    /// exists.
+    pub notify: Option<bool>,
+    /// `sendmail`: the program (absolute path) and its arguments; apppassd adds `-i --`
+    /// and the address.
+    pub sendmail: Vec<String>,
+    /// `notify_domain`: the domain of owners' addresses (`None`: the bare user name,
+    /// which the local mail system delivers or qualifies).
+    pub notify_domain: Option<String>,
     /// The portal's settings (apppass-web); apppassd ignores them.
     pub web: Web,
 }
@@ -252,11 +269,15 @@ impl Default for Config {
             },
             revoke_on_password_change: true,
             pam_helper: PathBuf::from(DEFAULT_PAM_HELPER),
+            pam_helper_socket: PathBuf::from(DEFAULT_PAM_HELPER_SOCKET),
             pam_dir: PathBuf::from(DEFAULT_PAM_DIR),
             prove_timeout: Duration::from_secs(120),
             portal_user: None,
             session_idle: 15 * 60,
             session_lifetime: 8 * 3600,
+            notify: None,
+            sendmail: vec![DEFAULT_SENDMAIL.to_string()],
+            notify_domain: None,
             web: Web::default(),
         }
     }
@@ -448,7 +469,7 @@ impl Config {
                         })
                         .collect::<Result<_, _>>()?;
                 }
-                "pam_helper" | "pam_dir" => {
+                "pam_helper" | "pam_dir" | "pam_helper_socket" => {
                     if !value.starts_with('/') {
                         return Err(invalid(format!(
                             "{key} must be an absolute path, found {value:?}"
@@ -456,6 +477,8 @@ impl Config {
                     }
                     if key == "pam_helper" {
                         config.pam_helper = PathBuf::from(value);
+                    } else if key == "pam_helper_socket" {
+                        config.pam_helper_socket = PathBuf::from(value);
                     } else {
                         config.pam_dir = PathBuf::from(value);
                     }
@@ -483,6 +506,38 @@ impl Config {
                 "argon2_max_memory" => config.hash_cap.m_kib = number()?,
                 "argon2_max_time" => config.hash_cap.t = number()?,
                 "argon2_max_lanes" => config.hash_cap.p = number()?,
+                "notify" => {
+                    config.notify = Some(match value {
+                        "yes" | "true" | "on" => true,
+                        "no" | "false" | "off" => false,
+                        _ => {
+                            return Err(invalid(format!(
+                                "{key} must be yes or no, found {value:?}"
+                            )));
+                        }
+                    })
+                }
+                "sendmail" => {
+                    let words: Vec<String> = value.split_whitespace().map(String::from).collect();
+                    if !words.first().is_some_and(|w| w.starts_with('/')) {
+                        return Err(invalid(format!(
+                            "{key} must start with the program's absolute path, found {value:?}"
+                        )));
+                    }
+                    config.sendmail = words;
+                }
+                "notify_domain" => {
+                    let ok = !value.starts_with(['.', '-'])
+                        && value
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+                    if !ok {
+                        return Err(invalid(format!(
+                            "{key} must be a domain name (letters, digits, dots, dashes), found {value:?}"
+                        )));
+                    }
+                    config.notify_domain = Some(value.to_ascii_lowercase());
+                }
                 "revoke_on_password_change" => {
                     config.revoke_on_password_change = match value {
                         "yes" | "true" | "on" => true,
@@ -990,6 +1045,33 @@ default_lifetime = never
             "argon2_max_memory = 8192",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn notices_by_mail() {
+        let d = Config::default();
+        assert_eq!(
+            (d.notify, d.sendmail, d.notify_domain),
+            (None, vec![DEFAULT_SENDMAIL.to_string()], None)
+        );
+        let c = parse(
+            "notify = no\nsendmail = /usr/sbin/sendmail -C /etc/postfix-out\nnotify_domain = Example.ORG\n",
+        )
+        .unwrap()
+        .config;
+        assert_eq!(c.notify, Some(false));
+        assert_eq!(c.sendmail, ["/usr/sbin/sendmail", "-C", "/etc/postfix-out"]);
+        assert_eq!(c.notify_domain.as_deref(), Some("example.org"));
+        for bad in [
+            "notify = maybe",
+            "sendmail = sendmail",
+            "sendmail =",
+            "notify_domain = a b",
+            "notify_domain = x>y",
+            "notify_domain = -x",
+        ] {
+            assert!(parse(&format!("{bad}\n")).is_err(), "{bad}");
         }
     }
 

@@ -18,6 +18,7 @@ use apppass_core::config::{self, Config};
 use apppass_core::store::Location;
 
 pub mod log;
+pub mod notify;
 pub mod peer;
 pub mod presence;
 pub mod queue;
@@ -135,7 +136,9 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         recording: state::Recording::default(),
         hashers: apppass_argon2::Pool::new(),
         workers,
+        notify: notify::Notifier::default(),
     });
+    notify::start(&shared);
     // Each worker opens the store as it starts (the first creates or migrates it); until
     // one has, status says so. Nothing here waits for it: a locked store must not keep
     // apppassd from answering.
@@ -151,6 +154,7 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
     for h in handles {
         let _ = h.join();
     }
+    notify::stop(&shared);
     // The workers' connections all closed at once; none may have folded the WAL into the
     // store. One last connection does, so that a copy of the file taken after a clean
     // stop holds every change.

@@ -400,12 +400,41 @@ enum Relayed {
     Helper(String),
 }
 
-async fn relay(
-    cx: &Context,
-    stream: &mut UnixStream,
+/// The helper's two ends, and what to wait for when it is done.
+struct Helper {
+    to: Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+    from: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+    /// A helper apppassd started itself (not systemd's, through the socket).
+    child: Option<(tokio::process::Child, tokio::process::ChildStderr)>,
+}
+
+/// The helper for `proof`: through systemd's socket when there is one (where
+/// NoNewPrivileges= keeps a setuid program from gaining anything), else the setuid
+/// program, started here.
+async fn helper(
+    config: &apppass_core::config::Config,
     proof: &Proof<'_>,
-) -> Result<Verdict, Relayed> {
-    let config = &cx.shared.config;
+) -> Result<Helper, Relayed> {
+    if config.pam_helper_socket.exists() {
+        // A socket left by a stopped unit refuses: the program is still there.
+        if let Ok(socket) = UnixStream::connect(&config.pam_helper_socket).await {
+            let (from, mut to) = socket.into_split();
+            let begin = apppass_proto::helper::Begin {
+                service: proof.stack.to_string(),
+                user: proof.user.to_string(),
+                rhost: proof.client.map(str::to_string),
+            }
+            .encode();
+            write_frame(&mut to, &begin).await.map_err(|e| {
+                Relayed::Helper(format!("{}: {e}", config.pam_helper_socket.display()))
+            })?;
+            return Ok(Helper {
+                to: Box::new(to),
+                from: Box::new(from),
+                child: None,
+            });
+        }
+    }
     let mut command = tokio::process::Command::new(&config.pam_helper);
     command
         .arg(proof.stack)
@@ -424,32 +453,63 @@ async fn relay(
     let mut child = command
         .spawn()
         .map_err(|e| Relayed::Helper(format!("cannot run {}: {e}", config.pam_helper.display())))?;
-    let (Some(mut to), Some(mut from), Some(mut errors)) =
+    let (Some(to), Some(from), Some(errors)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
         return Err(Relayed::Helper("no pipes to the helper".into()));
     };
+    Ok(Helper {
+        to: Box::new(to),
+        from: Box::new(from),
+        child: Some((child, errors)),
+    })
+}
+
+async fn write_frame(
+    to: &mut (impl tokio::io::AsyncWrite + Unpin + ?Sized),
+    body: &[u8],
+) -> std::io::Result<()> {
+    let mut out = zeroize::Zeroizing::new(Vec::with_capacity(body.len() + 4));
+    out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(0).to_be_bytes());
+    out.extend_from_slice(body);
+    to.write_all(&out).await?;
+    to.flush().await
+}
+
+async fn relay(
+    cx: &Context,
+    stream: &mut UnixStream,
+    proof: &Proof<'_>,
+) -> Result<Verdict, Relayed> {
+    let config = &cx.shared.config;
+    let mut helper = helper(config, proof).await?;
     loop {
-        let body = match read_frame(&mut from).await {
+        let body = match read_frame(&mut helper.from).await {
             Ok(b) => b,
             Err(e) => {
-                let mut text = Vec::new();
-                let _ = (&mut errors).take(1024).read_to_end(&mut text).await;
-                let status = child
-                    .wait()
-                    .await
-                    .map(|s| s.to_string())
-                    .unwrap_or_default();
-                return Err(Relayed::Helper(format!(
-                    "{e} ({status}): {}",
-                    String::from_utf8_lossy(&text).trim()
-                )));
+                let mut why = e.to_string();
+                if let Some((mut child, mut errors)) = helper.child.take() {
+                    let mut text = Vec::new();
+                    let _ = (&mut errors).take(1024).read_to_end(&mut text).await;
+                    let status = child
+                        .wait()
+                        .await
+                        .map(|s| s.to_string())
+                        .unwrap_or_default();
+                    why = format!(
+                        "{why} ({status}): {}",
+                        String::from_utf8_lossy(&text).trim()
+                    );
+                }
+                return Err(Relayed::Helper(why));
             }
         };
         match FromHelper::decode(&body) {
             Ok(FromHelper::Done(verdict)) => {
-                drop(to);
-                let _ = child.wait().await;
+                drop(helper.to);
+                if let Some((mut child, _)) = helper.child.take() {
+                    let _ = child.wait().await;
+                }
                 return Ok(verdict);
             }
             Ok(FromHelper::Conversation(prompts)) => {
@@ -472,10 +532,7 @@ async fn relay(
                     }
                 };
                 let frame = Request::Answer { answers }.encode();
-                let mut out = zeroize::Zeroizing::new(Vec::with_capacity(frame.len() + 4));
-                out.extend_from_slice(&u32::try_from(frame.len()).unwrap_or(0).to_be_bytes());
-                out.extend_from_slice(&frame);
-                if to.write_all(&out).await.is_err() {
+                if write_frame(&mut helper.to, &frame).await.is_err() {
                     return Err(Relayed::Helper("the helper stopped reading".into()));
                 }
             }
@@ -484,7 +541,9 @@ async fn relay(
     }
 }
 
-async fn read_frame(from: &mut tokio::process::ChildStdout) -> Result<Vec<u8>, WireError> {
+async fn read_frame(
+    from: &mut (impl tokio::io::AsyncRead + Unpin + ?Sized),
+) -> Result<Vec<u8>, WireError> {
     let mut len = [0u8; 4];
     from.read_exact(&mut len).await.map_err(WireError::Io)?;
     let n = u32::from_be_bytes(len) as usize;

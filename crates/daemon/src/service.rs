@@ -15,7 +15,7 @@ use apppass_core::policy::{self, Account, Status};
 use apppass_core::secret::{self, Candidate, NewPassword};
 use apppass_core::store::{
     self, Attempt, Credential, Listing, Location, Lookup, LookupQuery, NewRow, Outcome, Owner,
-    PASSWORD_CHANGE, Retention, Revoked, Store, StoreError,
+    PASSWORD_CHANGE, Regenerated, Retention, Revoked, Store, StoreError,
 };
 use apppass_core::time::{self, Timestamp};
 use apppass_proto::{
@@ -24,6 +24,7 @@ use apppass_proto::{
 };
 
 use crate::log::{Level, field, quoted};
+use crate::notify::{About, Notice, What};
 use crate::peer::{self, Class, Peer};
 use crate::state::{Shared, count};
 
@@ -409,6 +410,7 @@ impl Service {
                 ErrorKind::Internal,
                 "proofs and sessions are answered by the connection",
             )),
+            Request::Regenerate { id } => self.regenerate(peer, id, now),
         };
         match result {
             Ok(r) | Err(r) => (r.into(), None),
@@ -735,6 +737,53 @@ impl Service {
             .info(&format!("{message} by={} uid={}", field(me), peer.uid));
     }
 
+    /// Tells `user` by mail, off this worker (see [`crate::notify`]).
+    fn notify(&self, peer: &Peer, by: &str, user: &str, what: What, password: Option<About>) {
+        let notice = Notice {
+            what,
+            user: user.to_string(),
+            password,
+            by: by.to_string(),
+            by_uid: peer.uid,
+            at: time::now(),
+        };
+        self.shared.notify.send(&self.shared, notice);
+    }
+
+    /// Draws a new password, hashes it and has `insert` store it with its selector and
+    /// hash, drawing again while the selector is taken. A store error becomes the answer
+    /// to give (a limit of `user`'s, in words).
+    fn make_password<T>(
+        &mut self,
+        user: &str,
+        mut insert: impl FnMut(&dyn Store, &str, &str) -> Result<T, StoreError>,
+    ) -> Result<(T, NewPassword), Response> {
+        let config = self.shared.config.clone();
+        self.usable_store()?;
+        let mut tries = 0;
+        loop {
+            let password = NewPassword::generate()
+                .map_err(|e| Response::error(ErrorKind::Internal, e.to_string()))?;
+            let hash = self
+                .with_hasher(|h| password.hash_in(h, config.hash))
+                .map_err(|e| Response::error(ErrorKind::Internal, e.to_string()))?;
+            let store = self.usable_store()?;
+            match insert(store, password.selector(), &hash) {
+                Ok(done) => return Ok((done, password)),
+                Err(StoreError::SelectorTaken) if tries + 1 < SELECTOR_TRIES => tries += 1,
+                Err(StoreError::Limit(n)) => {
+                    return Err(Response::error(
+                        ErrorKind::Limit,
+                        format!(
+                            "{user} already has {n} active app passwords, the most allowed (max_passwords in the configuration): revoke one first"
+                        ),
+                    ));
+                }
+                Err(e) => return Err(self.store_failure(e)),
+            }
+        }
+    }
+
     fn add(&mut self, peer: &Peer, a: AddRequest, now: Timestamp) -> Result<Response, Response> {
         let (me, user) = self.target(peer, a.user.as_deref())?;
         let usage = |m: String| Response::error(ErrorKind::Usage, m);
@@ -752,44 +801,24 @@ impl Service {
         // The password is the account's that has the name now, not the name's: logins
         // check that the name still belongs to it.
         let owner = Account::of(peer::user_uid(&user));
-        self.usable_store()?;
-        let mut tries = 0;
-        let (id, password) = loop {
-            let password = NewPassword::generate()
-                .map_err(|e| Response::error(ErrorKind::Internal, e.to_string()))?;
-            let hash = self
-                .with_hasher(|h| password.hash_in(h, config.hash))
-                .map_err(|e| Response::error(ErrorKind::Internal, e.to_string()))?;
+        let max = max_passwords(&config);
+        let (id, password) = self.make_password(&user, |store, selector, hash| {
             let row = NewRow {
                 user: &user,
                 service: &a.service,
                 label: &a.label,
-                selector: password.selector(),
-                hash: &hash,
+                selector,
+                hash,
                 created: now,
                 expires,
                 owner,
                 networks: &networks,
             };
-            let store = self.usable_store()?;
-            let created = match config.max_passwords {
-                Some(max) => store.create_limited(&row, usize::try_from(max).unwrap_or(usize::MAX)),
+            match max {
+                Some(max) => store.create_limited(&row, max),
                 None => store.create(&row),
-            };
-            match created {
-                Ok(id) => break (id, password),
-                Err(StoreError::SelectorTaken) if tries + 1 < SELECTOR_TRIES => tries += 1,
-                Err(StoreError::Limit(n)) => {
-                    return Err(Response::error(
-                        ErrorKind::Limit,
-                        format!(
-                            "{user} already has {n} active app passwords, the most allowed (max_passwords in the configuration): revoke one first"
-                        ),
-                    ));
-                }
-                Err(e) => return Err(self.store_failure(e)),
             }
-        };
+        })?;
         self.audit(
             peer,
             &me,
@@ -804,6 +833,14 @@ impl Service {
                 field(if networks.is_empty() { "*" } else { &networks })
             ),
         );
+        let about = About {
+            id,
+            label: a.label.clone(),
+            service: a.service.clone(),
+            networks: networks.clone(),
+            expires,
+        };
+        self.notify(peer, &me, &user, What::Created, Some(about));
         Ok(Response::Added(Box::new(Added {
             id,
             user,
@@ -896,6 +933,7 @@ impl Service {
         for (id, outcome) in done {
             if outcome == Revoked::Now {
                 self.audit(peer, &me, &format!("app password revoked: id={id}"));
+                self.notify_revoked(peer, &me, id);
             }
             out.push((
                 id,
@@ -907,6 +945,26 @@ impl Service {
             ));
         }
         Ok(Response::Revoked(out))
+    }
+
+    /// Tells the owner of app password `id`, just revoked by `me`, unless it is theirs.
+    fn notify_revoked(&mut self, peer: &Peer, me: &str, id: i64) {
+        if !peer.admin {
+            return;
+        }
+        let Ok(Ok(Some(row))) = self.usable_store().map(|s| s.find(id, Owner::Anyone)) else {
+            return;
+        };
+        if row.user != me {
+            let about = About {
+                id,
+                label: row.label,
+                service: row.service,
+                networks: row.networks,
+                expires: row.expires,
+            };
+            self.notify(peer, me, &row.user, What::Revoked, Some(about));
+        }
     }
 
     /// Changes an app password's source networks: its owner, or an admin.
@@ -958,6 +1016,113 @@ impl Service {
         )]))
     }
 
+    /// A new secret for app password `id`, with its user, label, scope, networks and
+    /// owner, and as long a life as it had (from now, within max_lifetime); the old one
+    /// is revoked and linked to it in the same transaction. Its owner, or an admin; a
+    /// person who is not an admin only within what `add` would let them make.
+    fn regenerate(&mut self, peer: &Peer, id: i64, now: Timestamp) -> Result<Response, Response> {
+        let (me, _) = self.target(peer, None)?;
+        let owner = if peer.admin {
+            Owner::Anyone
+        } else {
+            Owner::User(&me)
+        };
+        let not_found = || {
+            Response::error(
+                ErrorKind::NotFound,
+                format!("no app password with id {id} that you may regenerate"),
+            )
+        };
+        let already = |new: i64| {
+            Response::error(
+                ErrorKind::Usage,
+                format!("app password {id} was replaced already, by {new}: regenerate {new}"),
+            )
+        };
+        let found = self.usable_store()?.find(id, owner);
+        let old = found
+            .map_err(|e| self.store_failure(e))?
+            .ok_or_else(not_found)?;
+        if let Some(new) = old.replaced_by {
+            return Err(already(new));
+        }
+        // The row is the account's it was made for: a name given to another account
+        // does not inherit it, not even by regenerating.
+        let holder = peer::user_uid(&old.user);
+        if !old.owner.holds(holder) {
+            return Err(Response::error(
+                ErrorKind::Denied,
+                format!(
+                    "app password {id} was made for an account that no longer has the name {}: it cannot be regenerated; revoke it",
+                    old.user
+                ),
+            ));
+        }
+        let config = self.shared.config.clone();
+        if !peer.admin {
+            may_choose(&config, &old.service)?;
+        } else if peer.uid != 0 {
+            self.admin_may_make(&me, &old.user, &old.service)?;
+        }
+        let from = (!old.networks.is_empty()).then_some(old.networks.as_str());
+        let networks = networks(&config, &old.service, from)?.to_string();
+        let expires = regenerated_expiry(&config, &old, now);
+        let max = max_passwords(&config);
+        let (done, password) = self.make_password(&old.user, |store, selector, hash| {
+            let row = NewRow {
+                user: &old.user,
+                service: &old.service,
+                label: &old.label,
+                selector,
+                hash,
+                created: now,
+                expires,
+                owner: old.owner,
+                networks: &networks,
+            };
+            store.regenerate(id, owner, &row, max)
+        })?;
+        let new = match done {
+            Regenerated::New(new) => new,
+            Regenerated::NotFound => return Err(not_found()),
+            Regenerated::Already(new) => return Err(already(new)),
+        };
+        self.audit(
+            peer,
+            &me,
+            &format!(
+                "app password regenerated: id={new} replaces={id} user={} service={} from={}",
+                field(&old.user),
+                field(&old.service),
+                field(if networks.is_empty() { "*" } else { &networks })
+            ),
+        );
+        let about = About {
+            id: new,
+            label: old.label.clone(),
+            service: old.service.clone(),
+            networks: networks.clone(),
+            expires,
+        };
+        self.notify(
+            peer,
+            &me,
+            &old.user,
+            What::Regenerated { replaces: id },
+            Some(about),
+        );
+        Ok(Response::Added(Box::new(Added {
+            id: new,
+            user: old.user,
+            service: old.service,
+            label: old.label,
+            created: now,
+            expires,
+            networks,
+            password: password.display(),
+        })))
+    }
+
     fn revoke_all(
         &mut self,
         peer: &Peer,
@@ -980,6 +1145,13 @@ impl Service {
                 field(service.unwrap_or("*"))
             ),
         );
+        if n > 0 && user != me {
+            let what = What::RevokedAll {
+                count: n,
+                service: service.map(str::to_string),
+            };
+            self.notify(peer, &me, &user, what, None);
+        }
         Ok(Response::Count(n as u64))
     }
 
@@ -1037,6 +1209,10 @@ impl Service {
                 peer.uid
             ),
         );
+        if n > 0 {
+            let by = peer::user_name(peer.uid).unwrap_or_else(|| format!("uid {}", peer.uid));
+            self.notify(peer, &by, user, What::PasswordChanged { count: n }, None);
+        }
         Ok(Response::Count(n as u64))
     }
 
@@ -1322,6 +1498,26 @@ fn networks(config: &Config, service: &str, from: Option<&str>) -> Result<Networ
     Ok(networks)
 }
 
+/// The configured max_passwords, as a count.
+fn max_passwords(config: &Config) -> Option<usize> {
+    config
+        .max_passwords
+        .map(|max| usize::try_from(max).unwrap_or(usize::MAX))
+}
+
+/// When a regenerated app password expires: as long after `now` as `old` lived (never,
+/// if it never expired), and no later than max_lifetime allows.
+fn regenerated_expiry(config: &Config, old: &Listing, now: Timestamp) -> Option<Timestamp> {
+    let lifetime = old.expires.map(|e| e.saturating_sub(old.created).max(1));
+    let expires = lifetime.map(|l| now.saturating_add(l));
+    match config.max_lifetime {
+        Some(max) => {
+            Some(expires.map_or(now.saturating_add(max), |e| e.min(now.saturating_add(max))))
+        }
+        None => expires,
+    }
+}
+
 /// When a new app password expires, within the configured lifetimes.
 fn expiry(
     config: &Config,
@@ -1374,6 +1570,7 @@ fn password_info(r: &Listing, config: &Config, now: Timestamp, owned: bool) -> P
         last_rhost: r.last_rhost.clone(),
         use_count: r.use_count,
         networks: r.networks.clone(),
+        replaced_by: r.replaced_by,
         expires_soon: status == Status::Active
             && r.expires
                 .zip(config.expiry_warning)

@@ -206,4 +206,6 @@ pub struct Shared {
     /// wait, rather than all racing for SQLite's locks.
     pub opening: Mutex<()>,
     pub workers: u32,
+    /// Owner notices by mail, off the workers ([`crate::notify`]).
+    pub notify: crate::notify::Notifier,
 }

@@ -30,6 +30,41 @@ pub enum Verdict {
     Unavailable(String),
 }
 
+/// What to prove, when the helper is a socket's service (`--socket`, started by
+/// systemd per connection): the first frame apppassd sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Begin {
+    pub service: String,
+    pub user: String,
+    pub rhost: Option<String>,
+}
+
+const BEGIN: u8 = 3;
+
+impl Begin {
+    pub fn encode(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        let mut e = Encoder::new(BEGIN);
+        e.str(&self.service)
+            .str(&self.user)
+            .opt_str(self.rhost.as_deref());
+        e.finish()
+    }
+
+    pub fn decode(body: &[u8]) -> Result<Begin, WireError> {
+        let (k, mut d) = Decoder::new(body)?;
+        if k != BEGIN {
+            return Err(WireError::Malformed("expected what to prove"));
+        }
+        let begin = Begin {
+            service: d.string()?,
+            user: d.string()?,
+            rhost: d.opt_string()?,
+        };
+        d.finish()?;
+        Ok(begin)
+    }
+}
+
 /// A message from the helper.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FromHelper {
@@ -125,5 +160,12 @@ mod tests {
             assert_eq!(FromHelper::decode(&m.encode()).unwrap(), m);
         }
         assert!(FromHelper::decode(&FromHelper::Conversation(vec![]).encode()).is_err());
+        let begin = Begin {
+            service: "apppass".into(),
+            user: "alice".into(),
+            rhost: Some("192.0.2.1".into()),
+        };
+        assert_eq!(Begin::decode(&begin.encode()).unwrap(), begin);
+        assert!(Begin::decode(&FromHelper::Done(Verdict::Proved).encode()).is_err());
     }
 }

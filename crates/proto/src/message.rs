@@ -324,6 +324,11 @@ pub enum Request {
     },
     /// Ends this connection's session in apppassd.
     SignOut,
+    /// A new secret for app password `id`, with its settings; the old one is revoked at
+    /// once. Answered with [`Response::Added`].
+    Regenerate {
+        id: i64,
+    },
 }
 
 mod kind {
@@ -343,6 +348,7 @@ mod kind {
     pub const SIGN_IN: u8 = 14;
     pub const RESUME: u8 = 15;
     pub const SIGN_OUT: u8 = 16;
+    pub const REGENERATE: u8 = 17;
 
     pub const AUTH: u8 = 64;
     pub const ERROR: u8 = 65;
@@ -379,13 +385,14 @@ impl Request {
             Request::SignIn { .. } => "sign-in",
             Request::Resume { .. } => "resume",
             Request::SignOut => "sign-out",
+            Request::Regenerate { .. } => "regenerate",
         }
     }
 
     /// Whether this request makes a new credential: apppassd answers it only on a
     /// connection that has just proved its person ([`Request::Prove`]), or for root.
     pub fn creates_credential(&self) -> bool {
-        matches!(self, Request::Add(_))
+        matches!(self, Request::Add(_) | Request::Regenerate { .. })
     }
 
     /// The body of this request's frame (wiped when dropped).
@@ -462,6 +469,10 @@ impl Request {
                 e.bytes(token.as_bytes());
             }
             Request::SignOut => e = Encoder::new(kind::SIGN_OUT),
+            Request::Regenerate { id } => {
+                e = Encoder::new(kind::REGENERATE);
+                e.i64(*id);
+            }
         }
         e.finish()
     }
@@ -542,6 +553,7 @@ impl Request {
                 token: Secret::new(d.bytes()?),
             },
             kind::SIGN_OUT => Request::SignOut,
+            kind::REGENERATE => Request::Regenerate { id: d.i64()? },
             _ => return Err(WireError::Malformed("unknown request")),
         };
         d.finish()?;
@@ -690,6 +702,8 @@ pub struct PasswordInfo {
     /// Active, and expires within the daemon's `expiry_warning`: its owner should
     /// replace it soon.
     pub expires_soon: bool,
+    /// The app password that replaced this one (`apppass regenerate`), if any.
+    pub replaced_by: Option<i64>,
 }
 
 /// An audit log entry.
@@ -847,7 +861,8 @@ impl Response {
                         .opt_str(p.last_rhost.as_deref())
                         .i64(p.use_count)
                         .str(&p.networks)
-                        .bool(p.expires_soon);
+                        .bool(p.expires_soon)
+                        .opt_i64(p.replaced_by);
                 }
             }
             Response::Revoked(list) => {
@@ -985,6 +1000,7 @@ impl Response {
                         use_count: d.i64()?,
                         networks: d.string()?,
                         expires_soon: d.bool()?,
+                        replaced_by: d.opt_i64()?,
                     });
                 }
                 Response::Passwords(list)
@@ -1130,9 +1146,13 @@ mod tests {
                 client: Some("192.0.2.1".into()),
             },
             Request::SignOut,
+            Request::Regenerate { id: 7 },
         ] {
             assert_eq!(format!("{:?}", round_trip_request(&r)), format!("{r:?}"));
         }
+        // Both requests that make a credential need a proof of presence.
+        assert!(Request::Regenerate { id: 7 }.creates_credential());
+        assert!(!Request::Revoke { ids: vec![7] }.creates_credential());
     }
 
     #[test]
@@ -1181,6 +1201,7 @@ mod tests {
                 use_count: 0,
                 networks: "2001:db8::/48".into(),
                 expires_soon: false,
+                replaced_by: Some(2),
             }]),
             Response::Revoked(vec![(1, RevokeOutcome::Now), (2, RevokeOutcome::NotFound)]),
             Response::Count(7),

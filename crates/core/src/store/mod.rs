@@ -197,6 +197,8 @@ pub struct Listing {
     pub owner: Account,
     /// Canonical source networks (`""`: anywhere).
     pub networks: String,
+    /// The app password that replaced this one (`apppass regenerate`), if any.
+    pub replaced_by: Option<i64>,
 }
 
 impl Listing {
@@ -271,6 +273,20 @@ pub struct Event {
 
 /// The audit event's reason for a revocation made because the account password changed.
 pub const PASSWORD_CHANGE: &str = "password-change";
+
+/// The audit event's reason for a revocation made because the password was regenerated.
+pub const REGENERATED: &str = "regenerated";
+
+/// What [`Store::regenerate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Regenerated {
+    /// The new row's id; the old one is revoked and names it.
+    New(i64),
+    /// No such id (or not the caller's, or not the user's the new row is for).
+    NotFound,
+    /// The old row was replaced already, by this one.
+    Already(i64),
+}
 
 /// Whose rows an operation may see or change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -438,6 +454,19 @@ pub trait Store {
     /// Like `create`, unless the user already has `max` active app passwords (counted
     /// and created in one transaction, so two at once cannot both slip in).
     fn create_limited(&self, row: &NewRow<'_>, max: usize) -> Result<i64, StoreError>;
+    /// Replaces app password `old` (of `owner`, and `row.user`'s) with `row`, in one
+    /// transaction: creates `row` as [`Store::create`] does (unless, with `max`, the user
+    /// would have more than `max` active app passwords once `old` is revoked), revokes
+    /// `old` (if it is not revoked yet), links it to the new row and writes an audit event
+    /// for it (outcome `revoked`, reason [`REGENERATED`]). The old row, its last use and
+    /// its audit events stay.
+    fn regenerate(
+        &self,
+        old: i64,
+        owner: Owner<'_>,
+        row: &NewRow<'_>,
+        max: Option<usize>,
+    ) -> Result<Regenerated, StoreError>;
     /// App passwords of `owner`, by user then id.
     fn list(&self, owner: Owner<'_>) -> Result<Vec<Listing>, StoreError>;
     /// The app password `id`, if `owner` may see it.

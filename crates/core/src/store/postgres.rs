@@ -24,7 +24,7 @@ use std::time::Duration;
 use super::location::{tcp_hosts, unverified_tls};
 use super::{
     Attempt, Connect, Conninfo, Credential, Event, KEPT_INACTIVE, Listing, Lookup, LookupQuery,
-    NewRow, Outcome, Owner, Purpose, Retention, Revoked, Store, StoreError,
+    NewRow, Outcome, Owner, Purpose, Regenerated, Retention, Revoked, Store, StoreError,
 };
 use crate::policy::{self, Account, Dates, Throttle};
 use crate::time::Timestamp;
@@ -56,6 +56,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         6,
         include_str!("../../../../sql/postgres/0006_revoke_on_password_change.sql"),
+    ),
+    (
+        7,
+        include_str!("../../../../sql/postgres/0007_replaced_by.sql"),
     ),
 ];
 
@@ -90,7 +94,7 @@ const PRUNE_BATCHES: usize = 10;
 const NO_PASSFILE: &str = "/dev/null/apppass-no-passfile";
 
 /// A `SELECT` list in the order of [`listing`].
-const LISTING_COLUMNS: &str = r#"id, "user", service, label, created, expires, revoked, last_used, last_service, last_rhost, use_count, owner_uid, networks"#;
+const LISTING_COLUMNS: &str = r#"id, "user", service, label, created, expires, revoked, last_used, last_service, last_rhost, use_count, owner_uid, networks, replaced_by"#;
 
 /// An audit event: $1 time, $2 user, $3 service, $4 rhost, $5 password id, $6 outcome,
 /// $7 reason.
@@ -341,6 +345,7 @@ fn listing(r: &[Option<String>]) -> Result<Listing, StoreError> {
         use_count: int(&r[10])?,
         owner: Account::from_column(opt_int(&r[11])?),
         networks: text(&r[12])?,
+        replaced_by: opt_int(&r[13])?,
     })
 }
 
@@ -970,6 +975,69 @@ impl Store for PgStore {
         let id = self.create(row)?;
         tx.commit()?;
         Ok(id)
+    }
+
+    fn regenerate(
+        &self,
+        old: i64,
+        owner: Owner<'_>,
+        row: &NewRow<'_>,
+        max: Option<usize>,
+    ) -> Result<Regenerated, StoreError> {
+        let tx = Transaction::begin(self)?;
+        // Counted and created as one, as create_limited does.
+        self.query(
+            "SELECT pg_advisory_xact_lock($1::integer, hashtext($2::text))",
+            params![USER_LOCK_CLASS, row.user],
+        )?;
+        let found = self.one_row(
+            r#"SELECT "user", service, replaced_by,
+                      revoked IS NULL AND (expires IS NULL OR expires > $2::bigint)
+                 FROM app_password WHERE id = $1::bigint FOR UPDATE"#,
+            params![old, row.created],
+        )?;
+        let Some(found) = found else {
+            return Ok(Regenerated::NotFound);
+        };
+        let user = text(&found[0])?;
+        if user != row.user || matches!(owner, Owner::User(u) if u != user) {
+            return Ok(Regenerated::NotFound);
+        }
+        if let Some(new) = opt_int(&found[2])? {
+            return Ok(Regenerated::Already(new));
+        }
+        let active = found[3].as_deref() == Some("t");
+        if let Some(max) = max {
+            // The old one stops counting as the new one starts.
+            let others = self
+                .count_active_now(&user, row.created)?
+                .saturating_sub(usize::from(active));
+            if others >= max {
+                return Err(StoreError::Limit(others));
+            }
+        }
+        // Created first: the trim of old inactive rows that creating does must not take
+        // the row being replaced.
+        let id = self.create(row)?;
+        self.query(
+            r#"UPDATE app_password SET revoked = coalesce(revoked, $2::bigint),
+                      replaced_by = $3::bigint
+                WHERE id = $1::bigint"#,
+            params![old, row.created, id],
+        )?;
+        self.query(
+            r#"INSERT INTO event (time, "user", service, password_id, rhost, outcome, reason)
+               VALUES ($1::bigint, $2::text, $3::text, $4::bigint, NULL, 'revoked', $5::text)"#,
+            params![
+                row.created,
+                user.as_str(),
+                text(&found[1])?.as_str(),
+                old,
+                super::REGENERATED
+            ],
+        )?;
+        tx.commit()?;
+        Ok(Regenerated::New(id))
     }
 
     fn list(&self, owner: Owner<'_>) -> Result<Vec<Listing>, StoreError> {

@@ -10,7 +10,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
 use super::{
     Attempt, Credential, Event, KEPT_INACTIVE, Listing, Lookup, LookupQuery, NewRow, Outcome,
-    Owner, Retention, Revoked, Store, StoreError,
+    Owner, Regenerated, Retention, Revoked, Store, StoreError,
 };
 use crate::policy::{self, Account, Dates, Throttle};
 use crate::time::Timestamp;
@@ -38,6 +38,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         6,
         include_str!("../../../../sql/sqlite/0006_revoke_on_password_change.sql"),
+    ),
+    (
+        7,
+        include_str!("../../../../sql/sqlite/0007_replaced_by.sql"),
     ),
 ];
 
@@ -471,6 +475,7 @@ fn listing(row: &rusqlite::Row<'_>) -> rusqlite::Result<Listing> {
         use_count: row.get(10)?,
         owner: Account::from_column(row.get(11)?),
         networks: row.get(12)?,
+        replaced_by: row.get(13)?,
     })
 }
 
@@ -514,7 +519,7 @@ pub const PRUNE_EVERY: i64 = 256;
 
 const LISTING_COLUMNS: &str = "id, user, service, label, created, expires, revoked, \
                                last_used, last_service, last_rhost, use_count, owner_uid, \
-                               networks";
+                               networks, replaced_by";
 
 impl SqliteStore {
     /// The record itself: usage, audit event, throttle, in one transaction.
@@ -801,6 +806,64 @@ impl Store for SqliteStore {
         let id = self.create(row)?;
         tx.commit()?;
         Ok(id)
+    }
+
+    fn regenerate(
+        &self,
+        old: i64,
+        owner: Owner<'_>,
+        row: &NewRow<'_>,
+        max: Option<usize>,
+    ) -> Result<Regenerated, StoreError> {
+        let tx = Transaction::immediate(&self.conn)?;
+        let found: Option<(String, String, Option<i64>, bool)> = tx
+            .conn
+            .query_row(
+                "SELECT user, service, replaced_by,
+                        revoked IS NULL AND (expires IS NULL OR expires > ?2)
+                   FROM app_password WHERE id = ?1",
+                params![old, row.created],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+            .map_err(db_err)?;
+        let Some((user, service, replaced_by, active)) = found else {
+            return Ok(Regenerated::NotFound);
+        };
+        if user != row.user || matches!(owner, Owner::User(u) if u != user) {
+            return Ok(Regenerated::NotFound);
+        }
+        if let Some(new) = replaced_by {
+            return Ok(Regenerated::Already(new));
+        }
+        if let Some(max) = max {
+            // The old one stops counting as the new one starts.
+            let others = self
+                .count_active(&user, row.created)?
+                .saturating_sub(usize::from(active));
+            if others >= max {
+                return Err(StoreError::Limit(others));
+            }
+        }
+        // Created first: the trim of old inactive rows that creating does must not take
+        // the row being replaced.
+        let id = self.create(row)?;
+        tx.conn
+            .execute(
+                "UPDATE app_password SET revoked = coalesce(revoked, ?2), replaced_by = ?3
+                  WHERE id = ?1",
+                params![old, row.created, id],
+            )
+            .map_err(db_err)?;
+        tx.conn
+            .execute(
+                "INSERT INTO event (time, user, service, password_id, rhost, outcome, reason)
+                 VALUES (?1, ?2, ?3, ?4, NULL, 'revoked', ?5)",
+                params![row.created, user, service, old, super::REGENERATED],
+            )
+            .map_err(db_err)?;
+        tx.commit()?;
+        Ok(Regenerated::New(id))
     }
 
     fn list(&self, owner: Owner<'_>) -> Result<Vec<Listing>, StoreError> {

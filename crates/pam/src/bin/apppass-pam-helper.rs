@@ -9,13 +9,20 @@
 //! only the two service names of apppass's own stacks, and a privileged run reads them
 //! from /etc/pam.d and nowhere else.
 //!
+//! Where systemd runs apppassd (with NoNewPrivileges=, under which no setuid program
+//! gains anything), the helper is instead the service of a socket
+//! (apppass-pam-helper.socket, Accept=yes, mode 0660, group _apppass): systemd starts
+//! one, as root, per connection, with the connection as standard input and output, and
+//! apppassd sends what to prove as the first frame.
+//!
 //! Usage: apppass-pam-helper SERVICE USER [--rhost ADDRESS] [--confdir DIR]
+//!        apppass-pam-helper --socket [--confdir DIR]
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::io::Write;
 use std::process::ExitCode;
 
-use apppass_proto::helper::{FromHelper, SERVICES, Verdict};
+use apppass_proto::helper::{Begin, FromHelper, SERVICES, Verdict};
 use apppass_proto::message::MAX_PROMPTS;
 use apppass_proto::wire;
 use apppass_proto::{Prompt, PromptStyle, Request};
@@ -343,6 +350,17 @@ fn main() -> ExitCode {
         eprintln!("apppass-pam-helper: must run as root (installed setuid root for apppassd)");
         return ExitCode::from(2);
     }
+    if std::env::args_os().nth(1).is_some_and(|a| a == "--socket") {
+        let confdir = match std::env::args().skip(2).collect::<Vec<_>>().as_slice() {
+            [] => None,
+            [flag, dir] if flag == "--confdir" => Some(dir.clone()),
+            _ => {
+                eprintln!("apppass-pam-helper: usage: apppass-pam-helper --socket [--confdir DIR]");
+                return ExitCode::from(2);
+            }
+        };
+        return socket_service(privileged, confdir);
+    }
     let argv: Vec<String> = match std::env::args_os()
         .skip(1)
         .map(|a| a.into_string())
@@ -363,6 +381,45 @@ fn main() -> ExitCode {
     };
     let verdict = prove(&args);
     match send(&FromHelper::Done(verdict)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::from(1),
+    }
+}
+
+/// `--socket`: what to prove comes as the first frame on standard input; a directory of
+/// stacks only from the command line (the unit's, root's), never from the frame.
+fn socket_service(privileged: bool, confdir: Option<String>) -> ExitCode {
+    if privileged {
+        eprintln!("apppass-pam-helper: --socket is for the socket's service, run as root");
+        return ExitCode::from(2);
+    }
+    let begin = match wire::read_frame(&mut std::io::stdin().lock(), MAX_FRAME)
+        .map_err(|e| e.to_string())
+        .and_then(|b| Begin::decode(&b).map_err(|e| e.to_string()))
+    {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("apppass-pam-helper: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut argv = vec![begin.service, begin.user];
+    if let Some(rhost) = begin.rhost {
+        argv.extend(["--rhost".to_string(), rhost]);
+    }
+    let args = match parse(&argv, true).and_then(|mut a| {
+        a.confdir = confdir
+            .map(|d| CString::new(d).map_err(|_| "--confdir holds a NUL byte".to_string()))
+            .transpose()?;
+        Ok(a)
+    }) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("apppass-pam-helper: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match send(&FromHelper::Done(prove(&args))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(_) => ExitCode::from(1),
     }
