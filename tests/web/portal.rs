@@ -163,13 +163,14 @@ impl World {
         let pam_dir = dir.path().join("pam.d");
         std::fs::create_dir(&pam_dir).unwrap();
         std::fs::write(pam_dir.join("apppass-portal"), stack).unwrap();
+        // notify = no: owner notices are not what these tests are about.
         let conf = dir.path().join("apppass.conf");
         std::fs::write(
             &conf,
             format!(
                 "portal_user = {portal_user}\npam_helper = {}\npam_dir = {}\n\
                  imap_host = imap.example.org\nsmtp_host = smtp.example.org\nmail_domain = example.org\n\
-                 site_name = Example Mail\n{conf_extra}",
+                 site_name = Example Mail\nnotify = no\n{conf_extra}",
                 workspace_bin("apppass-pam-helper").display(),
                 pam_dir.display(),
             ),
