@@ -4,7 +4,7 @@
 //! every request written byte by byte. Sign in, create (shown once, QR code and profile
 //! read back), log in with it through the real libpam and the built module, revoke it,
 //! sign out; the security headers and cookie; forged, cross-site and hostile requests;
-//! autoconfig; a Unix socket and the built-in TLS.
+//! autoconfig; a Unix socket and the built-in TLS; the systemd unit.
 
 mod common;
 #[path = "web/portal.rs"]
@@ -879,4 +879,60 @@ fn the_create_form_proves_again_and_short_lifetimes_are_flagged() {
         &[("csrf", &csrf), ("id", &id), ("from", "192.0.2.0/24")],
     );
     assert_eq!(w.imap_login(&password), Code::SUCCESS);
+}
+
+/// systemd/apppass-web.service as systemd reads it (no systemd running): no complaint
+/// from `systemd-analyze verify`, and an exposure of at most 2.0.
+#[test]
+fn the_unit_is_valid_and_confined() {
+    let have = Command::new("sh")
+        .args(["-c", "command -v systemd-analyze"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !require(have, "systemd-analyze (systemd)") {
+        return;
+    }
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(repo.join("systemd/apppass-web.service")).unwrap();
+    assert!(text.contains("ExecStart=/usr/sbin/apppass-web\n"));
+    assert!(text.contains("User=_apppass-web\n"));
+    let sysusers =
+        std::fs::read_to_string(repo.join("systemd/sysusers.d/apppass-web.conf")).unwrap();
+    assert!(sysusers.lines().any(|l| l.starts_with("u _apppass-web ")));
+    let dir = tempfile::tempdir().unwrap();
+    let unit = dir.path().join("apppass-web.service");
+    let bin = common::workspace_bin("apppass-web");
+    std::fs::write(
+        &unit,
+        text.replace("/usr/sbin/apppass-web", bin.to_str().unwrap()),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let complaints: Vec<&str> = said.lines().filter(|l| l.contains("apppass-web")).collect();
+    assert!(complaints.is_empty(), "{said}");
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let exposure: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for apppass-web.service: ")
+                .nth(1)
+        })
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure in:\n{text}"));
+    assert!(exposure <= 2.0, "exposure {exposure}\n{text}");
 }
