@@ -563,6 +563,9 @@ fn unix_socket_and_built_in_tls() {
         0,
     );
     web.wait(|| std::os::unix::net::UnixStream::connect(&path).is_ok());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "the proxy's group may connect, nobody else");
     let out = Command::new("curl")
         .args([
             "-sS",

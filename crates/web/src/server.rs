@@ -102,6 +102,9 @@ pub async fn serve(state: State, tls: Option<Arc<rustls::ServerConfig>>) -> Resu
             }
             let listener = UnixListener::bind(path)
                 .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+            // The proxy connects as a member of the portal's group, whatever the umask.
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o660))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
             state.log.info(&format!(
                 "listening on unix:{} apppassd={}",
                 path.display(),
