@@ -509,8 +509,14 @@ impl Inner {
     fn first_use(&self, nonce: &str) -> bool {
         let mut map = self.nonces.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, t| t.elapsed() < NONCE_FOR);
-        if map.contains_key(nonce) || map.len() >= MAX_NONCES {
+        if map.contains_key(nonce) {
             return false;
+        }
+        // Full: forget the oldest rather than refuse everyone's forms.
+        if map.len() >= MAX_NONCES
+            && let Some(oldest) = map.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone())
+        {
+            map.remove(&oldest);
         }
         map.insert(nonce.to_string(), Instant::now());
         true
