@@ -125,6 +125,7 @@ fn sign_in_create_shown_once_use_revoke_sign_out() {
         return;
     }
     let w = World::start("", &portal::shipped_stack());
+    let auth_log = common::AuthLog::open();
     // Signed out: every page leads to the sign-in form.
     let a = Client::new(w.web.port).get("/");
     assert_eq!((a.status, a.header("location")), (303, Some("/signin")));
@@ -236,6 +237,16 @@ fn sign_in_create_shown_once_use_revoke_sign_out() {
     assert_eq!(profile["IncomingMailServerPortNumber"], 993);
     assert_eq!(profile["EmailAddress"], format!("{}@example.org", w.person));
     assert!(!w.web.log().contains(&password) && !w.daemon.log().contains(&password));
+    // The portal's own line, where admins read apppassd's: syslog's authpriv.
+    if let Some(log) = &auth_log {
+        let marker = format!("created user={}", w.person);
+        let lines = log.wait_for(&marker, 1);
+        assert!(
+            lines.iter().any(|l| l.contains("apppass-web[")),
+            "{lines:?}"
+        );
+        assert!(!lines.iter().any(|l| l.contains(&password)));
+    }
 
     // Sending the same form again (a reload) makes no second password and shows none.
     let again = c.post(
