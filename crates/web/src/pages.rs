@@ -86,6 +86,9 @@ pub fn sign_in(message: Option<&str>, user: &str) -> Markup {
 /// A further step of the PAM stack's conversation: each prompt in turn, as the stack
 /// wrote it; `action` is where the answers go (sign-in, or proof before creating).
 pub fn conversation(action: &str, id: &str, csrf: Option<&str>, prompts: &[Prompt]) -> Markup {
+    let first = prompts
+        .iter()
+        .position(|p| matches!(p.style, PromptStyle::EchoOff | PromptStyle::EchoOn));
     html! {
         form method="post" action=(action) {
             input type="hidden" name="pending" value=(id);
@@ -100,7 +103,7 @@ pub fn conversation(action: &str, id: &str, csrf: Option<&str>, prompts: &[Promp
                             label for=(format!("a{i}")) { (text) }
                             input id=(format!("a{i}")) name=(format!("a{i}"))
                                 type=(if p.style == PromptStyle::EchoOff { "password" } else { "text" })
-                                autocomplete="one-time-code" required autofocus[i == 0];
+                                autocomplete="one-time-code" required autofocus[Some(i) == first];
                         }
                     }
                 }
