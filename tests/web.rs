@@ -950,3 +950,42 @@ fn the_unit_is_valid_and_confined() {
         .unwrap_or_else(|| panic!("no exposure in:\n{text}"));
     assert!(exposure <= 2.0, "exposure {exposure}\n{text}");
 }
+
+/// A client that never finishes its request head is cut off (10 s), so that slow
+/// clients cannot hold the portal's connections.
+#[test]
+fn a_slow_client_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("apppass.conf");
+    std::fs::write(&conf, "").unwrap();
+    let port = common::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let socket = dir.path().join("none.sock");
+    let _web = portal::Web::start(
+        None,
+        &[
+            "--listen",
+            &listen,
+            "--config",
+            conf.to_str().unwrap(),
+            "--socket",
+            socket.to_str().unwrap(),
+        ],
+        &dir.path().join("web.log"),
+        port,
+    );
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /signin HTTP/1.1\r\nHost: x\r\n").unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let waited = started.elapsed();
+    assert!(
+        waited < std::time::Duration::from_secs(20),
+        "still connected after {waited:?}"
+    );
+    assert!(!String::from_utf8_lossy(&buf).contains("<form"));
+}
