@@ -30,6 +30,8 @@ pub const EXPIRY_WARNING: i64 = 14 * 86_400;
 pub const DEFAULT_PAM_HELPER: &str = "/usr/libexec/apppass/apppass-pam-helper";
 /// The socket of the helper's systemd units (`pam_helper_socket`).
 pub const DEFAULT_PAM_HELPER_SOCKET: &str = "/run/apppass/pam-helper.sock";
+/// The user apppass-web runs as, as its package makes it (`portal_user`).
+pub const DEFAULT_PORTAL_USER: &str = "_apppass-web";
 /// Where PAM's service files live (`pam_dir`).
 pub const DEFAULT_PAM_DIR: &str = "/etc/pam.d";
 /// The program owner notices are mailed through (`sendmail`).
@@ -272,7 +274,7 @@ impl Default for Config {
             pam_helper_socket: PathBuf::from(DEFAULT_PAM_HELPER_SOCKET),
             pam_dir: PathBuf::from(DEFAULT_PAM_DIR),
             prove_timeout: Duration::from_secs(120),
-            portal_user: None,
+            portal_user: Some(DEFAULT_PORTAL_USER.to_string()),
             session_idle: 15 * 60,
             session_lifetime: 8 * 3600,
             notify: None,

@@ -102,6 +102,8 @@ impl Access {
             match User::from_name(name) {
                 Ok(Some(u)) if u.uid.as_raw() != 0 => access.portal_uid = Some(u.uid.as_raw()),
                 Ok(Some(_)) => unknown.push("portal_user: root cannot be the portal".into()),
+                // The default names the portal package's user: no portal, nothing to say.
+                _ if name == apppass_core::config::DEFAULT_PORTAL_USER => {}
                 _ => unknown.push(format!("portal_user: no user {name}")),
             }
         }
