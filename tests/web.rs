@@ -989,3 +989,84 @@ fn a_slow_client_is_cut_off() {
     );
     assert!(!String::from_utf8_lossy(&buf).contains("<form"));
 }
+
+/// Regenerate (the lifecycle issue's, landed): a new secret in place of the old one,
+/// confirmed first, shown once; the old one stops at once, the new one opens the same
+/// service; a reload makes no third; and a stale proof asks for the account password.
+#[test]
+fn a_password_is_regenerated_in_place_and_shown_once() {
+    if !prerequisites() {
+        return;
+    }
+    let w = World::start("", &portal::shipped_stack());
+    let mut c = sign_in(&w);
+    let new = c.get("/new");
+    let csrf = input_value(&new.body, "csrf").unwrap();
+    let nonce = input_value(&new.body, "nonce").unwrap();
+    let shown = c.post(
+        "/new",
+        &[
+            ("csrf", &csrf),
+            ("nonce", &nonce),
+            ("service", "mail"),
+            ("label", "Phone"),
+        ],
+    );
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    let secret = |body: &str| {
+        body.split("data-copy=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let old = secret(&shown.body);
+    assert_eq!(w.imap_login(&old), Code::SUCCESS);
+    let list = c.get("/");
+    let id: i64 = list
+        .body
+        .split("/regenerate/")
+        .nth(1)
+        .expect("a Regenerate link")
+        .split('"')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // Confirmed on a page that names it; a forged form makes nothing.
+    let confirm = c.get(&format!("/regenerate/{id}"));
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    assert!(confirm.body.contains("mail · Phone"), "{}", confirm.body);
+    assert_headers(&confirm);
+    let nonce = input_value(&confirm.body, "nonce").unwrap();
+    let a = c.post(
+        "/regenerate",
+        &[("csrf", "x"), ("nonce", &nonce), ("id", &id.to_string())],
+    );
+    assert_eq!(a.status, 403);
+    assert_eq!(w.imap_login(&old), Code::SUCCESS, "nothing changed");
+
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("nonce", nonce.as_str()),
+        ("id", &id.to_string()),
+    ];
+    let shown = c.post("/regenerate", &fields);
+    assert_eq!(shown.status, 200, "{}\n{}", shown.body, w.daemon.log());
+    assert_eq!(shown.header("cache-control"), Some("no-store"));
+    let new = secret(&shown.body);
+    assert_ne!(new, old);
+    assert!(shown.body.contains("mail · Phone"), "{}", shown.body);
+    assert_eq!(w.imap_login(&new), Code::SUCCESS);
+    assert_ne!(w.imap_login(&old), Code::SUCCESS);
+    // A reload: no third password, nothing shown.
+    let again = c.post("/regenerate", &fields);
+    assert_eq!(again.status, 303);
+    assert!(!c.get("/").body.contains(&new));
+    assert_eq!(w.imap_login(&new), Code::SUCCESS);
+    // The old one is gone from what may be regenerated.
+    assert_eq!(c.get(&format!("/regenerate/{id}")).status, 404);
+}

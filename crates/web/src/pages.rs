@@ -187,6 +187,10 @@ pub fn list(list: &[PasswordInfo], of: Option<&str>, admin: bool, message: Optio
                                     a href=(format!("/revoke/{}{query}", p.id)) { (t::REVOKE) }
                                     " "
                                     a href=(format!("/networks/{}{query}", p.id)) { (t::NETWORKS_EDIT) }
+                                    @if of.is_none() {
+                                        " "
+                                        a href=(format!("/regenerate/{}", p.id)) { (t::REGENERATE) }
+                                    }
                                 }
                             }
                         }
@@ -215,6 +219,39 @@ pub fn confirm(
             button type="submit" { (t::REVOKE) }
             " "
             a href=(back) { (t::CANCEL) }
+        }
+    }
+}
+
+/// Whether to make a new secret for app password `id` in place of its old one.
+pub struct RegenerateForm<'a> {
+    pub what: &'a str,
+    pub id: i64,
+    pub csrf: &'a str,
+    pub nonce: &'a str,
+    pub ask_password: bool,
+    pub message: Option<&'a str>,
+}
+
+pub fn regenerate(f: &RegenerateForm) -> Markup {
+    html! {
+        (error(f.message))
+        p { strong { (f.what) } }
+        p { (t::REGENERATE_CONFIRM) }
+        form method="post" action="/regenerate" {
+            input type="hidden" name="csrf" value=(f.csrf);
+            input type="hidden" name="nonce" value=(f.nonce);
+            input type="hidden" name="id" value=(f.id);
+            @if f.ask_password {
+                p { (t::REGENERATE_REAUTH) }
+                p {
+                    label for="password" { (t::ACCOUNT_PASSWORD) }
+                    input #password type="password" name="password" autocomplete="current-password" required;
+                }
+            }
+            button type="submit" { (t::REGENERATE) }
+            " "
+            a href="/" { (t::CANCEL) }
         }
     }
 }

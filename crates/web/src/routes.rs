@@ -111,6 +111,8 @@ enum Purpose {
         token: Zeroizing<String>,
         add: AddRequest,
     },
+    /// The same before regenerating app password `id`.
+    Regenerate { token: Zeroizing<String>, id: i64 },
 }
 
 pub fn router(state: State) -> Router {
@@ -121,6 +123,9 @@ pub fn router(state: State) -> Router {
         .route("/signout", post(sign_out))
         .route("/new", get(create_form).post(create))
         .route("/new/next", post(create_next))
+        .route("/regenerate/{id}", get(regenerate_confirm))
+        .route("/regenerate", post(regenerate))
+        .route("/regenerate/next", post(regenerate_next))
         .route("/revoke/{id}", get(revoke_confirm))
         .route("/revoke", post(revoke))
         .route("/revoke-all", get(revoke_all_confirm).post(revoke_all))
@@ -1254,6 +1259,30 @@ async fn create_next(
     .await
 }
 
+/// A new password, shown this once with its QR code and profile, in this one answer.
+fn show_added(state: &State, session: &Session, a: &apppass_proto::Added) -> HttpResponse {
+    let qr = profile::qr_svg(&a.password, t::QR_LABEL);
+    let data = profile::Mail::of(&state.config.web).map(|mail| {
+        let plist = Zeroizing::new(profile::mobileconfig(&mail, &a.user, &a.password));
+        profile::base64(plist.as_bytes())
+    });
+    let data = data.map(Zeroizing::new);
+    let body = pages::shown_once(
+        &a.password,
+        &a.service,
+        &a.label,
+        qr.as_deref(),
+        data.as_ref().map(|d| d.as_str()),
+    );
+    page(
+        state,
+        StatusCode::OK,
+        Some(session),
+        t::SHOWN_ONCE_TITLE,
+        body,
+    )
+}
+
 /// Creates the password and shows it, with its QR code and profile, in this one answer.
 fn add_and_show(
     state: &State,
@@ -1270,26 +1299,7 @@ fn add_and_show(
                 a.id,
                 field(&a.service)
             ));
-            let qr = profile::qr_svg(&a.password, t::QR_LABEL);
-            let data = profile::Mail::of(&state.config.web).map(|mail| {
-                let plist = Zeroizing::new(profile::mobileconfig(&mail, &a.user, &a.password));
-                profile::base64(plist.as_bytes())
-            });
-            let data = data.map(Zeroizing::new);
-            let body = pages::shown_once(
-                &a.password,
-                &a.service,
-                &a.label,
-                qr.as_deref(),
-                data.as_ref().map(|d| d.as_str()),
-            );
-            page(
-                state,
-                StatusCode::OK,
-                Some(session),
-                t::SHOWN_ONCE_TITLE,
-                body,
-            )
+            show_added(state, session, &a)
         }
         Ok(_) => unavailable(state, &Failure::Unexpected("add")),
         Err(Failure::Refused(ErrorKind::Reauthenticate, _)) => create_page(
@@ -1303,6 +1313,269 @@ fn add_and_show(
         Err(e) => {
             let (status, m) = refusal(&e);
             create_page(state, session, status, Some(&m), &label, false)
+        }
+    }
+}
+
+// ---- Regenerate: a new secret in place of an old one, shown once ----
+
+/// The person's own active app password `id`, as "service · label".
+fn own_password(conn: &mut Conn, id: i64) -> Option<String> {
+    match conn.call(&Request::List {
+        user: None,
+        all: false,
+    }) {
+        Ok(Response::Passwords(list)) => list
+            .into_iter()
+            .find(|p| p.id == id && p.revoked.is_none())
+            .map(|p| {
+                if p.label.is_empty() {
+                    p.service
+                } else {
+                    format!("{} · {}", p.service, p.label)
+                }
+            }),
+        _ => None,
+    }
+}
+
+fn regenerate_page(
+    state: &State,
+    conn: &mut Conn,
+    session: &Session,
+    id: i64,
+    status: StatusCode,
+    message: Option<&str>,
+    ask: bool,
+) -> HttpResponse {
+    let Some(what) = own_password(conn, id) else {
+        return page(
+            state,
+            StatusCode::NOT_FOUND,
+            Some(session),
+            t::REGENERATE,
+            pages::error(Some(t::NOT_FOUND)),
+        );
+    };
+    let nonce = random_id();
+    let body = pages::regenerate(&pages::RegenerateForm {
+        what: &what,
+        id,
+        csrf: &session.csrf,
+        nonce: &nonce,
+        ask_password: ask || apppass_core::time::now() - session.proved > PROOF_FRESH,
+        message,
+    });
+    page(state, status, Some(session), t::REGENERATE, body)
+}
+
+async fn regenerate_confirm(
+    Extract(state): Extract<State>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> HttpResponse {
+    blocking(move || match resume(&state, &headers) {
+        Ok((mut conn, session)) => {
+            regenerate_page(&state, &mut conn, &session, id, StatusCode::OK, None, false)
+        }
+        Err(r) => *r,
+    })
+    .await
+}
+
+async fn regenerate(
+    Extract(state): Extract<State>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HttpResponse {
+    let Some(mut form) = form_of(&headers, &body) else {
+        return bad_request(&state);
+    };
+    blocking(move || {
+        let (mut conn, session) = match resume_form(&state, &headers, &form) {
+            Ok(x) => x,
+            Err(r) => return *r,
+        };
+        let Ok(id) = form.get("id").parse::<i64>() else {
+            return bad_request(&state);
+        };
+        let nonce = form.get("nonce").to_string();
+        if nonce.len() != 64 || !state.first_use(&nonce) {
+            return redirect("/?done=duplicate");
+        }
+        let password = form.take("password");
+        if !password.is_empty() {
+            let step = conn
+                .call(&Request::Prove)
+                .and_then(|r| converse(&mut conn, r, Some(password)));
+            match step {
+                Ok(Step::Done(Response::Proved)) => {}
+                Ok(Step::Done(_)) => {
+                    state.forget_nonce(&nonce);
+                    return unavailable(&state, &Failure::Unexpected("prove"));
+                }
+                Ok(Step::Ask(prompts)) => {
+                    let shown = prompts.clone();
+                    let token = token(&headers).unwrap_or_default();
+                    return match state.park(Pending {
+                        conn,
+                        created: Instant::now(),
+                        purpose: Purpose::Regenerate { token, id },
+                        prompts,
+                    }) {
+                        Some(pending) => page(
+                            &state,
+                            StatusCode::OK,
+                            Some(&session),
+                            t::REGENERATE,
+                            pages::conversation(
+                                "/regenerate/next",
+                                &pending,
+                                Some(&session.csrf),
+                                &shown,
+                            ),
+                        ),
+                        None => {
+                            let mut conn = match resume(&state, &headers) {
+                                Ok((c, _)) => c,
+                                Err(r) => return *r,
+                            };
+                            regenerate_page(
+                                &state,
+                                &mut conn,
+                                &session,
+                                id,
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                Some(t::BUSY),
+                                true,
+                            )
+                        }
+                    };
+                }
+                Err(e) => {
+                    state.forget_nonce(&nonce);
+                    let m = match e {
+                        Failure::Refused(ErrorKind::Limit, _) => t::THROTTLED,
+                        Failure::Refused(..) => t::WRONG,
+                        _ => t::UNAVAILABLE,
+                    };
+                    return regenerate_page(
+                        &state,
+                        &mut conn,
+                        &session,
+                        id,
+                        StatusCode::UNAUTHORIZED,
+                        Some(m),
+                        true,
+                    );
+                }
+            }
+        }
+        let response = regenerate_and_show(&state, &mut conn, &session, id);
+        if !response.status().is_success() {
+            state.forget_nonce(&nonce);
+        }
+        response
+    })
+    .await
+}
+
+async fn regenerate_next(
+    Extract(state): Extract<State>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HttpResponse {
+    let Some(mut form) = form_of(&headers, &body) else {
+        return bad_request(&state);
+    };
+    blocking(move || {
+        let pending = form.get("pending").to_string();
+        let Some(mut p) = state.unpark(&pending) else {
+            return redirect("/");
+        };
+        let Purpose::Regenerate { token: owner, id } = std::mem::replace(
+            &mut p.purpose,
+            Purpose::SignIn {
+                user: String::new(),
+            },
+        ) else {
+            return redirect("/");
+        };
+        // Only the session that started the proof may finish it.
+        let (_, session) = match resume_form(&state, &headers, &form) {
+            Ok(x) => x,
+            Err(r) => return *r,
+        };
+        if !token(&headers).is_some_and(|t| same_secret(&t, &owner)) {
+            return page(
+                &state,
+                StatusCode::FORBIDDEN,
+                Some(&session),
+                t::BAD_REQUEST,
+                pages::error(Some(t::FORGED)),
+            );
+        }
+        let answers = answers_of(&mut form, &p.prompts);
+        let step = p
+            .conn
+            .call(&Request::Answer { answers })
+            .and_then(|r| converse(&mut p.conn, r, None));
+        match step {
+            Ok(Step::Done(Response::Proved)) => {
+                regenerate_and_show(&state, &mut p.conn, &session, id)
+            }
+            Ok(_) | Err(Failure::Refused(..)) => {
+                let mut conn = match resume(&state, &headers) {
+                    Ok((c, _)) => c,
+                    Err(r) => return *r,
+                };
+                regenerate_page(
+                    &state,
+                    &mut conn,
+                    &session,
+                    id,
+                    StatusCode::UNAUTHORIZED,
+                    Some(t::WRONG),
+                    true,
+                )
+            }
+            Err(e) => unavailable(&state, &e),
+        }
+    })
+    .await
+}
+
+/// Regenerates app password `id` and shows the new one, this once.
+fn regenerate_and_show(state: &State, conn: &mut Conn, session: &Session, id: i64) -> HttpResponse {
+    match conn.call(&Request::Regenerate { id }) {
+        Ok(Response::Added(a)) => {
+            state.log.info(&format!(
+                "regenerated user={} id={} replaces={id} service={}",
+                field(&a.user),
+                a.id,
+                field(&a.service)
+            ));
+            show_added(state, session, &a)
+        }
+        Ok(_) => unavailable(state, &Failure::Unexpected("regenerate")),
+        Err(Failure::Refused(ErrorKind::Reauthenticate, _)) => regenerate_page(
+            state,
+            conn,
+            session,
+            id,
+            StatusCode::UNAUTHORIZED,
+            Some(t::REGENERATE_REAUTH),
+            true,
+        ),
+        Err(e) => {
+            let (status, m) = refusal(&e);
+            page(
+                state,
+                status,
+                Some(session),
+                t::REGENERATE,
+                pages::error(Some(&m)),
+            )
         }
     }
 }

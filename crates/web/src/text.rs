@@ -37,6 +37,11 @@ pub const VIA: &str = "via";
 pub const ACTIONS: &str = "Actions";
 pub const REVOKE: &str = "Revoke";
 pub const REVOKE_ALL: &str = "Revoke all";
+pub const REGENERATE: &str = "Regenerate";
+pub const REGENERATE_CONFIRM: &str = "Make a new password in place of this one, with the same service, label and \
+     networks? The old one stops working at once: put the new one into the device.";
+pub const REGENERATE_REAUTH: &str =
+    "For your safety, enter your account password again to make a new app password.";
 pub const REVOKE_CONFIRM: &str =
     "Revoke this app password? Every device that uses it will stop signing in.";
 pub const REVOKE_ALL_CONFIRM: &str =
