@@ -241,10 +241,10 @@ fn two_hundred_clients_bounded_memory_every_one_answered() {
     assert_eq!(s.code("imap", "alice", &wrong), Code::AUTH_ERR);
     // A login's answer goes out before its worker has written the attempt down: the
     // worker is free a moment after the client has its verdict.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(5);
     let status = loop {
         let status = s.daemon.status().unwrap();
-        if (status.busy, status.queued) == (0, 0) || std::time::Instant::now() > deadline {
+        if (status.busy, status.queued) == (0, 0) || Instant::now() > deadline {
             break status;
         }
         std::thread::sleep(Duration::from_millis(10));
