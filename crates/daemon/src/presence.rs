@@ -33,8 +33,11 @@ use crate::log::field;
 use crate::peer::Peer;
 use crate::server::Context;
 
-/// Proofs (and sign-ins) under way at most at once.
+/// Proofs at a terminal under way at most at once, and the portal's (sign-ins and
+/// re-proofs) apart: sign-ins from the network, each waiting up to `prove_timeout` for
+/// a one-time code, can never take the slots of `apppass add` on the host.
 pub const MAX_PROOFS: usize = 16;
+pub const MAX_PORTAL_PROOFS: usize = 32;
 /// Failed proofs per (user, client) within [`WINDOW`] before further ones are refused
 /// unasked for [`WINDOW`].
 pub const FAILURES: u32 = 5;
@@ -76,6 +79,7 @@ struct Failures {
 /// Proofs under way, failed proofs, and sessions.
 pub struct Presence {
     slots: Semaphore,
+    portal_slots: Semaphore,
     failures: Mutex<HashMap<(String, String), Failures>>,
     sessions: Mutex<HashMap<Key, Held>>,
 }
@@ -84,6 +88,7 @@ impl Default for Presence {
     fn default() -> Self {
         Presence {
             slots: Semaphore::new(MAX_PROOFS),
+            portal_slots: Semaphore::new(MAX_PORTAL_PROOFS),
             failures: Mutex::default(),
             sessions: Mutex::default(),
         }
@@ -300,7 +305,12 @@ pub async fn prove(
             ),
         ));
     }
-    let Ok(_slot) = presence.slots.try_acquire() else {
+    let slots = if proof.stack == PORTAL_STACK {
+        &presence.portal_slots
+    } else {
+        &presence.slots
+    };
+    let Ok(_slot) = slots.try_acquire() else {
         return Err(Response::error(
             ErrorKind::Busy,
             "apppassd is busy: too many proofs under way; try again shortly",
