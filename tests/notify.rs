@@ -29,6 +29,8 @@ struct MailSystem {
     dir: tempfile::TempDir,
     config: PathBuf,
     master: Option<u32>,
+    /// Its SMTP server, on 127.0.0.1.
+    smtp_port: u16,
 }
 
 impl MailSystem {
@@ -79,9 +81,12 @@ virtual_gid_maps = static:65534
             ),
         )
         .unwrap();
+        let smtp_port = common::free_port();
         std::fs::write(
             config.join("master.cf"),
-            "# service type private unpriv chroot wakeup maxproc command
+            format!(
+                "# service type private unpriv chroot wakeup maxproc command
+127.0.0.1:{smtp_port} inet n - n - - smtpd
 pickup    unix  n  -  n  60  1  pickup
 cleanup   unix  n  -  n  -   0  cleanup
 qmgr      unix  n  -  n  300 1  qmgr
@@ -93,7 +98,8 @@ error     unix  -  -  n  -   -  error
 retry     unix  -  -  n  -   -  error
 virtual   unix  -  n  n  -   -  virtual
 postlog   unix-dgram n - n - 1  postlogd
-",
+"
+            ),
         )
         .unwrap();
         run(Command::new(e2e::POSTFIX)
@@ -104,6 +110,7 @@ postlog   unix-dgram n - n - 1  postlogd
             dir,
             config,
             master: None,
+            smtp_port,
         };
         // Ready once the master runs and the maildrop sendmail posts into exists.
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -410,6 +417,83 @@ fn a_mail_system_that_refuses_costs_the_request_nothing() {
     assert!(
         !log.contains("owner notice sent") && !log.contains("owner notice not sent"),
         "{log}"
+    );
+}
+
+/// Where a set-id sendmail gains nothing (apppassd.service's NoNewPrivileges=), notices
+/// go to the local mail server over SMTP: configured as `sendmail = smtp://HOST:PORT`,
+/// and chosen by apppassd itself for the default sendmail when it runs with
+/// no_new_privs.
+#[test]
+fn notices_go_over_smtp_where_set_id_programs_gain_nothing() {
+    if !prerequisites()
+        || !require(
+            Command::new("setpriv").arg("--version").output().is_ok(),
+            "setpriv (util-linux)",
+        )
+    {
+        return;
+    }
+    let mail = MailSystem::start();
+    let user = TestUser::create();
+    let u = user.name.as_str();
+    let s = Sandbox::with_config(&format!("sendmail = smtp://127.0.0.1:{}\n", mail.smtp_port));
+    json(
+        &s,
+        &[
+            "add",
+            "--user",
+            u,
+            "--service",
+            "imap",
+            "--label",
+            "Over SMTP",
+            "--json",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mails = loop {
+        let mails = mail.mails();
+        if !mails.is_empty() || Instant::now() > deadline {
+            break mails;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(mails.len(), 1, "{}\n{}", s.daemon.log(), mail.log());
+    assert!(mails[0].contains("Over SMTP"), "{}", mails[0]);
+    assert!(
+        !s.daemon
+            .log_lines(&["owner notice sent: created"], 1)
+            .is_empty()
+    );
+
+    // With no_new_privs and the default sendmail, apppassd says it goes over SMTP.
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("apppass.conf");
+    std::fs::write(&conf, "notify = yes\n").unwrap();
+    let child = Command::new("setpriv")
+        .arg("--no-new-privs")
+        .arg(common::workspace_bin("apppassd"))
+        .arg("--db")
+        .arg(dir.path().join("db/apppass.db"))
+        .arg("--socket")
+        .arg(dir.path().join("apppassd.sock"))
+        .arg("--config")
+        .arg(&conf)
+        .arg("--stderr")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !dir.path().join("apppassd.sock").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    common::signal(child.id(), "TERM");
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("owner notices by mail: on, through smtp://127.0.0.1:25"),
+        "{said}"
     );
 }
 

@@ -277,7 +277,13 @@ fn units_agree_with_the_code_and_the_package() {
     assert_eq!(one(&service, "User"), user);
     assert_eq!(one(&service, "Type"), "simple");
     assert_eq!(one(&service, "Requires"), "apppassd.socket");
-    assert_eq!(one(&service, "RestrictAddressFamilies"), "AF_UNIX");
+    // Unix sockets, and TCP to this host's loopback alone (owner notices over SMTP).
+    assert_eq!(
+        one(&service, "RestrictAddressFamilies"),
+        "AF_UNIX AF_INET AF_INET6"
+    );
+    assert_eq!(one(&service, "IPAddressDeny"), "any");
+    assert_eq!(one(&service, "IPAddressAllow"), "localhost");
     // A runtime directory of the service's would go, socket and all, when it stops.
     assert!(values(&service, "RuntimeDirectory").is_empty());
     // In a user namespace apppassd would see every peer but root and itself as nobody.

@@ -521,9 +521,15 @@ impl Config {
                 }
                 "sendmail" => {
                     let words: Vec<String> = value.split_whitespace().map(String::from).collect();
-                    if !words.first().is_some_and(|w| w.starts_with('/')) {
+                    let smtp = words.len() == 1
+                        && value
+                            .strip_prefix("smtp://")
+                            .and_then(|a| a.rsplit_once(':'))
+                            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+                    if !smtp && !words.first().is_some_and(|w| w.starts_with('/')) {
                         return Err(invalid(format!(
-                            "{key} must start with the program's absolute path, found {value:?}"
+                            "{key} must start with the program's absolute path, or be \
+                             smtp://HOST:PORT, found {value:?}"
                         )));
                     }
                     config.sendmail = words;

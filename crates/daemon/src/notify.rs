@@ -114,13 +114,38 @@ impl What {
     }
 }
 
-/// Whether notices are on: `notify`, else whether the sendmail program exists.
+/// Whether notices are on: `notify`, else whether the sendmail program exists (or an
+/// SMTP server is named).
 pub fn enabled(config: &Config) -> bool {
     config.notify.unwrap_or_else(|| {
         config
             .sendmail
             .first()
-            .is_some_and(|p| std::path::Path::new(p).is_file())
+            .is_some_and(|p| p.starts_with("smtp://") || std::path::Path::new(p).is_file())
+    })
+}
+
+/// Where notices go: `sendmail` as configured, except that the default program cannot
+/// queue a mail under NoNewPrivileges= (apppassd.service): Postfix's sendmail hands it to
+/// the setgid postdrop, Exim's is setuid, and neither gains anything there. Then the
+/// local mail server takes it over SMTP, on the loopback address the unit allows.
+fn route(config: &Config) -> Vec<String> {
+    let default = config.sendmail == [apppass_core::config::DEFAULT_SENDMAIL];
+    if default && no_new_privileges() {
+        vec![LOCAL_SMTP.to_string()]
+    } else {
+        config.sendmail.clone()
+    }
+}
+
+/// The local mail server, for a sandbox where set-id programs gain nothing.
+const LOCAL_SMTP: &str = "smtp://127.0.0.1:25";
+
+/// Whether this process runs with no_new_privs (the kernel's `NoNewPrivs:` line).
+fn no_new_privileges() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["NoNewPrivs:", "1"])
     })
 }
 
@@ -140,9 +165,11 @@ pub fn start(shared: &Arc<Shared>) {
     }
     let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
     let for_thread = Arc::clone(shared);
+    let via = route(config);
+    let through = via.join(" ");
     let thread = std::thread::Builder::new()
         .name("notify".into())
-        .spawn(move || run(&for_thread, &rx));
+        .spawn(move || run(&for_thread, &rx, &via));
     match thread {
         Ok(t) => {
             *shared
@@ -155,10 +182,9 @@ pub fn start(shared: &Arc<Shared>) {
                 .thread
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()) = Some(t);
-            shared.log.info(&format!(
-                "owner notices by mail: on, through {}",
-                config.sendmail.join(" ")
-            ));
+            shared
+                .log
+                .info(&format!("owner notices by mail: on, through {through}"));
         }
         Err(e) => shared.log.err(&format!(
             "owner notices by mail: off, no thread for them: {e}"
@@ -203,7 +229,7 @@ pub fn stop(shared: &Shared) {
     }
 }
 
-fn run(shared: &Shared, queue: &Receiver<Notice>) {
+fn run(shared: &Shared, queue: &Receiver<Notice>, via: &[String]) {
     let host = host_name();
     let hurry = &shared.notify.hurry;
     while let Ok(notice) = queue.recv() {
@@ -229,7 +255,11 @@ fn run(shared: &Shared, queue: &Receiver<Notice>) {
             notice.password.as_ref().map_or(0, |p| p.id),
             field(&to)
         );
-        match deliver(&shared.config.sendmail, &to, &message, hurry) {
+        let sent = match via.first().and_then(|v| v.strip_prefix("smtp://")) {
+            Some(server) => submit(server, &to, &message, &host),
+            None => deliver(via, &to, &message, hurry),
+        };
+        match sent {
             Ok(()) => shared.log.info(&format!("owner notice sent: {what}")),
             Err(why) => shared
                 .log
@@ -449,6 +479,86 @@ fn deliver(sendmail: &[String], to: &str, message: &str, hurry: &AtomicBool) -> 
             }
         )),
     }
+}
+
+/// Hands `message` for `to` to the SMTP server at `server` (HOST:PORT), within
+/// [`TIMEOUT`] in all: the few commands of RFC 5321 a local server needs, the message
+/// dot-stuffed, from the null sender (a notice is never answered, nor bounced back).
+fn submit(server: &str, to: &str, message: &str, host: &str) -> Result<(), String> {
+    use std::io::{BufRead, BufReader};
+    use std::net::{TcpStream, ToSocketAddrs};
+    let deadline = Instant::now() + TIMEOUT;
+    let addr = server
+        .to_socket_addrs()
+        .map_err(|e| format!("smtp://{server}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("smtp://{server}: no address"))?;
+    let stream =
+        TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| format!("smtp://{server}: {e}"))?;
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    };
+    let mut reader = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
+    let mut writer = stream;
+    // One reply (its last line), which must start with `want`.
+    let mut expect = |want: char, after: &str| -> Result<(), String> {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let _ = reader.get_ref().set_read_timeout(Some(left()));
+            let n = reader
+                .by_ref()
+                .take(1024)
+                .read_line(&mut line)
+                .map_err(|e| format!("smtp://{server} after {after}: {e}"))?;
+            if n == 0 {
+                return Err(format!(
+                    "smtp://{server} closed the connection after {after}"
+                ));
+            }
+            if line.as_bytes().get(3) != Some(&b'-') {
+                break;
+            }
+        }
+        if line.starts_with(want) {
+            Ok(())
+        } else {
+            Err(format!(
+                "smtp://{server} refused {after}: {}",
+                field(line.trim()).replace("\\x20", " ")
+            ))
+        }
+    };
+    let mut say = |text: &str| -> Result<(), String> {
+        let _ = writer.set_write_timeout(Some(left()));
+        writer
+            .write_all(text.as_bytes())
+            .map_err(|e| format!("smtp://{server}: {e}"))
+    };
+    expect('2', "connecting")?;
+    say(&format!("HELO {host}\r\n"))?;
+    expect('2', "HELO")?;
+    say("MAIL FROM:<>\r\n")?;
+    expect('2', "MAIL FROM")?;
+    say(&format!("RCPT TO:<{to}>\r\n"))?;
+    expect('2', "RCPT TO")?;
+    say("DATA\r\n")?;
+    expect('3', "DATA")?;
+    let mut data = String::with_capacity(message.len() + 64);
+    for line in message.lines() {
+        if line.starts_with('.') {
+            data.push('.');
+        }
+        data.push_str(line);
+        data.push_str("\r\n");
+    }
+    data.push_str(".\r\n");
+    say(&data)?;
+    expect('2', "the message")?;
+    let _ = say("QUIT\r\n");
+    Ok(())
 }
 
 /// Kills sendmail and whatever it started (its process group), and reaps it.
