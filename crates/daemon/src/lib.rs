@@ -17,7 +17,8 @@ use std::time::Duration;
 use apppass_core::config::{self, Config};
 use apppass_core::store::Location;
 
-pub mod log;
+/// The syslog writer, shared with apppass-web: apppass-core's.
+pub use apppass_core::log;
 pub mod notify;
 pub mod peer;
 pub mod presence;

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use apppass_core::config::{Config, Listen};
-use apppassd::log::Log;
+use apppass_core::log::Log;
 use clap::Parser;
 
 #[derive(Parser, Debug)]

@@ -10,12 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use apppass_core::config::Config;
+use apppass_core::log::{Log, field};
 use apppass_core::networks::Networks;
 use apppass_proto::message::Secret;
 use apppass_proto::{
     AddRequest, ErrorKind, Prompt, PromptStyle, Request, Response, RevokeOutcome, Session,
 };
-use apppassd::log::{Log, field};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State as Extract};

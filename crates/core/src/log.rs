@@ -1,4 +1,4 @@
-//! apppassd's log: one line per event to syslog's authpriv facility, as pam_unix and
+//! The log of apppassd and apppass-web: one line per event to syslog's authpriv facility, as pam_unix and
 //! sshd write theirs, so that what sysadmins and fail2ban already read keeps working.
 //! Written straight to `/dev/log` (a datagram per line, RFC 3164's `<PRI>TAG[PID]:`
 //! shape, which rsyslog and journald both read); also to stderr with `--stderr`.
