@@ -106,13 +106,12 @@ struct Pending {
 enum Purpose {
     /// Signing `user` in (their name is shown again if it fails).
     SignIn { user: String },
-    /// Proof of presence before creating; `token` ties it to the session that asked.
-    Create {
+    /// Proof of presence before making a credential; `token` ties it to the session
+    /// that asked.
+    Make {
         token: Zeroizing<String>,
-        add: AddRequest,
+        making: Making,
     },
-    /// The same before regenerating app password `id`.
-    Regenerate { token: Zeroizing<String>, id: i64 },
 }
 
 pub fn router(state: State) -> Router {
@@ -1111,18 +1110,14 @@ fn opt(v: &str) -> Option<String> {
 }
 
 async fn create(Extract(state): Extract<State>, headers: HeaderMap, body: Bytes) -> HttpResponse {
-    let Some(mut form) = form_of(&headers, &body) else {
+    let Some(form) = form_of(&headers, &body) else {
         return bad_request(&state);
     };
     blocking(move || {
-        let (mut conn, session) = match resume_form(&state, &headers, &form) {
+        let (conn, session) = match resume_form(&state, &headers, &form) {
             Ok(x) => x,
             Err(r) => return *r,
         };
-        let nonce = form.get("nonce").to_string();
-        if nonce.len() != 64 || !state.first_use(&nonce) {
-            return redirect("/?done=duplicate");
-        }
         let add = AddRequest {
             user: None,
             service: form.get("service").to_string(),
@@ -1130,67 +1125,7 @@ async fn create(Extract(state): Extract<State>, headers: HeaderMap, body: Bytes)
             expires: opt(form.get("expires")),
             from: opt(form.get("from")),
         };
-        let password = form.take("password");
-        if !password.is_empty() {
-            let step = conn
-                .call(&Request::Prove)
-                .and_then(|r| converse(&mut conn, r, Some(password)));
-            match step {
-                Ok(Step::Done(Response::Proved)) => {}
-                Ok(Step::Done(_)) => {
-                    state.forget_nonce(&nonce);
-                    return unavailable(&state, &Failure::Unexpected("prove"));
-                }
-                Ok(Step::Ask(prompts)) => {
-                    let shown = prompts.clone();
-                    let label = add.label.clone();
-                    let token = token(&headers).unwrap_or_default();
-                    return match state.park(Pending {
-                        conn,
-                        created: Instant::now(),
-                        purpose: Purpose::Create { token, add },
-                        prompts,
-                    }) {
-                        Some(id) => page(
-                            &state,
-                            StatusCode::OK,
-                            Some(&session),
-                            t::CREATE,
-                            pages::conversation("/new/next", &id, Some(&session.csrf), &shown),
-                        ),
-                        None => create_page(
-                            &state,
-                            &session,
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            Some(t::BUSY),
-                            &label,
-                            true,
-                        ),
-                    };
-                }
-                Err(e) => {
-                    state.forget_nonce(&nonce);
-                    let m = match e {
-                        Failure::Refused(ErrorKind::Limit, _) => t::THROTTLED,
-                        Failure::Refused(..) => t::WRONG,
-                        _ => t::UNAVAILABLE,
-                    };
-                    return create_page(
-                        &state,
-                        &session,
-                        StatusCode::UNAUTHORIZED,
-                        Some(m),
-                        &add.label,
-                        true,
-                    );
-                }
-            }
-        }
-        let response = add_and_show(&state, &mut conn, &session, add);
-        if !response.status().is_success() {
-            state.forget_nonce(&nonce);
-        }
-        response
+        prove_and_make(&state, &headers, form, conn, session, Making::Create(add))
     })
     .await
 }
@@ -1200,23 +1135,171 @@ async fn create_next(
     headers: HeaderMap,
     body: Bytes,
 ) -> HttpResponse {
+    make_next(state, headers, body, "/new/next", "/new").await
+}
+
+/// A credential a form makes once the person has proved it is them: a new app
+/// password, or a new secret for one.
+#[derive(Clone)]
+enum Making {
+    Create(AddRequest),
+    Regenerate(i64),
+}
+
+impl Making {
+    /// Where the next step of its proof is posted.
+    fn next(&self) -> &'static str {
+        match self {
+            Making::Create(_) => "/new/next",
+            Making::Regenerate(_) => "/regenerate/next",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            Making::Create(_) => t::CREATE,
+            Making::Regenerate(_) => t::REGENERATE,
+        }
+    }
+
+    /// Makes it on `conn`, and shows it this once.
+    fn make(self, state: &State, conn: &mut Conn, session: &Session) -> HttpResponse {
+        match self {
+            Making::Create(add) => add_and_show(state, conn, session, add),
+            Making::Regenerate(id) => regenerate_and_show(state, conn, session, id),
+        }
+    }
+
+    /// Its form again, asking for the account password, saying `message`.
+    fn again(
+        &self,
+        state: &State,
+        headers: &HeaderMap,
+        session: &Session,
+        status: StatusCode,
+        message: &str,
+    ) -> HttpResponse {
+        match self {
+            Making::Create(add) => {
+                create_page(state, session, status, Some(message), &add.label, true)
+            }
+            Making::Regenerate(id) => match resume(state, headers) {
+                Ok((mut conn, _)) => {
+                    regenerate_page(state, &mut conn, session, *id, status, Some(message), true)
+                }
+                Err(r) => *r,
+            },
+        }
+    }
+}
+
+/// What a form that makes a credential does: nothing if it was sent before (its nonce);
+/// the proof first when it carries the account password (a further prompt, such as a
+/// one-time code, gets a page of its own); then the credential, shown once.
+fn prove_and_make(
+    state: &State,
+    headers: &HeaderMap,
+    mut form: Form,
+    mut conn: Conn,
+    session: Session,
+    making: Making,
+) -> HttpResponse {
+    let nonce = form.get("nonce").to_string();
+    if nonce.len() != 64 || !state.first_use(&nonce) {
+        return redirect("/?done=duplicate");
+    }
+    let password = form.take("password");
+    if !password.is_empty() {
+        let step = conn
+            .call(&Request::Prove)
+            .and_then(|r| converse(&mut conn, r, Some(password)));
+        match step {
+            Ok(Step::Done(Response::Proved)) => {}
+            Ok(Step::Done(_)) => {
+                state.forget_nonce(&nonce);
+                return unavailable(state, &Failure::Unexpected("prove"));
+            }
+            Ok(Step::Ask(prompts)) => {
+                let shown = prompts.clone();
+                let (next, title) = (making.next(), making.title());
+                let token = token(headers).unwrap_or_default();
+                let parked = state.park(Pending {
+                    conn,
+                    created: Instant::now(),
+                    purpose: Purpose::Make {
+                        token,
+                        making: making.clone(),
+                    },
+                    prompts,
+                });
+                return match parked {
+                    Some(id) => page(
+                        state,
+                        StatusCode::OK,
+                        Some(&session),
+                        title,
+                        pages::conversation(next, &id, Some(&session.csrf), &shown),
+                    ),
+                    None => making.again(
+                        state,
+                        headers,
+                        &session,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        t::BUSY,
+                    ),
+                };
+            }
+            Err(e) => {
+                state.forget_nonce(&nonce);
+                let m = match e {
+                    Failure::Refused(ErrorKind::Limit, _) => t::THROTTLED,
+                    Failure::Refused(..) => t::WRONG,
+                    _ => t::UNAVAILABLE,
+                };
+                return making.again(state, headers, &session, StatusCode::UNAUTHORIZED, m);
+            }
+        }
+    }
+    let response = making.make(state, &mut conn, &session);
+    if !response.status().is_success() {
+        state.forget_nonce(&nonce);
+    }
+    response
+}
+
+/// The next step of a proof that a form posted to `route` started: the stack's prompts
+/// answered on the parked connection, then the credential. Only the session that
+/// started it may finish it; a lost or foreign one starts again at `start`.
+async fn make_next(
+    state: State,
+    headers: HeaderMap,
+    body: Bytes,
+    route: &'static str,
+    start: &'static str,
+) -> HttpResponse {
     let Some(mut form) = form_of(&headers, &body) else {
         return bad_request(&state);
     };
     blocking(move || {
         let id = form.get("pending").to_string();
         let Some(mut p) = state.unpark(&id) else {
-            return redirect("/new");
+            return redirect(start);
         };
-        let Purpose::Create { token: owner, add } = std::mem::replace(
+        let Purpose::Make {
+            token: owner,
+            making,
+        } = std::mem::replace(
             &mut p.purpose,
             Purpose::SignIn {
                 user: String::new(),
             },
-        ) else {
-            return redirect("/new");
+        )
+        else {
+            return redirect(start);
         };
-        // Only the session that started the proof may finish it.
+        if making.next() != route {
+            return redirect(start);
+        }
         let (_, session) = match resume_form(&state, &headers, &form) {
             Ok(x) => x,
             Err(r) => return *r,
@@ -1236,22 +1319,13 @@ async fn create_next(
             .call(&Request::Answer { answers })
             .and_then(|r| converse(&mut p.conn, r, None));
         match step {
-            Ok(Step::Done(Response::Proved)) => add_and_show(&state, &mut p.conn, &session, add),
-            Ok(_) => create_page(
+            Ok(Step::Done(Response::Proved)) => making.make(&state, &mut p.conn, &session),
+            Ok(_) | Err(Failure::Refused(..)) => making.again(
                 &state,
+                &headers,
                 &session,
                 StatusCode::UNAUTHORIZED,
-                Some(t::WRONG),
-                &add.label,
-                true,
-            ),
-            Err(Failure::Refused(..)) => create_page(
-                &state,
-                &session,
-                StatusCode::UNAUTHORIZED,
-                Some(t::WRONG),
-                &add.label,
-                true,
+                t::WRONG,
             ),
             Err(e) => unavailable(&state, &e),
         }
@@ -1388,94 +1462,25 @@ async fn regenerate(
     headers: HeaderMap,
     body: Bytes,
 ) -> HttpResponse {
-    let Some(mut form) = form_of(&headers, &body) else {
+    let Some(form) = form_of(&headers, &body) else {
         return bad_request(&state);
     };
     blocking(move || {
-        let (mut conn, session) = match resume_form(&state, &headers, &form) {
+        let (conn, session) = match resume_form(&state, &headers, &form) {
             Ok(x) => x,
             Err(r) => return *r,
         };
         let Ok(id) = form.get("id").parse::<i64>() else {
             return bad_request(&state);
         };
-        let nonce = form.get("nonce").to_string();
-        if nonce.len() != 64 || !state.first_use(&nonce) {
-            return redirect("/?done=duplicate");
-        }
-        let password = form.take("password");
-        if !password.is_empty() {
-            let step = conn
-                .call(&Request::Prove)
-                .and_then(|r| converse(&mut conn, r, Some(password)));
-            match step {
-                Ok(Step::Done(Response::Proved)) => {}
-                Ok(Step::Done(_)) => {
-                    state.forget_nonce(&nonce);
-                    return unavailable(&state, &Failure::Unexpected("prove"));
-                }
-                Ok(Step::Ask(prompts)) => {
-                    let shown = prompts.clone();
-                    let token = token(&headers).unwrap_or_default();
-                    return match state.park(Pending {
-                        conn,
-                        created: Instant::now(),
-                        purpose: Purpose::Regenerate { token, id },
-                        prompts,
-                    }) {
-                        Some(pending) => page(
-                            &state,
-                            StatusCode::OK,
-                            Some(&session),
-                            t::REGENERATE,
-                            pages::conversation(
-                                "/regenerate/next",
-                                &pending,
-                                Some(&session.csrf),
-                                &shown,
-                            ),
-                        ),
-                        None => {
-                            let mut conn = match resume(&state, &headers) {
-                                Ok((c, _)) => c,
-                                Err(r) => return *r,
-                            };
-                            regenerate_page(
-                                &state,
-                                &mut conn,
-                                &session,
-                                id,
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                Some(t::BUSY),
-                                true,
-                            )
-                        }
-                    };
-                }
-                Err(e) => {
-                    state.forget_nonce(&nonce);
-                    let m = match e {
-                        Failure::Refused(ErrorKind::Limit, _) => t::THROTTLED,
-                        Failure::Refused(..) => t::WRONG,
-                        _ => t::UNAVAILABLE,
-                    };
-                    return regenerate_page(
-                        &state,
-                        &mut conn,
-                        &session,
-                        id,
-                        StatusCode::UNAUTHORIZED,
-                        Some(m),
-                        true,
-                    );
-                }
-            }
-        }
-        let response = regenerate_and_show(&state, &mut conn, &session, id);
-        if !response.status().is_success() {
-            state.forget_nonce(&nonce);
-        }
-        response
+        prove_and_make(
+            &state,
+            &headers,
+            form,
+            conn,
+            session,
+            Making::Regenerate(id),
+        )
     })
     .await
 }
@@ -1485,64 +1490,7 @@ async fn regenerate_next(
     headers: HeaderMap,
     body: Bytes,
 ) -> HttpResponse {
-    let Some(mut form) = form_of(&headers, &body) else {
-        return bad_request(&state);
-    };
-    blocking(move || {
-        let pending = form.get("pending").to_string();
-        let Some(mut p) = state.unpark(&pending) else {
-            return redirect("/");
-        };
-        let Purpose::Regenerate { token: owner, id } = std::mem::replace(
-            &mut p.purpose,
-            Purpose::SignIn {
-                user: String::new(),
-            },
-        ) else {
-            return redirect("/");
-        };
-        // Only the session that started the proof may finish it.
-        let (_, session) = match resume_form(&state, &headers, &form) {
-            Ok(x) => x,
-            Err(r) => return *r,
-        };
-        if !token(&headers).is_some_and(|t| same_secret(&t, &owner)) {
-            return page(
-                &state,
-                StatusCode::FORBIDDEN,
-                Some(&session),
-                t::BAD_REQUEST,
-                pages::error(Some(t::FORGED)),
-            );
-        }
-        let answers = answers_of(&mut form, &p.prompts);
-        let step = p
-            .conn
-            .call(&Request::Answer { answers })
-            .and_then(|r| converse(&mut p.conn, r, None));
-        match step {
-            Ok(Step::Done(Response::Proved)) => {
-                regenerate_and_show(&state, &mut p.conn, &session, id)
-            }
-            Ok(_) | Err(Failure::Refused(..)) => {
-                let mut conn = match resume(&state, &headers) {
-                    Ok((c, _)) => c,
-                    Err(r) => return *r,
-                };
-                regenerate_page(
-                    &state,
-                    &mut conn,
-                    &session,
-                    id,
-                    StatusCode::UNAUTHORIZED,
-                    Some(t::WRONG),
-                    true,
-                )
-            }
-            Err(e) => unavailable(&state, &e),
-        }
-    })
-    .await
+    make_next(state, headers, body, "/regenerate/next", "/").await
 }
 
 /// Regenerates app password `id` and shows the new one, this once.
