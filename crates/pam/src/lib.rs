@@ -25,6 +25,7 @@ use zeroize::Zeroizing;
 use crate::code::Code;
 use crate::login::{Host, Level};
 
+pub mod app;
 pub mod client;
 pub mod code;
 pub mod login;

@@ -27,15 +27,15 @@ use apppass_proto::message::MAX_PROMPTS;
 use apppass_proto::wire;
 use apppass_proto::{Prompt, PromptStyle, Request};
 use pam_apppass::PamHandle;
+use pam_apppass::app::{
+    PAM_DISALLOW_NULL_AUTHTOK, PAM_ERROR_MSG, PAM_PROMPT_ECHO_OFF, PAM_PROMPT_ECHO_ON, PAM_RHOST,
+    PamConv, PamMessage, PamResponse, pam_acct_mgmt, pam_authenticate, pam_end, pam_set_item,
+    pam_start_confdir, pam_strerror,
+};
 use pam_apppass::code::Code;
 
-const PAM_RHOST: c_int = 4;
-const PAM_DISALLOW_NULL_AUTHTOK: c_int = 0x1;
 const PAM_NEW_AUTHTOK_REQD: c_int = 12;
 const PAM_ACCT_EXPIRED: c_int = 13;
-const PAM_PROMPT_ECHO_OFF: c_int = 1;
-const PAM_PROMPT_ECHO_ON: c_int = 2;
-const PAM_ERROR_MSG: c_int = 3;
 /// A stack that asks more often than this in one proof is refused.
 const MAX_ROUNDS: u32 = 16;
 /// Longest message shown from the stack; longer ones are cut.
@@ -44,44 +44,10 @@ const MAX_TEXT: usize = 512;
 const MAX_FRAME: usize = 64 * 1024;
 
 #[repr(C)]
-struct PamMessage {
-    msg_style: c_int,
-    msg: *const c_char,
-}
-
-#[repr(C)]
-struct PamResponse {
-    resp: *mut c_char,
-    resp_retcode: c_int,
-}
-
-#[repr(C)]
-struct PamConv {
-    conv: extern "C" fn(c_int, *mut *const PamMessage, *mut *mut PamResponse, *mut c_void) -> c_int,
-    appdata_ptr: *mut c_void,
-}
-
-#[repr(C)]
 struct Spwd {
     sp_namp: *mut c_char,
     sp_pwdp: *mut c_char,
     // The rest of struct spwd is never read.
-}
-
-#[link(name = "pam")]
-unsafe extern "C" {
-    fn pam_start_confdir(
-        service: *const c_char,
-        user: *const c_char,
-        conv: *const PamConv,
-        confdir: *const c_char,
-        pamh: *mut *mut PamHandle,
-    ) -> c_int;
-    fn pam_set_item(pamh: *mut PamHandle, item: c_int, value: *const c_void) -> c_int;
-    fn pam_authenticate(pamh: *mut PamHandle, flags: c_int) -> c_int;
-    fn pam_acct_mgmt(pamh: *mut PamHandle, flags: c_int) -> c_int;
-    fn pam_strerror(pamh: *mut PamHandle, errnum: c_int) -> *const c_char;
-    fn pam_end(pamh: *mut PamHandle, status: c_int) -> c_int;
 }
 
 unsafe extern "C" {
