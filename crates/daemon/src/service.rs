@@ -922,11 +922,7 @@ impl Service {
 
     fn revoke(&mut self, peer: &Peer, ids: &[i64], now: Timestamp) -> Result<Response, Response> {
         let (me, _) = self.target(peer, None)?;
-        let owner = if peer.admin {
-            Owner::Anyone
-        } else {
-            Owner::User(&me)
-        };
+        let owner = reachable(peer, &me);
         let done = self.usable_store()?.revoke(ids, owner, now);
         let done = done.map_err(|e| self.store_failure(e))?;
         let mut out = Vec::with_capacity(done.len());
@@ -976,11 +972,7 @@ impl Service {
         now: Timestamp,
     ) -> Result<Response, Response> {
         let (me, _) = self.target(peer, None)?;
-        let owner = if peer.admin {
-            Owner::Anyone
-        } else {
-            Owner::User(&me)
-        };
+        let owner = reachable(peer, &me);
         let not_found = || {
             Response::error(
                 ErrorKind::NotFound,
@@ -1022,11 +1014,7 @@ impl Service {
     /// person who is not an admin only within what `add` would let them make.
     fn regenerate(&mut self, peer: &Peer, id: i64, now: Timestamp) -> Result<Response, Response> {
         let (me, _) = self.target(peer, None)?;
-        let owner = if peer.admin {
-            Owner::Anyone
-        } else {
-            Owner::User(&me)
-        };
+        let owner = reachable(peer, &me);
         let not_found = || {
             Response::error(
                 ErrorKind::NotFound,
@@ -1375,6 +1363,16 @@ fn owner_changed(row: &Credential, holder: Option<u32>) -> String {
         Account::Unadopted => format!(
             "{head} was made before owners were recorded and is not adopted yet: refusing it until the apppassd that may change the store adopts it when it starts"
         ),
+    }
+}
+
+/// Whose app passwords `peer` (the user `me`) may act on by id: everyone's for an
+/// admin, else their own.
+fn reachable<'a>(peer: &Peer, me: &'a str) -> Owner<'a> {
+    if peer.admin {
+        Owner::Anyone
+    } else {
+        Owner::User(me)
     }
 }
 
