@@ -199,17 +199,6 @@ fn prerequisites() -> bool {
         )
 }
 
-/// `apppass ARGS --json` by root, which must succeed.
-fn json(s: &Sandbox, args: &[&str]) -> serde_json::Value {
-    let out = s.apppass(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// A header's value in `mail`.
 fn header<'a>(mail: &'a str, name: &str) -> &'a str {
     let (head, _) = mail.split_once("\n\n").unwrap();
@@ -236,28 +225,25 @@ fn owners_hear_of_passwords_made_regenerated_and_revoked_by_others() {
     let mut passwords = Vec::new();
 
     // Made for them (by root), regenerated, and one revoked by root.
-    let phone = json(
-        &s,
-        &[
-            "add",
-            "--user",
-            u,
-            "--service",
-            "imap",
-            "--label",
-            "Phone",
-            "--json",
-        ],
-    );
-    let phone2 = json(&s, &["regenerate", &id(&phone).to_string(), "--json"]);
-    let laptop = json(&s, &["add", "--user", u, "--service", "imap", "--json"]);
+    let phone = s.json(&[
+        "add",
+        "--user",
+        u,
+        "--service",
+        "imap",
+        "--label",
+        "Phone",
+        "--json",
+    ]);
+    let phone2 = s.json(&["regenerate", &id(&phone).to_string(), "--json"]);
+    let laptop = s.json(&["add", "--user", u, "--service", "imap", "--json"]);
     assert!(
         s.apppass(&["revoke", &id(&laptop).to_string()])
             .status
             .success()
     );
     // One they revoke themselves: no mail for that.
-    let own = json(&s, &["add", "--user", u, "--service", "imap", "--json"]);
+    let own = s.json(&["add", "--user", u, "--service", "imap", "--json"]);
     let out = as_user(Some(u))
         .arg(common::apppass_bin())
         .arg("--socket")
@@ -277,7 +263,7 @@ fn owners_hear_of_passwords_made_regenerated_and_revoked_by_others() {
     assert!(out.status.success());
     // Their account password changed (what the module's password hook reports): all
     // of theirs revoked, mailed even though it may have been them.
-    let last = json(&s, &["add", "--user", u, "--service", "imap", "--json"]);
+    let last = s.json(&["add", "--user", u, "--service", "imap", "--json"]);
     let changed = s
         .daemon
         .call(&apppass_proto::Request::PasswordChanged { user: u.into() })
@@ -438,19 +424,16 @@ fn notices_go_over_smtp_where_set_id_programs_gain_nothing() {
     let user = TestUser::create();
     let u = user.name.as_str();
     let s = Sandbox::with_config(&format!("sendmail = smtp://127.0.0.1:{}\n", mail.smtp_port));
-    json(
-        &s,
-        &[
-            "add",
-            "--user",
-            u,
-            "--service",
-            "imap",
-            "--label",
-            "Over SMTP",
-            "--json",
-        ],
-    );
+    s.json(&[
+        "add",
+        "--user",
+        u,
+        "--service",
+        "imap",
+        "--label",
+        "Over SMTP",
+        "--json",
+    ]);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mails = loop {
         let mails = mail.mails();

@@ -43,19 +43,9 @@ fn prerequisites() -> bool {
         )
 }
 
-fn json(s: &Sandbox, args: &[&str]) -> serde_json::Value {
-    let out = s.apppass(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// The status `apppass list` gives app password `id` of `user`.
 fn status(s: &Sandbox, user: &str, id: i64) -> String {
-    let rows = json(s, &["list", "--user", user, "--json"]);
+    let rows = s.json(&["list", "--user", user, "--json"]);
     let row = rows
         .as_array()
         .unwrap()
@@ -67,10 +57,7 @@ fn status(s: &Sandbox, user: &str, id: i64) -> String {
 
 /// The reasons of `user`'s newest `n` audit events, newest first.
 fn audit_reasons(s: &Sandbox, user: &str, n: usize) -> Vec<String> {
-    let events = json(
-        s,
-        &["log", "--user", user, "--json", "--limit", &n.to_string()],
-    );
+    let events = s.json(&["log", "--user", user, "--json", "--limit", &n.to_string()]);
     events
         .as_array()
         .unwrap()
@@ -130,7 +117,7 @@ fn a_name_given_to_another_account_does_not_inherit_its_app_passwords() {
     );
     assert_eq!(why.len(), 2, "{}", s.daemon.log());
     assert_eq!(status(&s, &user, pw.id), "orphaned");
-    let all = json(&s, &["list", "--all", "--json"]);
+    let all = s.json(&["list", "--all", "--json"]);
     assert_eq!(all[0]["status"], "orphaned", "{all}");
     let table = s.apppass(&["list", "--user", &user]);
     let table = String::from_utf8_lossy(&table.stdout);

@@ -194,19 +194,20 @@ impl Sandbox {
         self.json_array(&["list", "--all", "--json"])
     }
 
-    /// `apppass ARGS`, which must succeed and print a JSON array.
-    pub fn json_array(&self, args: &[&str]) -> Vec<serde_json::Value> {
+    /// `apppass ARGS`, which must succeed and print JSON.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let out = self.apppass(args);
         assert!(
             out.status.success(),
             "{args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .clone()
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// `apppass ARGS`, which must succeed and print a JSON array.
+    pub fn json_array(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        self.json(args).as_array().unwrap().clone()
     }
 
     /// Writes a PAM service file; `{module}`, `{socket}` and `{conf}` are replaced.
