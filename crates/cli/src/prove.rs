@@ -79,10 +79,17 @@ fn ask(prompt: &Prompt) -> Result<Secret, CliError> {
         .open("/dev/tty")
         .map_err(no_terminal)?;
     let mut out = &tty;
-    write!(out, "{}", for_terminal(&prompt.text)).map_err(no_terminal)?;
-    out.flush().map_err(no_terminal)?;
+    // Echo goes off before the prompt shows, as getpass(3) does: whatever is typed
+    // once the prompt is visible (or typed ahead of it) is never echoed.
     let hidden = prompt.style == PromptStyle::EchoOff;
     let saved = if hidden { echo_off(&tty) } else { None };
+    let shown = write!(out, "{}", for_terminal(&prompt.text)).and_then(|()| out.flush());
+    if let Err(e) = shown {
+        if let Some(saved) = saved {
+            let _ = nix::sys::termios::tcsetattr(&tty, nix::sys::termios::SetArg::TCSANOW, &saved);
+        }
+        return Err(no_terminal(e));
+    }
     let mut line = Zeroizing::new(String::new());
     let read = io::BufReader::new(&tty).read_line(&mut line);
     if let Some(saved) = saved {
