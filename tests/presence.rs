@@ -372,6 +372,51 @@ fn a_second_factor_is_asked_at_the_terminal() {
 }
 
 #[test]
+fn ctrl_c_at_the_password_prompt_gives_the_terminal_back() {
+    if !prerequisites()
+        || !require(
+            Command::new("python3").arg("--version").output().is_ok(),
+            "python3 (for a pty)",
+        )
+    {
+        return;
+    }
+    let acc = Accounts::create("apc", 1, 0);
+    let alice = acc.users[0].as_str();
+    let w = World::new("", &[]);
+    // dash restores no terminal after its job dies, so what stty sees is apppass's doing.
+    // The trap keeps the shell alive past Ctrl-C; apppass itself gets SIGINT's default.
+    let argv = [
+        "/bin/sh",
+        "-c",
+        "trap : INT; \"$@\"; echo \"status=$?\"; stty -a",
+        "sh",
+        "/usr/bin/setpriv",
+        &format!("--reuid={alice}"),
+        &format!("--regid={alice}"),
+        "--init-groups",
+        "--",
+        w.apppass.to_str().unwrap(),
+        "--socket",
+        w.daemon.socket.to_str().unwrap(),
+        "add",
+        "--service",
+        "mail",
+    ];
+    let (shown, code) = at_terminal(&argv, &["\u{3}"]);
+    assert_eq!(code, 0, "{shown}");
+    assert!(shown.contains("Password:"), "{shown}");
+    assert!(shown.contains("status=130"), "apppass did not die of SIGINT: {shown}");
+    let after = &shown[shown.find("status=130").unwrap()..];
+    let flags: Vec<&str> = after.split([' ', ';', '\n', '\r']).collect();
+    assert!(
+        flags.contains(&"echo") && !flags.contains(&"-echo"),
+        "echo stayed off after Ctrl-C: {after}"
+    );
+    assert_eq!(count(&w, alice), 0);
+}
+
+#[test]
 fn admins_prove_themselves_and_make_nothing_that_leads_to_root() {
     if !prerequisites() {
         return;

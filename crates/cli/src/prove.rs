@@ -6,6 +6,13 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, Write};
+use std::sync::{Mutex, Once, PoisonError};
+use std::thread;
+
+use nix::sys::termios::{LocalFlags, SetArg, Termios, tcgetattr, tcsetattr};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+use signal_hook::iterator::Signals;
+use signal_hook::low_level::emulate_default_handler;
 
 use apppass_proto::text::for_terminal;
 use apppass_proto::{Client, Prompt, PromptStyle, Request, Response, Secret};
@@ -81,36 +88,69 @@ fn ask(prompt: &Prompt) -> Result<Secret, CliError> {
     let mut out = &tty;
     // Echo goes off before the prompt shows, as getpass(3) does: whatever is typed
     // once the prompt is visible (or typed ahead of it) is never echoed.
-    let hidden = prompt.style == PromptStyle::EchoOff;
-    let saved = if hidden { echo_off(&tty) } else { None };
-    let shown = write!(out, "{}", for_terminal(&prompt.text)).and_then(|()| out.flush());
-    if let Err(e) = shown {
-        if let Some(saved) = saved {
-            let _ = nix::sys::termios::tcsetattr(&tty, nix::sys::termios::SetArg::TCSANOW, &saved);
-        }
-        return Err(no_terminal(e));
+    if prompt.style == PromptStyle::EchoOff {
+        echo_off(&tty);
     }
     let mut line = Zeroizing::new(String::new());
-    let read = io::BufReader::new(&tty).read_line(&mut line);
-    if let Some(saved) = saved {
-        let _ = nix::sys::termios::tcsetattr(&tty, nix::sys::termios::SetArg::TCSANOW, &saved);
-        let _ = writeln!(out);
-    }
+    let read = write!(out, "{}", for_terminal(&prompt.text))
+        .and_then(|()| out.flush())
+        .and_then(|()| io::BufReader::new(&tty).read_line(&mut line));
+    restore_echo();
     read.map_err(no_terminal)?;
     let trimmed = line.trim_end_matches(['\n', '\r']).len();
     line.truncate(trimmed);
     Ok(Secret::new(line.as_bytes()))
 }
 
-/// Turns the terminal's echo off; the settings to restore.
-fn echo_off(tty: &File) -> Option<nix::sys::termios::Termios> {
-    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
-    let saved = tcgetattr(tty).ok()?;
+/// While echo is off: the terminal, and its settings from before.
+static ECHO_OFF: Mutex<Option<(File, Termios)>> = Mutex::new(None);
+
+/// Turns the terminal's echo off until [`restore_echo`]. A signal that ends apppass
+/// meanwhile (Ctrl-C, a hang-up, a kill) puts it back first, as sudo and
+/// readpassphrase(3) do: not every shell restores a terminal after its job dies.
+fn echo_off(tty: &File) {
+    guard_signals();
+    let Ok(saved) = tcgetattr(tty) else { return };
+    let Ok(own) = tty.try_clone() else { return };
     let mut quiet = saved.clone();
-    quiet.local_flags.remove(LocalFlags::ECHO);
-    quiet.local_flags.insert(LocalFlags::ECHONL);
-    tcsetattr(tty, SetArg::TCSANOW, &quiet).ok()?;
-    Some(saved)
+    // The typed newline is not echoed either: restore_echo ends the line.
+    quiet.local_flags.remove(LocalFlags::ECHO | LocalFlags::ECHONL);
+    let mut off = ECHO_OFF.lock().unwrap_or_else(PoisonError::into_inner);
+    if tcsetattr(tty, SetArg::TCSANOW, &quiet).is_ok() {
+        *off = Some((own, saved));
+    }
+}
+
+/// Puts back what [`echo_off`] changed, if it still is; ends the hidden line.
+fn restore_echo() {
+    let off = ECHO_OFF
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    if let Some((tty, saved)) = off {
+        let _ = tcsetattr(&tty, SetArg::TCSANOW, &saved);
+        let _ = writeln!(&tty);
+    }
+}
+
+/// From the first hidden prompt on, one thread takes the signals that would end
+/// apppass, restores the terminal, and then ends apppass by that signal as before.
+fn guard_signals() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let Ok(mut signals) = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT]) else {
+            return;
+        };
+        let _ = thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                if let Some(signal) = signals.forever().next() {
+                    restore_echo();
+                    let _ = emulate_default_handler(signal);
+                    std::process::exit(128 + signal);
+                }
+            });
+    });
 }
 
 /// Proves the caller on this connection: `Ok` once apppassd says so.
