@@ -406,7 +406,10 @@ fn ctrl_c_at_the_password_prompt_gives_the_terminal_back() {
     let (shown, code) = at_terminal(&argv, &["\u{3}"]);
     assert_eq!(code, 0, "{shown}");
     assert!(shown.contains("Password:"), "{shown}");
-    assert!(shown.contains("status=130"), "apppass did not die of SIGINT: {shown}");
+    assert!(
+        shown.contains("status=130"),
+        "apppass did not die of SIGINT: {shown}"
+    );
     let after = &shown[shown.find("status=130").unwrap()..];
     let flags: Vec<&str> = after.split([' ', ';', '\n', '\r']).collect();
     assert!(

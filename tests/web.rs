@@ -803,6 +803,44 @@ fn an_idle_session_expires() {
     );
 }
 
+/// A sign-in older than `reauthenticate_after` is no proof for a new password: the form
+/// asks for the account password up front, and a post without it (a stale form, or a
+/// portal that skips the field) is refused by apppassd, not just by the page.
+#[test]
+fn a_stale_sign_in_proves_again_before_creating() {
+    if !prerequisites() {
+        return;
+    }
+    let w = World::start("reauthenticate_after = 10s\n", &portal::shipped_stack());
+    let mut c = sign_in(&w);
+    let fresh = c.get("/new");
+    assert!(!fresh.body.contains("name=\"password\""), "{}", fresh.body);
+    let csrf = input_value(&fresh.body, "csrf").unwrap();
+    let nonce = input_value(&fresh.body, "nonce").unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(11));
+    assert!(c.get("/new").body.contains("name=\"password\""));
+    let mut fields = vec![
+        ("csrf", csrf.as_str()),
+        ("nonce", nonce.as_str()),
+        ("service", "mail"),
+        ("label", "Laptop"),
+    ];
+    let a = c.post("/new", &fields);
+    assert_eq!(a.status, 401, "{}\n{}", a.body, w.daemon.log());
+    assert!(
+        a.body.contains("enter your account password again"),
+        "{}",
+        a.body
+    );
+    assert!(!a.body.contains("data-copy") && !c.get("/").body.contains("/revoke/"));
+    fields.push(("password", w.password.as_str()));
+    let a = c.post("/new", &fields);
+    assert_eq!(a.status, 200, "{}\n{}", a.body, w.daemon.log());
+    assert!(a.body.contains("data-copy="));
+    // That proof is fresh again: the next form does not ask.
+    assert!(!c.get("/new").body.contains("name=\"password\""));
+}
+
 /// Typing the account password on the create form proves the person again (apppassd's
 /// Prove) before the password is made: a wrong one makes nothing. A short lifetime is
 /// flagged in the list.

@@ -114,7 +114,9 @@ fn echo_off(tty: &File) {
     let Ok(own) = tty.try_clone() else { return };
     let mut quiet = saved.clone();
     // The typed newline is not echoed either: restore_echo ends the line.
-    quiet.local_flags.remove(LocalFlags::ECHO | LocalFlags::ECHONL);
+    quiet
+        .local_flags
+        .remove(LocalFlags::ECHO | LocalFlags::ECHONL);
     let mut off = ECHO_OFF.lock().unwrap_or_else(PoisonError::into_inner);
     if tcsetattr(tty, SetArg::TCSANOW, &quiet).is_ok() {
         *off = Some((own, saved));

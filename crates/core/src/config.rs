@@ -116,6 +116,9 @@ pub struct Config {
     pub pam_dir: PathBuf,
     /// `prove_timeout`: the longest one proof (or sign-in) may take, prompts and all.
     pub prove_timeout: Duration,
+    /// `reauthenticate_after`: a proof (or the portal's sign-in) lets a credential be
+    /// made for this long (seconds); after it the person proves who they are again.
+    pub reauthenticate_after: i64,
     /// `portal_user`: the system user apppass-web runs as; its processes may sign
     /// people in and then act only for them.
     pub portal_user: Option<String>,
@@ -274,6 +277,7 @@ impl Default for Config {
             pam_helper_socket: PathBuf::from(DEFAULT_PAM_HELPER_SOCKET),
             pam_dir: PathBuf::from(DEFAULT_PAM_DIR),
             prove_timeout: Duration::from_secs(120),
+            reauthenticate_after: 5 * 60,
             portal_user: Some(DEFAULT_PORTAL_USER.to_string()),
             session_idle: 15 * 60,
             session_lifetime: 8 * 3600,
@@ -294,6 +298,13 @@ pub struct Loaded {
 }
 
 impl Config {
+    /// Whether a person who proved who they are at `proved` (Unix seconds) may still
+    /// make a credential at `now` without proving it again. apppassd decides by this;
+    /// the portal asks up front by the same rule.
+    pub fn proof_is_fresh(&self, proved: i64, now: i64) -> bool {
+        now.saturating_sub(proved) < self.reauthenticate_after
+    }
+
     /// Reads `path`. When `explicit` is false a missing file means the defaults (the file is
     /// optional); a file that was asked for must exist.
     pub fn load(path: &Path, explicit: bool) -> Result<Loaded, ConfigError> {
@@ -490,6 +501,12 @@ impl Config {
                         .filter(|s| (10..=3600).contains(s))
                         .ok_or_else(|| invalid(format!("{key} must be between 10s and 1h")))?;
                     config.prove_timeout = Duration::from_secs(s.unsigned_abs());
+                }
+                "reauthenticate_after" => {
+                    config.reauthenticate_after =
+                        duration()?
+                            .filter(|s| (10..=3600).contains(s))
+                            .ok_or_else(|| invalid(format!("{key} must be between 10s and 1h")))?;
                 }
                 "portal_user" => {
                     policy::check_user(value).map_err(invalid)?;
@@ -762,6 +779,18 @@ mod tests {
         let l = parse("# nothing\n\n   \n").unwrap();
         assert_eq!(l.config, Config::default());
         assert!(l.warnings.is_empty());
+    }
+
+    #[test]
+    fn a_proof_is_fresh_for_reauthenticate_after() {
+        let c = Config::default();
+        assert!(c.proof_is_fresh(1000, 1000 + 299) && !c.proof_is_fresh(1000, 1000 + 300));
+        let c = parse("reauthenticate_after = 10s\n").unwrap().config;
+        assert!(c.proof_is_fresh(1000, 1009) && !c.proof_is_fresh(1000, 1010));
+        for bad in ["9s", "2h", "never", "soon"] {
+            let e = parse(&format!("reauthenticate_after = {bad}\n")).unwrap_err();
+            assert!(e.to_string().contains("reauthenticate_after"), "{e}");
+        }
     }
 
     #[test]

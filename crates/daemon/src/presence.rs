@@ -46,8 +46,6 @@ pub const WINDOW: Duration = Duration::from_secs(15 * 60);
 const MAX_TRACKED: usize = 10_000;
 /// Sessions at most at once.
 pub const MAX_SESSIONS: usize = 10_000;
-/// A proof lets a credential be made for this long.
-pub const PROOF_VALID: i64 = 5 * 60;
 /// Largest frame the helper may send.
 const MAX_HELPER_FRAME: usize = 64 * 1024;
 
@@ -570,8 +568,8 @@ async fn read_frame(
 
 /// Whether a proof on this connection (at `proved`, Unix seconds) still lets a
 /// credential be made at `now`.
-pub fn still_proved(proved: Option<i64>, now: i64) -> bool {
-    proved.is_some_and(|p| now.saturating_sub(p) < PROOF_VALID)
+pub fn still_proved(config: &apppass_core::config::Config, proved: Option<i64>, now: i64) -> bool {
+    proved.is_some_and(|p| config.proof_is_fresh(p, now))
 }
 
 /// Runs a session's re-proof through the portal's stack, and notes it in the session.

@@ -232,15 +232,16 @@ pub async fn serve(mut stream: UnixStream, mut cx: Context) {
 }
 
 /// Whether `acting` may make a credential on this connection now: root always; anyone
-/// else within five minutes of proving who they are (once per proof at a terminal).
+/// else within `reauthenticate_after` of proving who they are (once per proof at a
+/// terminal).
 fn may_create(cx: &Context, acting: &Peer, standing: &mut Standing) -> bool {
     if acting.uid == 0 {
         return true;
     }
     let now = apppass_core::time::now();
     match &standing.bound {
-        Some(bound) => presence::still_proved(cx.presence.proved(bound), now),
-        None => presence::still_proved(standing.proved.take(), now),
+        Some(bound) => presence::still_proved(&cx.shared.config, cx.presence.proved(bound), now),
+        None => presence::still_proved(&cx.shared.config, standing.proved.take(), now),
     }
 }
 

@@ -234,7 +234,7 @@ pub struct Session {
     /// groups).
     pub admin: bool,
     /// When the person signed in, and last proved their account password (Unix
-    /// seconds): creating a credential needs a proof younger than five minutes.
+    /// seconds): creating a credential needs a recent proof (`reauthenticate_after`).
     pub signed_in: i64,
     pub proved: i64,
     /// When the session ends if unused, and at the latest (Unix seconds).

@@ -46,9 +46,6 @@ const MAX_PENDING: usize = 256;
 /// that showed a password makes no second one.
 const NONCE_FOR: Duration = Duration::from_secs(3600);
 const MAX_NONCES: usize = 8192;
-/// apppassd asks for the account password again for a creation when the last proof is
-/// older than this; the form then shows the password field up front.
-const PROOF_FRESH: i64 = 300;
 /// Entries of the activity page.
 const LOG_LIMIT: u32 = 200;
 
@@ -1083,7 +1080,8 @@ fn create_page(
     let services = services(&state.config);
     let expiries = expiries(&state.config);
     let nonce = random_id();
-    let ask_password = ask || apppass_core::time::now() - session.proved > PROOF_FRESH;
+    // apppassd would ask for the account password again: the form shows its field now.
+    let ask_password = ask || !proof_fresh(state, session);
     let body = pages::create(&pages::CreateForm {
         csrf: &session.csrf,
         nonce: &nonce,
@@ -1333,6 +1331,14 @@ async fn make_next(
     .await
 }
 
+/// Whether apppassd still takes `session`'s sign-in (or last proof) as proof for a new
+/// credential.
+fn proof_fresh(state: &State, session: &Session) -> bool {
+    state
+        .config
+        .proof_is_fresh(session.proved, apppass_core::time::now())
+}
+
 /// A new password, shown this once with its QR code and profile, in this one answer.
 fn show_added(state: &State, session: &Session, a: &apppass_proto::Added) -> HttpResponse {
     let qr = profile::qr_svg(&a.password, t::QR_LABEL);
@@ -1437,7 +1443,7 @@ fn regenerate_page(
         id,
         csrf: &session.csrf,
         nonce: &nonce,
-        ask_password: ask || apppass_core::time::now() - session.proved > PROOF_FRESH,
+        ask_password: ask || !proof_fresh(state, session),
         message,
     });
     page(state, status, Some(session), t::REGENERATE, body)
