@@ -236,16 +236,24 @@ fn an_expired_or_missing_account_password_is_told_what_to_do() {
     }
 }
 
-/// Runs `argv` on a pty, answering each prompt that ends in ": " with the next of
-/// `answers` (python3's pty: the CLI finds its terminal at /dev/tty). What the terminal
-/// showed, and the exit status.
-fn at_terminal(argv: &[&str], answers: &[&str]) -> (String, i32) {
+/// Whether python3 is there to drive a pty ([`at_terminal`]).
+fn has_pty_driver() -> bool {
+    require(
+        Command::new("python3").arg("--version").output().is_ok(),
+        "python3 (for a pty)",
+    )
+}
+
+/// Runs `command` (its program, arguments and environment) on a pty, answering each
+/// prompt that ends in ": " with the next of `answers` (python3's pty: the CLI finds its
+/// terminal at /dev/tty). What the terminal showed, and the exit status.
+fn at_terminal(command: &Command, answers: &[&str]) -> (String, i32) {
     const DRIVER: &str = r#"
 import os, pty, sys, select, time
 answers = sys.stdin.read().split("\n")[:-1]
 pid, fd = pty.fork()
 if pid == 0:
-    os.execv(sys.argv[1], sys.argv[1:])
+    os.execvp(sys.argv[1], sys.argv[1:])
 shown = b""
 seen = 0
 deadline = time.time() + 60
@@ -266,10 +274,18 @@ _, status = os.waitpid(pid, 0)
 sys.stdout.write(shown.decode(errors="replace"))
 sys.exit(os.waitstatus_to_exitcode(status))
 "#;
-    let mut child = Command::new("python3")
+    let mut driver = Command::new("python3");
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => driver.env(key, value),
+            None => driver.env_remove(key),
+        };
+    }
+    let mut child = driver
         .arg("-c")
         .arg(DRIVER)
-        .args(argv)
+        .arg(command.get_program())
+        .args(command.get_args())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -306,10 +322,7 @@ fn a_second_factor_is_asked_at_the_terminal() {
                 && Command::new("oathtool").arg("--version").output().is_ok(),
             "pam_oath and oathtool (Debian packages libpam-oath, oathtool)",
         )
-        || !require(
-            Command::new("python3").arg("--version").output().is_ok(),
-            "python3 (for a pty)",
-        )
+        || !has_pty_driver()
     {
         return;
     }
@@ -340,23 +353,12 @@ fn a_second_factor_is_asked_at_the_terminal() {
     );
 
     // At a terminal: the password (not echoed), then the one-time code.
-    let argv = [
-        "/usr/bin/setpriv",
-        &format!("--reuid={alice}"),
-        &format!("--regid={alice}"),
-        "--init-groups",
-        "--",
-        w.apppass.to_str().unwrap(),
-        "--socket",
-        w.daemon.socket.to_str().unwrap(),
-        "add",
-        "--service",
-        "mail",
-        "--label",
-        "phone",
-    ];
+    let add = w.apppass_command(
+        Some(alice),
+        &["add", "--service", "mail", "--label", "phone"],
+    );
     let password = password_of(alice);
-    let (shown, code) = at_terminal(&argv, &[&password, &hotp(KEY, 1)]);
+    let (shown, code) = at_terminal(&add, &[&password, &hotp(KEY, 1)]);
     assert_eq!(code, 0, "{shown}");
     assert!(shown.contains("Password:"), "{shown}");
     assert!(shown.contains("One-time password"), "{shown}");
@@ -366,19 +368,14 @@ fn a_second_factor_is_asked_at_the_terminal() {
         "the account password was echoed: {shown}"
     );
     // A wrong code: nothing made.
-    let (shown, code) = at_terminal(&argv, &[&password, "000000"]);
+    let (shown, code) = at_terminal(&add, &[&password, "000000"]);
     assert_eq!(code, 4, "{shown}");
     assert_eq!(count(&w, alice), 1);
 }
 
 #[test]
 fn ctrl_c_at_the_password_prompt_gives_the_terminal_back() {
-    if !prerequisites()
-        || !require(
-            Command::new("python3").arg("--version").output().is_ok(),
-            "python3 (for a pty)",
-        )
-    {
+    if !prerequisites() || !has_pty_driver() {
         return;
     }
     let acc = Accounts::create("apc", 1, 0);
@@ -386,24 +383,17 @@ fn ctrl_c_at_the_password_prompt_gives_the_terminal_back() {
     let w = World::new("", &[]);
     // dash restores no terminal after its job dies, so what stty sees is apppass's doing.
     // The trap keeps the shell alive past Ctrl-C; apppass itself gets SIGINT's default.
-    let argv = [
-        "/bin/sh",
+    let add = w.apppass_command(Some(alice), &["add", "--service", "mail"]);
+    let mut sh = Command::new("/bin/sh");
+    sh.args([
         "-c",
         "trap : INT; \"$@\"; echo \"status=$?\"; stty -a",
         "sh",
-        "/usr/bin/setpriv",
-        &format!("--reuid={alice}"),
-        &format!("--regid={alice}"),
-        "--init-groups",
-        "--",
-        w.apppass.to_str().unwrap(),
-        "--socket",
-        w.daemon.socket.to_str().unwrap(),
-        "add",
-        "--service",
-        "mail",
-    ];
-    let (shown, code) = at_terminal(&argv, &["\u{3}"]);
+    ])
+    .arg(add.get_program())
+    .args(add.get_args())
+    .envs(add.get_envs().filter_map(|(k, v)| Some((k, v?))));
+    let (shown, code) = at_terminal(&sh, &["\u{3}"]);
     assert_eq!(code, 0, "{shown}");
     assert!(shown.contains("Password:"), "{shown}");
     assert!(

@@ -220,12 +220,8 @@ impl World {
 
     /// The CLI as `user` (`None`: root) with `stdin` as its standard input.
     pub fn apppass_with(&self, user: Option<&str>, args: &[&str], stdin: &str) -> Output {
-        let mut c = as_user(user);
-        c.arg(&self.apppass)
-            .arg("--socket")
-            .arg(&self.daemon.socket)
-            .args(args)
-            .stdin(Stdio::piped())
+        let mut c = self.apppass_command(user, args);
+        c.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = c.spawn().unwrap();
@@ -233,6 +229,16 @@ impl World {
         let _ = std::io::Write::write_all(child.stdin.as_mut().unwrap(), stdin.as_bytes());
         drop(child.stdin.take());
         child.wait_with_output().unwrap()
+    }
+
+    /// `apppass ARGS` against this world's apppassd, as `user` (`None`: root).
+    pub fn apppass_command(&self, user: Option<&str>, args: &[&str]) -> Command {
+        let mut c = as_user(user);
+        c.arg(&self.apppass)
+            .arg("--socket")
+            .arg(&self.daemon.socket)
+            .args(args);
+        c
     }
 
     /// The CLI as `user` (`None`: root). `apppass add` of a user proves them with their
