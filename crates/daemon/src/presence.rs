@@ -566,12 +566,6 @@ async fn read_frame(
     Ok(body)
 }
 
-/// Whether a proof on this connection (at `proved`, Unix seconds) still lets a
-/// credential be made at `now`.
-pub fn still_proved(config: &apppass_core::config::Config, proved: Option<i64>, now: i64) -> bool {
-    proved.is_some_and(|p| config.proof_is_fresh(p, now))
-}
-
 /// Runs a session's re-proof through the portal's stack, and notes it in the session.
 pub async fn reprove(cx: &Context, stream: &mut UnixStream, bound: &Bound) -> Result<(), Response> {
     let client = cx.presence.client(bound);

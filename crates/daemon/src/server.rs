@@ -239,10 +239,11 @@ fn may_create(cx: &Context, acting: &Peer, standing: &mut Standing) -> bool {
         return true;
     }
     let now = apppass_core::time::now();
-    match &standing.bound {
-        Some(bound) => presence::still_proved(&cx.shared.config, cx.presence.proved(bound), now),
-        None => presence::still_proved(&cx.shared.config, standing.proved.take(), now),
-    }
+    let proved = match &standing.bound {
+        Some(bound) => cx.presence.proved(bound),
+        None => standing.proved.take(),
+    };
+    proved.is_some_and(|p| cx.shared.config.proof_is_fresh(p, now))
 }
 
 /// Proofs, sign-ins and sessions: answered on the connection, never by a worker.
