@@ -428,6 +428,12 @@ fn refusal(f: &Failure) -> (StatusCode, String) {
     }
 }
 
+/// The page titled `title` that says why apppassd refused.
+fn refused(state: &State, session: &Session, title: &str, f: &Failure) -> HttpResponse {
+    let (status, m) = refusal(f);
+    page(state, status, Some(session), title, pages::error(Some(&m)))
+}
+
 // ---- Conversations with the apppass-portal stack ----
 
 enum Step {
@@ -742,16 +748,7 @@ async fn home(
                 pages::list(&list, whose.as_deref(), session.admin, message.as_deref()),
             ),
             Ok(_) => unavailable(&state, &Failure::Unexpected("list")),
-            Err(e) => {
-                let (status, m) = refusal(&e);
-                page(
-                    &state,
-                    status,
-                    Some(&session),
-                    t::PASSWORDS,
-                    pages::error(Some(&m)),
-                )
-            }
+            Err(e) => refused(&state, &session, t::PASSWORDS, &e),
         }
     })
     .await
@@ -781,16 +778,7 @@ async fn log_page(
                 pages::log(&events, whose.as_deref()),
             ),
             Ok(_) => unavailable(&state, &Failure::Unexpected("log")),
-            Err(e) => {
-                let (status, m) = refusal(&e);
-                page(
-                    &state,
-                    status,
-                    Some(&session),
-                    t::LOG,
-                    pages::error(Some(&m)),
-                )
-            }
+            Err(e) => refused(&state, &session, t::LOG, &e),
         }
     })
     .await
@@ -885,16 +873,7 @@ async fn revoke(Extract(state): Extract<State>, headers: HeaderMap, body: Bytes)
                 pages::error(Some(t::NOT_FOUND)),
             ),
             Ok(_) => unavailable(&state, &Failure::Unexpected("revoke")),
-            Err(e) => {
-                let (status, m) = refusal(&e);
-                page(
-                    &state,
-                    status,
-                    Some(&session),
-                    t::REVOKE,
-                    pages::error(Some(&m)),
-                )
-            }
+            Err(e) => refused(&state, &session, t::REVOKE, &e),
         }
     })
     .await
@@ -947,16 +926,7 @@ async fn revoke_all(
                 redirect(&back_to(whose.as_deref(), &format!("done=all&n={n}")))
             }
             Ok(_) => unavailable(&state, &Failure::Unexpected("revoke-all")),
-            Err(e) => {
-                let (status, m) = refusal(&e);
-                page(
-                    &state,
-                    status,
-                    Some(&session),
-                    t::REVOKE_ALL,
-                    pages::error(Some(&m)),
-                )
-            }
+            Err(e) => refused(&state, &session, t::REVOKE_ALL, &e),
         }
     })
     .await
@@ -996,16 +966,7 @@ async fn networks_form(
                 ),
             },
             Ok(_) => unavailable(&state, &Failure::Unexpected("list")),
-            Err(e) => {
-                let (status, m) = refusal(&e);
-                page(
-                    &state,
-                    status,
-                    Some(&session),
-                    t::NETWORKS_EDIT,
-                    pages::error(Some(&m)),
-                )
-            }
+            Err(e) => refused(&state, &session, t::NETWORKS_EDIT, &e),
         }
     })
     .await
@@ -1029,16 +990,7 @@ async fn networks(Extract(state): Extract<State>, headers: HeaderMap, body: Byte
             from: opt(form.get("from")),
         }) {
             Ok(_) => redirect(&back_to(whose.as_deref(), "done=networks")),
-            Err(e) => {
-                let (status, m) = refusal(&e);
-                page(
-                    &state,
-                    status,
-                    Some(&session),
-                    t::NETWORKS_EDIT,
-                    pages::error(Some(&m)),
-                )
-            }
+            Err(e) => refused(&state, &session, t::NETWORKS_EDIT, &e),
         }
     })
     .await
@@ -1521,16 +1473,7 @@ fn regenerate_and_show(state: &State, conn: &mut Conn, session: &Session, id: i6
             Some(t::REGENERATE_REAUTH),
             true,
         ),
-        Err(e) => {
-            let (status, m) = refusal(&e);
-            page(
-                state,
-                status,
-                Some(session),
-                t::REGENERATE,
-                pages::error(Some(&m)),
-            )
-        }
+        Err(e) => refused(state, session, t::REGENERATE, &e),
     }
 }
 
