@@ -474,7 +474,6 @@ fn unix_socket_and_built_in_tls() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("apppass.conf");
     let cert = dir.path().join("cert.pem");
     let key = dir.path().join("key.pem");
     let out = Command::new("openssl")
@@ -504,31 +503,14 @@ fn unix_socket_and_built_in_tls() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    std::fs::write(
-        &conf,
-        format!(
-            "web_tls_cert = {}\nweb_tls_key = {}\n",
-            cert.display(),
-            key.display()
-        ),
-    )
-    .unwrap();
+    let tls = format!(
+        "web_tls_cert = {}\nweb_tls_key = {}\n",
+        cert.display(),
+        key.display()
+    );
     let port = common::free_port();
     let listen = format!("127.0.0.1:{port}");
-    let socket = dir.path().join("none.sock");
-    let web = portal::Web::start(
-        None,
-        &[
-            "--listen",
-            &listen,
-            "--config",
-            conf.to_str().unwrap(),
-            "--socket",
-            socket.to_str().unwrap(),
-        ],
-        &dir.path().join("tls.log"),
-        port,
-    );
+    let web = portal::Web::alone(dir.path(), &tls, &listen, port, "tls.log");
     let out = Command::new("curl")
         .args(["-sS", "-D", "-", "--cacert"])
         .arg(&cert)
@@ -559,20 +541,7 @@ fn unix_socket_and_built_in_tls() {
     // A Unix socket, as a local reverse proxy would use.
     let path = dir.path().join("web.sock");
     let unix = format!("unix:{}", path.display());
-    std::fs::write(&conf, "").unwrap();
-    let mut web = portal::Web::start(
-        None,
-        &[
-            "--listen",
-            &unix,
-            "--config",
-            conf.to_str().unwrap(),
-            "--socket",
-            socket.to_str().unwrap(),
-        ],
-        &dir.path().join("unix.log"),
-        0,
-    );
+    let mut web = portal::Web::alone(dir.path(), "", &unix, 0, "unix.log");
     web.wait(|| std::os::unix::net::UnixStream::connect(&path).is_ok());
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
@@ -994,24 +963,9 @@ fn the_unit_is_valid_and_confined() {
 #[test]
 fn a_slow_client_is_cut_off() {
     let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("apppass.conf");
-    std::fs::write(&conf, "").unwrap();
     let port = common::free_port();
     let listen = format!("127.0.0.1:{port}");
-    let socket = dir.path().join("none.sock");
-    let _web = portal::Web::start(
-        None,
-        &[
-            "--listen",
-            &listen,
-            "--config",
-            conf.to_str().unwrap(),
-            "--socket",
-            socket.to_str().unwrap(),
-        ],
-        &dir.path().join("web.log"),
-        port,
-    );
+    let _web = portal::Web::alone(dir.path(), "", &listen, port, "web.log");
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(b"GET /signin HTTP/1.1\r\nHost: x\r\n").unwrap();

@@ -95,6 +95,28 @@ impl Web {
         web
     }
 
+    /// apppass-web alone (as root, no apppassd behind it), listening on `listen`
+    /// (`port`: as for [`Web::start`]), with `conf` as its whole configuration, in
+    /// `dir`: for what it does before it asks apppassd anything.
+    pub fn alone(dir: &Path, conf: &str, listen: &str, port: u16, log: &str) -> Web {
+        let path = dir.join("apppass.conf");
+        std::fs::write(&path, conf).unwrap();
+        let socket = dir.join("none.sock");
+        Web::start(
+            None,
+            &[
+                "--listen",
+                listen,
+                "--config",
+                path.to_str().unwrap(),
+                "--socket",
+                socket.to_str().unwrap(),
+            ],
+            &dir.join(log),
+            port,
+        )
+    }
+
     pub fn wait(&mut self, ready: impl Fn() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !ready() {
