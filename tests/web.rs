@@ -670,41 +670,12 @@ fn an_admin_revokes_someone_elses_password_and_others_cannot_look() {
         return;
     }
     let mut extra = portal::Accounts::default();
-    let admin_password = format!("Adm-{}", common::random_hex(8));
-    let admin = {
-        let _g = portal::serial();
-        extra.create("apwadm", Some(&admin_password))
-    };
-    // useradd gave the admin a group of their own name: that is admin_group.
+    let (admin, admin_password) = portal::admin(&mut extra);
     let w = World::start(
         &format!("admin_group = {admin}\n"),
         &portal::shipped_stack(),
     );
-    let out = Command::new(common::workspace_bin("apppass"))
-        .arg("--socket")
-        .arg(&w.daemon.socket)
-        .arg("--config")
-        .arg(&w.daemon.conf)
-        .args([
-            "add",
-            "--user",
-            &w.person,
-            "--service",
-            "mail",
-            "--label",
-            "Phone",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let added: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let password = added["password"].as_str().unwrap().to_string();
-    let id = added["id"].as_i64().unwrap();
+    let (password, id) = w.add_for_person("Phone");
 
     // The person cannot look at the admin's passwords.
     let mut person = Client::new(w.web.port);

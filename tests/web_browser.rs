@@ -208,39 +208,12 @@ fn an_admin_revokes_another_users_password_in_a_browser() {
         return;
     }
     let mut extra = portal::Accounts::default();
-    let admin_password = format!("Adm-{}", common::random_hex(8));
-    let admin = {
-        let _g = portal::serial();
-        extra.create("apwadm", Some(&admin_password))
-    };
+    let (admin, admin_password) = portal::admin(&mut extra);
     let w = World::start(
         &format!("admin_group = {admin}\n"),
         &portal::shipped_stack(),
     );
-    let out = Command::new(common::workspace_bin("apppass"))
-        .arg("--socket")
-        .arg(&w.daemon.socket)
-        .arg("--config")
-        .arg(&w.daemon.conf)
-        .args([
-            "add",
-            "--user",
-            &w.person,
-            "--service",
-            "mail",
-            "--label",
-            "Laptop",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let added: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let password = added["password"].as_str().unwrap().to_string();
+    let (password, _) = w.add_for_person("Laptop");
     let origin = format!("http://127.0.0.1:{}", w.web.port);
 
     let b = Browser::start();

@@ -163,7 +163,39 @@ pub struct World {
     pub accounts: Accounts,
 }
 
+/// A throwaway admin in `accounts`: their name (useradd gave them a group of that name,
+/// which is what admin_group names) and account password.
+pub fn admin(accounts: &mut Accounts) -> (String, String) {
+    let password = format!("Adm-{}", random_hex(8));
+    let _g = serial();
+    (accounts.create("apwadm", Some(&password)), password)
+}
+
 impl World {
+    /// An app password for the person, made by root with the CLI (no proof asked):
+    /// the password and its id.
+    pub fn add_for_person(&self, label: &str) -> (String, i64) {
+        let out = Command::new(workspace_bin("apppass"))
+            .arg("--socket")
+            .arg(&self.daemon.socket)
+            .arg("--config")
+            .arg(&self.daemon.conf)
+            .args(["add", "--user", &self.person, "--service", "mail"])
+            .args(["--label", label, "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let added: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            added["password"].as_str().unwrap().to_string(),
+            added["id"].as_i64().unwrap(),
+        )
+    }
+
     /// `conf_extra`: more apppass.conf lines; `stack`: the `apppass-portal` stack.
     pub fn start(conf_extra: &str, stack: &str) -> World {
         let mut accounts = Accounts::default();
